@@ -1,0 +1,184 @@
+// Command upsink serves HTTP uploads into MariaDB/MySQL in bounded memory.
+//
+//	upsink serve [--listen ADDR] [--dsn DSN] [limits...]
+//	upsink version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"upsink/server"
+	"upsink/store"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+func run(args []string, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "usage: upsink serve [flags] | upsink version")
+		return 2
+	}
+	switch args[0] {
+	case "version", "--version", "-version":
+		fmt.Println("upsink", version)
+		return 0
+	case "serve":
+		return serve(args[1:], stderr)
+	case "-h", "--help", "help":
+		fmt.Fprintln(stderr, "usage: upsink serve [flags] | upsink version (upsink serve -h lists the flags)")
+		return 0
+	default:
+		fmt.Fprintf(stderr, "upsink: unknown command %q (want serve or version)\n", args[0])
+		return 2
+	}
+}
+
+// size is a byte count flag that takes 1048576, 1MiB, 512KiB, 1GiB.
+type size struct{ n *int64 }
+
+func (s size) String() string {
+	if s.n == nil {
+		return ""
+	}
+	return strconv.FormatInt(*s.n, 10)
+}
+
+func (s size) Set(v string) error {
+	n, err := parseSize(v)
+	if err != nil {
+		return err
+	}
+	*s.n = n
+	return nil
+}
+
+func parseSize(v string) (int64, error) {
+	mult := int64(1)
+	num := v
+	for _, u := range []struct {
+		suf string
+		m   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}} {
+		if strings.HasSuffix(v, u.suf) {
+			num, mult = strings.TrimSuffix(v, u.suf), u.m
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("bad size %q (want bytes, or a number with KiB, MiB or GiB)", v)
+	}
+	return n * mult, nil
+}
+
+func serve(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("upsink serve", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var (
+		cfg      server.Config
+		memLimit int64 = 48 << 20
+		logLevel       = "info"
+	)
+	cfg.MaxBody, cfg.MaxInflight = 1<<20, 32<<20
+	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "HTTP listen address host:port")
+	fs.StringVar(&cfg.Store.DSN, "dsn", os.Getenv("UPSINK_DSN"), "MariaDB/MySQL DSN in go-sql-driver form (default $UPSINK_DSN)")
+	fs.Var(size{&cfg.MaxBody}, "max-body", "largest accepted upload body (default 1MiB)")
+	fs.Var(size{&cfg.MaxInflight}, "max-inflight", "global budget for bodies being received or committed (default 32MiB)")
+	fs.Var(size{&memLimit}, "memory-limit", "Go soft memory limit (default 48MiB; 0 = none)")
+	fs.DurationVar(&cfg.HeaderTimeout, "header-timeout", 10*time.Second, "a request head must be complete within this")
+	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 30*time.Second, "idle keep-alive connections and stalled bodies are closed after this")
+	fs.DurationVar(&cfg.RetryAfter, "retry-after", time.Second, "Retry-After sent with 503")
+	fs.IntVar(&cfg.Store.QueueLen, "queue", 4096, "commit queue length in uploads")
+	fs.IntVar(&cfg.Store.MaxBatchRows, "batch-rows", 1000, "most rows per committed batch")
+	fs.IntVar(&cfg.Loops, "loops", 0, "event loops (default: one per CPU)")
+	fs.StringVar(&logLevel, "log-level", logLevel, "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stderr)
+			fs.PrintDefaults()
+			return 0
+		}
+		fmt.Fprintf(stderr, "upsink serve: %v\n", err)
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "upsink serve: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	if cfg.Store.DSN == "" {
+		fmt.Fprintln(stderr, "upsink serve: no database: pass --dsn or set UPSINK_DSN")
+		return 2
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
+		fmt.Fprintf(stderr, "upsink serve: bad --log-level %q\n", logLevel)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+	slog.SetDefault(log)
+	cfg.Logger = log
+	if memLimit > 0 {
+		debug.SetMemoryLimit(memLimit)
+	}
+
+	srv, err := server.New(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "upsink serve: %v\n", err)
+		return 2
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve() }()
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
+	select {
+	case err := <-errc:
+		_ = srv.Shutdown(context.Background())
+		if err != nil {
+			fmt.Fprintf(stderr, "upsink serve: %v\n", err)
+			return 2
+		}
+		return 0
+	case <-srv.Booted():
+		log.Info("upsink: serving", "listen", "http://"+cfg.Listen, "max_body", cfg.MaxBody, "max_inflight", cfg.MaxInflight, "memory_limit", memLimit)
+	}
+	select {
+	case err := <-errc:
+		_ = srv.Shutdown(context.Background())
+		if err != nil {
+			fmt.Fprintf(stderr, "upsink serve: %v\n", err)
+			return 2
+		}
+		return 0
+	case sig := <-sigc:
+		log.Info("upsink: shutting down", "signal", sig.String())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		log.Error("upsink: shutdown", "err", err)
+		return 1
+	}
+	<-errc
+	st := srv.Store().Stats()
+	log.Info("upsink: stopped", "batches", st.Batches, "rows", st.Rows)
+	return 0
+}
+
+var _ = store.ErrClosed

@@ -1,0 +1,184 @@
+// Package server is upsink's HTTP front end: a gnet event handler that routes
+// requests, enforces limits and budgets, and drives every connection as a small
+// resumable machine (head, body, commit, drain) whose state lives in a conn.Slot.
+// It never runs a goroutine per connection: a connection suspends while it waits
+// for bytes or for its commit and resumes on the event loop when they arrive.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
+
+	"upsink/store"
+)
+
+// Config are the server's limits and its store. Zero values take the defaults.
+type Config struct {
+	Listen        string        // host:port, default 127.0.0.1:8080
+	MaxBody       int64         // largest accepted body, default 1 MiB
+	MaxInflight   int64         // global budget for bodies being received or committed, default 32 MiB
+	HeaderTimeout time.Duration // a request head must be complete within this, default 10 s
+	IdleTimeout   time.Duration // idle keep-alive and stalled bodies, default 30 s
+	DrainTimeout  time.Duration // lingering close after an error answer, default 2 s
+	RetryAfter    time.Duration // Retry-After on 503, default 1 s
+	Loops         int           // event loops, default GOMAXPROCS
+	MaxConns      int           // slab size in fds; default RLIMIT_NOFILE
+	Store         store.Config  // the DSN and batching; OnDone is set by the server
+	Logger        *slog.Logger
+}
+
+func (c *Config) setDefaults() error {
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8080"
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("server: listen address %q: %w", c.Listen, err)
+	}
+	if c.MaxBody == 0 {
+		c.MaxBody = 1 << 20
+	}
+	if c.MaxBody < 0 || c.MaxBody > 1<<31 {
+		return fmt.Errorf("server: max body %d out of range (0, 2 GiB]", c.MaxBody)
+	}
+	if c.MaxInflight == 0 {
+		c.MaxInflight = 32 << 20
+	}
+	if c.MaxInflight < c.MaxBody {
+		return fmt.Errorf("server: max inflight %d is below max body %d", c.MaxInflight, c.MaxBody)
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.HeaderTimeout, 10*time.Second)
+	def(&c.IdleTimeout, 30*time.Second)
+	def(&c.DrainTimeout, 2*time.Second)
+	def(&c.RetryAfter, time.Second)
+	if c.MaxConns <= 0 {
+		var rl unix.Rlimit
+		if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err == nil && rl.Cur > 0 && rl.Cur < 1<<24 {
+			c.MaxConns = int(rl.Cur)
+		} else {
+			c.MaxConns = 1 << 16
+		}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Server is one upsink HTTP server and its store.
+type Server struct {
+	cfg    Config
+	h      *handler
+	st     *store.Store
+	booted chan struct{}
+	eng    atomic.Pointer[gnet.Engine]
+	once   sync.Once
+}
+
+// New validates cfg and opens the store. The database need not be reachable:
+// the store connects in the background and /readyz reports it.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, booted: make(chan struct{})}
+	s.h = newHandler(&s.cfg, s)
+	cfg.Store.OnDone = s.h.onDone
+	if cfg.Store.Logger == nil {
+		cfg.Store.Logger = cfg.Logger
+	}
+	st, err := store.Open(cfg.Store)
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	s.st = st
+	s.h.st = st
+	return s, nil
+}
+
+// Serve listens and serves until Shutdown. It returns the listen error, if any.
+func (s *Server) Serve() error {
+	err := gnet.Run(s.h, "tcp://"+s.cfg.Listen,
+		gnet.WithMulticore(s.cfg.Loops == 0),
+		gnet.WithNumEventLoop(s.cfg.Loops),
+		gnet.WithTicker(true),
+		gnet.WithReuseAddr(true),
+		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+		gnet.WithLogger(gnetLogger{s.cfg.Logger}),
+	)
+	if err != nil {
+		var errno unix.Errno
+		if errors.As(err, &errno) && errno == unix.EADDRINUSE {
+			return fmt.Errorf("listen %s: address already in use", s.cfg.Listen)
+		}
+		return fmt.Errorf("listen %s: %w", s.cfg.Listen, err)
+	}
+	return nil
+}
+
+// Booted is closed once the server accepts connections.
+func (s *Server) Booted() <-chan struct{} { return s.booted }
+
+// Store returns the server's store (for stats).
+func (s *Server) Store() *store.Store { return s.st }
+
+// Shutdown stops accepting, closes every connection (answers not yet written
+// are not sent: nothing is acknowledged that was not committed), then lets the
+// store finish what it was handed.
+func (s *Server) Shutdown(ctx context.Context) error {
+	var err error
+	s.once.Do(func() {
+		if e := s.eng.Load(); e != nil {
+			if e2 := e.Stop(ctx); e2 != nil {
+				err = fmt.Errorf("server: stop engine: %w", e2)
+			}
+		}
+		if e2 := s.st.Close(); e2 != nil && err == nil {
+			err = fmt.Errorf("server: close store: %w", e2)
+		}
+	})
+	return err
+}
+
+// Stats are counters for tests, logs and benchmarks.
+type Stats struct {
+	Conns         int64 // open connections
+	Requests      int64 // requests answered
+	InflightBytes int64 // bytes reserved from the in-flight budget
+	Records       int64 // request records in use
+	SlabPages     int   // slab pages allocated
+}
+
+// Stats returns a snapshot of the counters.
+func (s *Server) Stats() Stats {
+	h := s.h
+	return Stats{
+		Conns:         h.nconns.Load(),
+		Requests:      h.nreqs.Load(),
+		InflightBytes: h.budget.used.Load(),
+		Records:       h.reqs.inUse(),
+		SlabPages:     h.slab.Allocated(),
+	}
+}
+
+// gnetLogger sends gnet's own logs to slog.
+type gnetLogger struct{ l *slog.Logger }
+
+func (g gnetLogger) Debugf(f string, a ...any) { g.l.Debug("gnet: " + fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Infof(f string, a ...any)  { g.l.Debug("gnet: " + fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Warnf(f string, a ...any)  { g.l.Warn("gnet: " + fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Errorf(f string, a ...any) { g.l.Error("gnet: " + fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Fatalf(f string, a ...any) { g.l.Error("gnet: fatal: " + fmt.Sprintf(f, a...)) }
