@@ -33,7 +33,7 @@ type handler struct {
 	gnet.BuiltinEventEngine
 	cfg *Config
 	srv *Server
-	st  *store.Store
+	st  committer
 
 	slab   *conn.Slab
 	conns  *conn.Pages[gnet.Conn] // fd -> gnet.Conn, for the reaper
@@ -61,6 +61,13 @@ func newHandler(cfg *Config, srv *Server) *handler {
 	empty := []*loop{}
 	h.loops.Store(&empty)
 	return h
+}
+
+// committer is what the handler needs of the store: *store.Store in
+// production, a small fake in the allocation tests.
+type committer interface {
+	Submit(*store.Job) error
+	Ready() bool
 }
 
 // loop is one event loop's private state. Everything but the completion list

@@ -1,0 +1,200 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"upsink/conn"
+	"upsink/store"
+)
+
+// fakeConn is the part of gnet.Conn the handler uses, over in-memory buffers.
+type fakeConn struct {
+	gnet.Conn // nil: any other method panics
+	fd        int
+	in        []byte
+	out       bytes.Buffer
+	el        *fakeLoop
+	addr      net.Addr
+}
+
+func (f *fakeConn) Fd() int                   { return f.fd }
+func (f *fakeConn) InboundBuffered() int      { return len(f.in) }
+func (f *fakeConn) OutboundBuffered() int     { return 0 }
+func (f *fakeConn) RemoteAddr() net.Addr      { return f.addr }
+func (f *fakeConn) EventLoop() gnet.EventLoop { return f.el }
+func (f *fakeConn) Write(p []byte) (int, error) {
+	return f.out.Write(p)
+}
+func (f *fakeConn) Peek(n int) ([]byte, error) {
+	if n <= 0 || n > len(f.in) {
+		n = len(f.in)
+	}
+	return f.in[:n], nil
+}
+func (f *fakeConn) Discard(n int) (int, error) {
+	if n <= 0 || n >= len(f.in) {
+		n = len(f.in)
+	}
+	f.in = f.in[n:]
+	return n, nil
+}
+
+type fakeLoop struct {
+	gnet.EventLoop
+	pending gnet.Runnable
+	closed  int
+}
+
+func (l *fakeLoop) Execute(_ context.Context, r gnet.Runnable) error { l.pending = r; return nil }
+func (l *fakeLoop) Close(gnet.Conn) error                            { l.closed++; return nil }
+
+// fakeStore commits synchronously when the test calls flush.
+type fakeStore struct {
+	ready  bool
+	queued []*store.Job
+	nextID uint64
+	onDone func([]*store.Job)
+}
+
+func (f *fakeStore) Ready() bool { return f.ready }
+func (f *fakeStore) Submit(j *store.Job) error {
+	if !f.ready {
+		return store.ErrUnavailable
+	}
+	f.queued = append(f.queued, j)
+	return nil
+}
+func (f *fakeStore) flush() {
+	for _, j := range f.queued {
+		f.nextID++
+		j.ID = f.nextID
+	}
+	f.onDone(f.queued)
+	f.queued = f.queued[:0]
+}
+
+func newTestHandler(t testing.TB) (*handler, *fakeStore, *fakeConn) {
+	cfg := Config{Listen: "127.0.0.1:1", MaxConns: 64, HeaderTimeout: time.Minute, IdleTimeout: time.Minute}
+	if err := cfg.setDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	h := newHandler(&cfg, nil)
+	fs := &fakeStore{ready: true, onDone: h.onDone}
+	h.st = fs
+	fc := &fakeConn{fd: 7, el: &fakeLoop{}, addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 4242}}
+	if _, act := h.OnOpen(fc); act != gnet.None {
+		t.Fatal("OnOpen refused")
+	}
+	return h, fs, fc
+}
+
+// TestRequestPathAllocs drives whole requests through the machine — parse,
+// route, body copy, submit, completion, 201 — and asserts it allocates nothing
+// per request once pools are warm.
+func TestRequestPathAllocs(t *testing.T) {
+	h, fs, fc := newTestHandler(t)
+	body := strings.Repeat("b", 1024)
+	upload := "POST /upload/sensors HTTP/1.1\r\nHost: x\r\nUser-Agent: curl/8\r\nAccept: */*\r\nContent-Type: text/plain\r\nContent-Length: 1024\r\n\r\n" + body
+	chunked := "POST /upload/sensors HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n200\r\n" + body[:512] + "\r\n200\r\n" + body[:512] + "\r\n0\r\n\r\n"
+	health := "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+	notFound := "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+	tests := []struct {
+		name   string
+		req    string
+		commit bool
+		want   string
+	}{
+		{"upload", upload, true, "HTTP/1.1 201 Created"},
+		{"chunked upload", chunked, true, "HTTP/1.1 201 Created"},
+		{"pipelined healthz", health + health + health, false, "HTTP/1.1 200 OK"},
+		{"not found", notFound, false, "HTTP/1.1 404 Not Found"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			reqBytes := []byte(tt.req)
+			run := func() {
+				fc.in = reqBytes
+				fc.out.Reset()
+				s := h.slab.At(fc.fd)
+				if act := h.OnTraffic(fc); act != gnet.None {
+					t.Fatalf("action %v", act)
+				}
+				if tt.commit {
+					if s.Flags.State() != conn.StateCommit || len(fs.queued) != 1 {
+						t.Fatalf("not suspended on commit: state %d queued %d", s.Flags.State(), len(fs.queued))
+					}
+					fs.flush()
+					if fc.el.pending == nil {
+						t.Fatal("completion not scheduled on the loop")
+					}
+					r := fc.el.pending
+					fc.el.pending = nil
+					_ = r.Run(context.Background())
+				}
+				if len(fc.in) != 0 || s.Flags.State() != conn.StateHead {
+					t.Fatalf("left %d bytes, state %d", len(fc.in), s.Flags.State())
+				}
+			}
+			run()
+			if !bytes.HasPrefix(fc.out.Bytes(), []byte(tt.want)) {
+				t.Fatalf("answer %q", fc.out.String())
+			}
+			if allocs := testing.AllocsPerRun(200, run); allocs != 0 {
+				t.Fatalf("%.1f allocations per request", allocs)
+			}
+			if st := h.budget.used.Load(); st != 0 || h.reqs.inUse() != 0 {
+				t.Fatalf("leaked budget %d / records %d", st, h.reqs.inUse())
+			}
+		})
+	}
+}
+
+// TestSuspendedClientCannotGrowMemory: bytes pipelined behind a request that
+// waits for its commit are bounded; past the bound they are dropped and the
+// connection closes after its answer.
+func TestSuspendedClientCannotGrowMemory(t *testing.T) {
+	h, fs, fc := newTestHandler(t)
+	fc.in = []byte("POST /upload/s HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nA")
+	h.OnTraffic(fc)
+	s := h.slab.At(fc.fd)
+	if s.Flags.State() != conn.StateCommit {
+		t.Fatalf("state %d", s.Flags.State())
+	}
+	fc.in = bytes.Repeat([]byte("x"), maxPipelined+1)
+	h.OnTraffic(fc)
+	if len(fc.in) != 0 || s.Flags&conn.FlagCloseAfter == 0 {
+		t.Fatalf("overflow kept %d bytes, closeAfter=%v", len(fc.in), s.Flags&conn.FlagCloseAfter != 0)
+	}
+	fs.flush()
+	fc.el.pending.Run(context.Background())
+	if !strings.Contains(fc.out.String(), "Connection: close") || fc.el.closed != 1 {
+		t.Fatalf("answer %q closed=%d", fc.out.String(), fc.el.closed)
+	}
+}
+
+// TestCloseWhileCommitting: a connection that goes away while its upload is
+// being committed frees its record when the commit completes, and a new
+// connection on the same fd is not answered for it.
+func TestCloseWhileCommitting(t *testing.T) {
+	h, fs, fc := newTestHandler(t)
+	fc.in = []byte("POST /upload/s HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nA")
+	h.OnTraffic(fc)
+	h.OnClose(fc, nil)
+	h.OnOpen(fc) // the fd is reused by a new connection
+	fc.out.Reset()
+	fs.flush()
+	fc.el.pending.Run(context.Background())
+	if fc.out.Len() != 0 {
+		t.Fatalf("new connection got an answer meant for the old one: %q", fc.out.String())
+	}
+	if h.reqs.inUse() != 0 || h.budget.used.Load() != 0 {
+		t.Fatalf("leaked: records %d budget %d", h.reqs.inUse(), h.budget.used.Load())
+	}
+}
