@@ -198,3 +198,39 @@ func TestCloseWhileCommitting(t *testing.T) {
 		t.Fatalf("leaked: records %d budget %d", h.reqs.inUse(), h.budget.used.Load())
 	}
 }
+
+// TestHeldBytesCharged: an incomplete head and bytes sent ahead of a pending
+// commit are charged to the in-flight budget and released when consumed or
+// when the connection closes; past the budget the client gets 503.
+func TestHeldBytesCharged(t *testing.T) {
+	h, fs, fc := newTestHandler(t)
+	partial := []byte("POST /upload/s HTTP/1.1\r\nHost: x\r\n")
+	fc.in = partial
+	h.OnTraffic(fc)
+	if got := h.budget.used.Load(); got != int64(len(partial)) {
+		t.Fatalf("incomplete head charged %d, want %d", got, len(partial))
+	}
+	fc.in = []byte("POST /upload/s HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nA" + "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	h.OnTraffic(fc)
+	ahead := int64(len("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"))
+	if got := h.budget.used.Load(); got != metaMax+1+ahead {
+		t.Fatalf("suspended: charged %d, want body %d + ahead %d", got, metaMax+1, ahead)
+	}
+	fs.flush()
+	fc.el.pending.Run(context.Background())
+	if got := h.budget.used.Load(); got != 0 || !strings.Contains(fc.out.String(), "200 OK") {
+		t.Fatalf("after resume: charged %d, answers %q", got, fc.out.String())
+	}
+	// Over budget: a head that cannot be held is refused.
+	h.budget.max = 10
+	fc.out.Reset()
+	fc.in = partial
+	h.OnTraffic(fc)
+	if !strings.HasPrefix(fc.out.String(), "HTTP/1.1 503 ") {
+		t.Fatalf("over budget: %q", fc.out.String())
+	}
+	h.OnClose(fc, nil)
+	if got := h.budget.used.Load(); got != 0 {
+		t.Fatalf("closed connection still charged %d", got)
+	}
+}

@@ -147,6 +147,9 @@ func (h *handler) OnClose(c gnet.Conn, _ error) gnet.Action {
 		return gnet.None
 	}
 	h.loopAt(s.Flags.Loop()).tq.Disarm(fd)
+	if st := s.Flags.State(); st == conn.StateHead || st == conn.StateCommit {
+		h.unhold(s)
+	}
 	if s.Req != 0 && s.Flags&conn.FlagSubmitted == 0 {
 		h.reqs.free(h, s.Req-1)
 	}

@@ -21,7 +21,9 @@ func (h *handler) serve(l *loop, c gnet.Conn, fd int, s *conn.Slot) gnet.Action 
 	for {
 		switch s.Flags.State() {
 		case conn.StateCommit:
-			if s.Flags&conn.FlagCloseAfter != 0 || c.InboundBuffered() > maxPipelined {
+			if s.Flags&conn.FlagCloseAfter != 0 || !h.hold(s, c.InboundBuffered(), maxPipelined) {
+				// Too much sent ahead: drop it and close after the answer.
+				h.unhold(s)
 				s.Flags |= conn.FlagCloseAfter
 				_, _ = c.Discard(-1)
 			}
@@ -41,11 +43,15 @@ func (h *handler) serve(l *loop, c gnet.Conn, fd int, s *conn.Slot) gnet.Action 
 			var req parser.Request
 			hn, err := parser.Parse(buf, &req)
 			if err == parser.ErrNeedMore {
+				if !h.hold(s, n, parser.MaxHeaderBytes) {
+					return h.fail(l, c, fd, s, 503, "server busy: in-flight budget exhausted")
+				}
 				if s.Flags.Queue() != conn.QueueHead {
 					l.tq.Arm(fd, conn.QueueHead, h.slab.Now())
 				}
 				return gnet.None
 			}
+			h.unhold(s)
 			if err != nil {
 				pe, ok := err.(*parser.Error)
 				if !ok {
@@ -273,8 +279,9 @@ func (h *handler) submit(l *loop, c gnet.Conn, fd int, s *conn.Slot, r *request)
 	}
 	s.Flags |= conn.FlagSubmitted
 	s.Flags = s.Flags.WithState(conn.StateCommit)
+	s.Left, s.Aux = 0, 0 // Left now counts bytes held while suspended
 	l.tq.Disarm(fd)
-	return gnet.None, false
+	return gnet.None, true // on to StateCommit, which charges bytes sent ahead
 }
 
 // complete answers a request whose commit finished and resumes its connection.
@@ -288,6 +295,7 @@ func (h *handler) complete(l *loop, idx uint32) {
 	}
 	c := r.c
 	var ok bool
+	h.unhold(s) // bytes sent ahead are parsed (and charged) afresh below
 	s.Flags = s.Flags.WithState(conn.StateHead)
 	if r.job.Err == nil {
 		l.jbuf = appendCreated(l.jbuf[:0], r.job.ID, r.job.Stream, len(r.job.Body))
@@ -311,6 +319,9 @@ func (h *handler) complete(l *loop, idx uint32) {
 // is shut down and input is drained until EOF or the drain timeout, so the
 // client reads the answer instead of a reset.
 func (h *handler) failWith(l *loop, c gnet.Conn, fd int, s *conn.Slot, status int, reason string, extra hdr) gnet.Action {
+	if st := s.Flags.State(); st == conn.StateHead || st == conn.StateCommit {
+		h.unhold(s)
+	}
 	if s.Req != 0 && s.Flags&conn.FlagSubmitted == 0 {
 		h.reqs.free(h, s.Req-1)
 		s.Req = 0
@@ -392,4 +403,29 @@ func validStream(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// hold charges the n bytes a connection keeps in gnet's inbound buffer while
+// it waits (an incomplete head, or requests sent ahead of a pending commit) to
+// the in-flight budget, recording the charge in s.Left, which those states do
+// not otherwise use. It fails when n exceeds limit or the budget is spent.
+func (h *handler) hold(s *conn.Slot, n, limit int) bool {
+	if n > limit {
+		return false
+	}
+	delta := int64(n) - int64(s.Left)
+	if delta > 0 && !h.budget.reserve(delta) {
+		return false
+	}
+	if delta < 0 {
+		h.budget.release(-delta)
+	}
+	s.Left = uint32(n)
+	return true
+}
+
+// unhold releases what hold charged.
+func (h *handler) unhold(s *conn.Slot) {
+	h.budget.release(int64(s.Left))
+	s.Left = 0
 }
