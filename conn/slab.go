@@ -84,11 +84,24 @@ func (f Flags) Loop() int { return int(f >> loopShift) }
 // WithLoop returns f with the owning loop index set (0-255).
 func (f Flags) WithLoop(i int) Flags { return f&^(0xff<<loopShift) | Flags(uint8(i))<<loopShift }
 
-// Reset clears a slot for a newly opened or closed fd, keeping its generation
-// counter (bumped) and its timeout links (which must already be unlinked).
+// Reset clears a slot for a newly opened or closed fd and bumps its
+// generation. The slot must already be off its timeout queue.
+//
+// The generation is read and written atomically: when a connection closes on
+// one event loop, the kernel may hand the same fd to a connection on another
+// loop at once. The atomic store at the end of the closing Reset and the
+// atomic load at the start of the opening one order the two loops' accesses.
+// Code that may run after the fd changed hands (a completion, a check after a
+// write that failed) must look only at Generation.
 func (s *Slot) Reset(flags Flags) {
-	*s = Slot{Flags: flags, Gen: s.Gen + 1, prev: -1, next: -1}
+	gen := atomic.LoadUint32(&s.Gen)
+	s.Flags, s.Req, s.Left, s.Aux = flags, 0, 0, 0
+	s.deadline, s.prev, s.next = 0, -1, -1
+	atomic.StoreUint32(&s.Gen, gen+1)
 }
+
+// Generation returns the slot's generation, safe to call from any loop.
+func (s *Slot) Generation() uint32 { return atomic.LoadUint32(&s.Gen) }
 
 // PageSlots is the number of slots per slab page (32 KiB pages).
 const PageSlots = 1024

@@ -146,7 +146,10 @@ func TestRequestPathAllocs(t *testing.T) {
 			if !bytes.HasPrefix(fc.out.Bytes(), []byte(tt.want)) {
 				t.Fatalf("answer %q", fc.out.String())
 			}
-			if allocs := testing.AllocsPerRun(200, run); allocs != 0 {
+			allocs := testing.AllocsPerRun(200, run)
+			if raceEnabled {
+				t.Logf("race detector on: %.1f allocations per request not asserted (make test asserts them without -race)", allocs)
+			} else if allocs != 0 {
 				t.Fatalf("%.1f allocations per request", allocs)
 			}
 			if st := h.budget.used.Load(); st != 0 || h.reqs.inUse() != 0 {

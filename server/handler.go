@@ -130,7 +130,7 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	}
 	l := h.loopFor(c.EventLoop())
 	s := h.slab.At(fd)
-	s.Reset(conn.FlagOpen.WithLoop(l.idx))
+	s.Reset(conn.FlagOpen.WithLoop(l.idx)) // first: acquires the slot from the loop that closed the fd
 	*h.conns.At(fd) = c
 	l.tq.Arm(fd, conn.QueueHead, h.slab.Now())
 	h.nconns.Add(1)
@@ -155,9 +155,9 @@ func (h *handler) OnClose(c gnet.Conn, _ error) gnet.Action {
 	}
 	// A submitted record is freed when its commit completes and finds the
 	// generation changed.
-	s.Reset(0)
 	*h.conns.At(fd) = nil
 	h.nconns.Add(-1)
+	s.Reset(0) // last: publishes the slot to whichever loop gets the fd next
 	return gnet.None
 }
 

@@ -289,7 +289,9 @@ func (h *handler) complete(l *loop, idx uint32) {
 	r := h.reqs.at(idx)
 	fd := int(r.fd)
 	s := h.slab.At(fd)
-	if s.Gen != r.gen || s.Flags&conn.FlagOpen == 0 || s.Req != idx+1 {
+	// The fd may have been closed here and reopened on another loop: only
+	// the generation may be read before it proves the slot is still ours.
+	if s.Generation() != r.gen || s.Req != idx+1 {
 		h.reqs.free(h, idx) // the client went away; its row may be committed but was never acknowledged
 		return
 	}
@@ -360,7 +362,7 @@ func (h *handler) answerAndClose(l *loop, c gnet.Conn, fd int, s *conn.Slot, sta
 func (h *handler) write(c gnet.Conn, s *conn.Slot, p []byte) bool {
 	gen := s.Gen
 	_, _ = c.Write(p)
-	return s.Gen == gen && s.Flags&conn.FlagOpen != 0
+	return s.Generation() == gen // a close bumps it; after one, the slot may be another loop's
 }
 
 var (
