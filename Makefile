@@ -1,0 +1,58 @@
+# upsink - see deploy/mariadb.sh for the private MariaDB these targets use.
+#
+#   make run     install MariaDB if missing, start it on a unix socket with data
+#                in ./var/mysql (kept between runs), create database upsink,
+#                build and run bin/upsink in the foreground; Ctrl-C stops both
+#   make test    go vet + go test -race against a throwaway MariaDB in /tmp
+#   make bench   benchmarks against a throwaway MariaDB in /tmp
+#   make build   bin/upsink
+#   make vet     go vet ./...
+#   make db-start / db-stop / db-status   the ./var/mysql server alone
+#
+# Variables: LISTEN (127.0.0.1:8080), DBDIR (var/mysql),
+#   UPSINK_DB_PROFILE (deploy/mysql/low-memory.cnf; low-memory-aria.cnf for the
+#   tightest boxes), GOTESTFLAGS (extra go test flags), BENCH (.)
+
+SHELL := /bin/bash
+GO ?= go
+LISTEN ?= 127.0.0.1:8080
+DBDIR ?= var/mysql
+BENCH ?= .
+GOTESTFLAGS ?=
+
+.PHONY: all run build vet test bench tools-check db-start db-stop db-status clean
+
+all: build
+
+build:
+	$(GO) build -o bin/upsink ./cmd/upsink
+
+vet:
+	$(GO) vet ./...
+
+run: build
+	deploy/run.sh --dir '$(DBDIR)' --db upsink -- \
+		bin/upsink serve --listen '$(LISTEN)' --dsn '{dsn}'
+
+# go test -race needs cgo, hence a C compiler.
+tools-check:
+	@deploy/mariadb.sh install
+	@deploy/mariadb.sh install-cc
+
+test: tools-check
+	deploy/with-testdb.sh bash -c '$(GO) vet ./... && $(GO) test -race -count=1 -timeout 9m $(GOTESTFLAGS) ./...'
+
+bench: tools-check
+	deploy/with-testdb.sh $(GO) test -run='^$$' -bench='$(BENCH)' -benchmem $(GOTESTFLAGS) ./...
+
+db-start:
+	deploy/mariadb.sh start '$(DBDIR)'
+
+db-stop:
+	deploy/mariadb.sh stop '$(DBDIR)'
+
+db-status:
+	@deploy/mariadb.sh status '$(DBDIR)' >/dev/null && echo "running: $$(deploy/mariadb.sh dsn '$(DBDIR)')" || { echo "not running"; exit 1; }
+
+clean:
+	rm -rf bin
