@@ -237,3 +237,26 @@ func TestHeldBytesCharged(t *testing.T) {
 		t.Fatalf("closed connection still charged %d", got)
 	}
 }
+
+// TestHeadRescanOnlyOnNewLine: bytes that end no line are held without a
+// re-parse, and the head still completes and is answered when its end arrives.
+func TestHeadRescanOnlyOnNewLine(t *testing.T) {
+	h, _, fc := newTestHandler(t)
+	req := "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: " + strings.Repeat("v", 300) + "\r\n\r\n"
+	s := h.slab.At(fc.fd)
+	for i := 1; i <= len(req); i++ {
+		fc.in = []byte(req[:i]) // gnet keeps what we do not discard
+		h.OnTraffic(fc)
+		if i < len(req) {
+			if fc.out.Len() != 0 {
+				t.Fatalf("answered after %d bytes", i)
+			}
+			if int(s.Left) != i {
+				t.Fatalf("held %d bytes, want %d", s.Left, i)
+			}
+		}
+	}
+	if !strings.HasPrefix(fc.out.String(), "HTTP/1.1 200 OK") || s.Left != 0 || h.budget.used.Load() != 0 {
+		t.Fatalf("answer %q held %d budget %d", fc.out.String(), s.Left, h.budget.used.Load())
+	}
+}

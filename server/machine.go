@@ -40,6 +40,16 @@ func (h *handler) serve(l *loop, c gnet.Conn, fd int, s *conn.Slot) gnet.Action 
 				return gnet.None
 			}
 			buf, _ := c.Peek(n)
+			if held := int(s.Left); held > 0 && held < n && n < parser.MaxHeaderBytes &&
+				bytes.IndexByte(buf[held:], '\n') < 0 {
+				// No new line ended since the last parse: it cannot complete
+				// now, so do not rescan (a byte-at-a-time client would
+				// otherwise cost a full rescan per byte).
+				if !h.hold(s, n, parser.MaxHeaderBytes) {
+					return h.fail(l, c, fd, s, 503, "server busy: in-flight budget exhausted")
+				}
+				return gnet.None
+			}
 			var req parser.Request
 			hn, err := parser.Parse(buf, &req)
 			if err == parser.ErrNeedMore {
