@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -20,7 +21,6 @@ import (
 	"time"
 
 	"upsink/server"
-	"upsink/store"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -138,6 +138,17 @@ func serve(args []string, stderr io.Writer) int {
 		debug.SetMemoryLimit(memLimit)
 	}
 
+	// Fail on a busy or bad address before anything else starts (and logs).
+	if ln, err := net.Listen("tcp", cfg.Listen); err != nil {
+		msg := err.Error()
+		if errors.Is(err, syscall.EADDRINUSE) {
+			msg = "listen " + cfg.Listen + ": address already in use"
+		}
+		fmt.Fprintf(stderr, "upsink serve: %s\n", msg)
+		return 2
+	} else {
+		ln.Close()
+	}
 	srv, err := server.New(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "upsink serve: %v\n", err)
@@ -180,5 +191,3 @@ func serve(args []string, stderr io.Writer) int {
 	log.Info("upsink: stopped", "batches", st.Batches, "rows", st.Rows)
 	return 0
 }
-
-var _ = store.ErrClosed

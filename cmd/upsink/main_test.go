@@ -1,0 +1,63 @@
+package main
+
+import (
+	"bytes"
+	"net"
+	"strings"
+	"testing"
+)
+
+func TestCommandErrors(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	busy := ln.Addr().String()
+	dsn := "root@unix(" + t.TempDir() + "/none.sock)/upsink"
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no command", nil, "usage"},
+		{"unknown command", []string{"frobnicate"}, "unknown command"},
+		{"unknown flag", []string{"serve", "--nope"}, "flag provided but not defined"},
+		{"bad size", []string{"serve", "--dsn", dsn, "--max-body", "12XB"}, "bad size"},
+		{"bad duration", []string{"serve", "--dsn", dsn, "--idle-timeout", "soon"}, "invalid value"},
+		{"no dsn", []string{"serve", "--dsn", ""}, "no database"},
+		{"bad listen", []string{"serve", "--dsn", dsn, "--listen", "nope"}, "nope"},
+		{"inflight below body", []string{"serve", "--dsn", dsn, "--max-body", "2MiB", "--max-inflight", "1MiB"}, "max inflight"},
+		{"port in use", []string{"serve", "--dsn", dsn, "--listen", busy}, "address already in use"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			if code := run(tt.args, &stderr); code != 2 {
+				t.Fatalf("exit %d, want 2 (stderr %q)", code, stderr.String())
+			}
+			out := stderr.String()
+			if strings.Count(out, "\n") != 1 || !strings.Contains(out, tt.want) {
+				t.Fatalf("want one line containing %q, got %q", tt.want, out)
+			}
+		})
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"1048576", 1 << 20, true}, {"1MiB", 1 << 20, true}, {"512KiB", 512 << 10, true},
+		{"2GiB", 2 << 30, true}, {"10B", 10, true}, {"0", 0, true},
+		{"-1", 0, false}, {"1MB", 0, false}, {"", 0, false}, {"x", 0, false},
+	}
+	for _, tt := range tests {
+		got, err := parseSize(tt.in)
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("parseSize(%q) = %d, %v", tt.in, got, err)
+		}
+	}
+}
