@@ -152,6 +152,7 @@ type Store struct {
 	closed bool
 
 	ready    atomic.Bool
+	curConn  atomic.Uint64 // CONNECTION_ID() of the writer's connection, for tests
 	done     chan struct{}
 	closeErr error // set by the writer before done is closed
 
@@ -179,6 +180,7 @@ type testHooks struct {
 	afterLoad    func(s *Store) error // after the LOAD DATA checks, before the ledger insert
 	beforeCommit func(s *Store)       // just before COMMIT is sent
 	afterCommit  func(s *Store) error // after COMMIT returned OK; an error means "the reply was lost"
+	connect      func() error         // before each connect; an error means "database unreachable"
 }
 
 // Open validates cfg and starts the writer. It does not fail when the database
@@ -608,6 +610,11 @@ func (s *Store) abort(tx *sql.Tx, cause error) error {
 // connect opens the pinned connection, sets the session up and creates the
 // tables if missing.
 func (s *Store) connect() error {
+	if h := s.hooks.connect; h != nil {
+		if err := h(); err != nil {
+			return fmt.Errorf("store: connect (test hook): %w", err)
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
 	defer cancel()
 	c, err := s.db.Conn(ctx)
@@ -665,6 +672,7 @@ func (s *Store) setup(ctx context.Context, c *sql.Conn) error {
 		s.nextBatch = maxBatch + 1
 	}
 	s.connID, s.serverStart = id, start
+	s.curConn.Store(id)
 	return nil
 }
 
@@ -801,3 +809,5 @@ func (s *Store) shutdown() {
 type driverLogger struct{ log *slog.Logger }
 
 func (l driverLogger) Print(v ...any) { l.log.Warn("store: mysql driver", "msg", fmt.Sprint(v...)) }
+
+func (s *Store) connectionID() uint64 { return s.curConn.Load() }
