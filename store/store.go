@@ -50,10 +50,15 @@
 // queued meanwhile are failed fast with ErrUnavailable, and Submit rejects new
 // ones because Ready() is false. Each resolution counts in Stats.Recovered.
 //
-// This reasoning needs a transactional engine (InnoDB). On a non-transactional
-// engine such as Aria, rows loaded by a batch that then fails stay in the table
-// without being acknowledged (the client retries, so they are duplicates), and
-// the ledger answer still holds for the acknowledged ones.
+// On a non-transactional engine (Aria, the tight profile) acknowledgements stay
+// correct: the ledger row is written only after all rows are loaded and checked,
+// so "ledger row present" still implies "rows present". What is lost is the
+// rollback: a batch that fails after its LOAD leaves rows nobody acknowledged.
+// The writer deletes them by id range (the LOAD told it the range; the engine
+// is detected at connect), at once or right after reconnecting. Only when the
+// connection dies during the LOAD itself (range unknown), or the process or
+// server crashes in between, do they stay behind, and the client's retry makes
+// them duplicates. InnoDB has none of this.
 //
 // # Batch ids
 //
@@ -172,6 +177,13 @@ type Store struct {
 	backoff     time.Duration
 	rd          tsvReader
 	sqlBuf      []byte
+	// Non-transactional engine (Aria in the tight profile): ROLLBACK does not
+	// undo the LOAD, so a failed batch deletes its own rows when it can.
+	nonTx       bool
+	loadedFirst uint64 // rows first..first+loadedN-1 were loaded by the current attempt
+	loadedN     uint64
+	orphanFirst uint64 // rows of a failed attempt still to be deleted (non-transactional engine)
+	orphanN     uint64
 }
 
 // testHooks let tests inject failures at precise points of a batch transaction.
@@ -466,9 +478,11 @@ func isASCII(b []byte) bool {
 // write commits jobs as one batch, resolving unknown outcomes through the
 // ledger, and sets every job's ID/Err.
 func (s *Store) write(jobs []*Job, now time.Time) {
-	id := s.nextBatch
-	s.nextBatch++
 	for attempt := 0; ; attempt++ {
+		// A fresh batch id per attempt: on a non-transactional engine a failed
+		// attempt may have left its ledger row behind.
+		id := s.nextBatch
+		s.nextBatch++
 		oldID, oldStart := s.connID, s.serverStart
 		first, err, unknown := s.attempt(id, jobs, now)
 		if unknown {
@@ -480,6 +494,9 @@ func (s *Store) write(jobs []*Job, now time.Time) {
 			s.log.Info("store: batch outcome resolved", "batch", id, "committed", committed, "first_id", first)
 			if committed {
 				err = nil
+			} else if s.nonTx && s.loadedN > 0 {
+				s.orphanFirst, s.orphanN = s.loadedFirst, s.loadedN
+				s.deleteOrphans()
 			}
 		}
 		if err == nil {
@@ -519,6 +536,7 @@ func (s *Store) attempt(id uint64, jobs []*Job, now time.Time) (first uint64, er
 		return 0, s.abort(nil, fmt.Errorf("store: begin: %w", err)), false
 	}
 	n := uint64(len(jobs))
+	s.loadedFirst, s.loadedN = 0, 0
 	s.rd.reset(jobs, now)
 	res, err := tx.ExecContext(ctx, s.loadSQL)
 	s.rd.reset(nil, time.Time{})
@@ -535,6 +553,9 @@ func (s *Store) attempt(id uint64, jobs []*Job, now time.Time) (first uint64, er
 	var warnings int
 	if err := tx.QueryRowContext(ctx, "SELECT LAST_INSERT_ID(), @@warning_count").Scan(&first, &warnings); err != nil {
 		return 0, s.abort(tx, fmt.Errorf("store: load batch: insert id: %w", err)), false
+	}
+	if first != 0 {
+		s.loadedFirst, s.loadedN = first, uint64(affected)
 	}
 	if uint64(affected) != n || first == 0 {
 		return 0, s.abort(tx, fmt.Errorf("store: load batch: %d rows affected, first id %d, want %d rows", affected, first, n)), false
@@ -594,17 +615,54 @@ func loadWarning(ctx context.Context, tx *sql.Tx, count int) error {
 }
 
 // abort rolls tx back after a failure that happened before COMMIT was sent and
-// drops the connection unless the server answered cleanly. It returns cause.
+// drops the connection unless the server still answers. It returns cause.
+// On a non-transactional engine the rollback leaves the loaded rows in place,
+// so abort deletes them (they were never acknowledged; left behind they would
+// become duplicates when the client retries), at once or, if the connection is
+// gone, right after the next connect.
 func (s *Store) abort(tx *sql.Tx, cause error) error {
-	var rbErr error
-	if tx != nil {
-		rbErr = tx.Rollback()
-	}
+	// The connection still works if the server answered: the ROLLBACK, or
+	// (no transaction yet) the failed statement with an error of its own.
 	var me *mysql.MySQLError
-	if rbErr != nil || !errors.As(cause, &me) {
+	alive := errors.As(cause, &me)
+	if tx != nil {
+		alive = tx.Rollback() == nil
+	}
+	if !alive {
 		s.dropConn()
 	}
+	if s.nonTx && s.loadedN > 0 {
+		if s.orphanN > 0 {
+			s.log.Error("store: rows of a failed batch left in a non-transactional table", "first_id", s.orphanFirst, "rows", s.orphanN)
+		}
+		s.orphanFirst, s.orphanN = s.loadedFirst, s.loadedN
+		s.deleteOrphans()
+	}
+	s.loadedFirst, s.loadedN = 0, 0
 	return cause
+}
+
+// deleteOrphans deletes the rows of a failed attempt on a non-transactional
+// engine, if there is a connection; otherwise (or on error) they stay pending
+// for the next connect. The range holds only ids that attempt's LOAD returned,
+// which no one else can own, so deleting them is safe from any session.
+func (s *Store) deleteOrphans() {
+	if s.orphanN == 0 || s.conn == nil {
+		return
+	}
+	b := append(s.sqlBuf[:0], "DELETE FROM uploads WHERE id BETWEEN "...)
+	b = strconv.AppendUint(b, s.orphanFirst, 10)
+	b = append(b, " AND "...)
+	b = strconv.AppendUint(b, s.orphanFirst+s.orphanN-1, 10)
+	s.sqlBuf = b
+	ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
+	defer cancel()
+	if _, err := s.conn.ExecContext(ctx, string(b)); err != nil {
+		s.log.Error("store: could not delete the rows of a failed batch yet", "first_id", s.orphanFirst, "rows", s.orphanN, "err", err)
+		return
+	}
+	s.log.Info("store: deleted the rows of a failed batch (non-transactional engine)", "first_id", s.orphanFirst, "rows", s.orphanN)
+	s.orphanFirst, s.orphanN = 0, 0
 }
 
 // connect opens the pinned connection, sets the session up and creates the
@@ -629,8 +687,9 @@ func (s *Store) connect() error {
 	s.conn = c
 	s.backoff = minBackoff
 	s.lastOK = time.Now()
-	s.ready.Store(true)
 	s.log.Info("store: connected", "conn_id", s.connID)
+	s.deleteOrphans()
+	s.ready.Store(true)
 	return nil
 }
 
@@ -662,6 +721,18 @@ func (s *Store) setup(ctx context.Context, c *sql.Conn) error {
 	for _, q := range []string{createUploads, createLedger} {
 		if _, err := c.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("store: create tables: %w", err)
+		}
+	}
+	var txCapable string
+	err := c.QueryRowContext(ctx, "SELECT e.TRANSACTIONS FROM information_schema.TABLES t JOIN information_schema.ENGINES e ON e.ENGINE = t.ENGINE"+
+		" WHERE t.TABLE_SCHEMA = DATABASE() AND t.TABLE_NAME = 'uploads'").Scan(&txCapable)
+	if err != nil {
+		return fmt.Errorf("store: table engine: %w", err)
+	}
+	if nonTx := txCapable != "YES"; nonTx != s.nonTx || s.connID == 0 {
+		s.nonTx = nonTx
+		if nonTx {
+			s.log.Warn("store: uploads uses a non-transactional engine: a batch that fails after its LOAD cannot be rolled back; its rows are deleted when the connection still works")
 		}
 	}
 	var maxBatch uint64

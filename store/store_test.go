@@ -85,7 +85,8 @@ func waitReady(t testing.TB, s *Store) {
 
 // openTest opens a store on a fresh database; it returns the store, the
 // collector and a *sql.DB (parseTime) on the same database for checks.
-func openTest(t testing.TB, cfg Config, hooks *testHooks) (*Store, *collector, *sql.DB) {
+// Statements in setup run on the fresh database before the store opens.
+func openTest(t testing.TB, cfg Config, hooks *testHooks, setup ...string) (*Store, *collector, *sql.DB) {
 	t.Helper()
 	dsn := testdb.New(t)
 	mc, err := mysql.ParseDSN(dsn)
@@ -94,6 +95,11 @@ func openTest(t testing.TB, cfg Config, hooks *testHooks) (*Store, *collector, *
 	}
 	mc.ParseTime = true
 	check := testdb.Open(t, mc.FormatDSN())
+	for _, q := range setup {
+		if _, err := check.Exec(q); err != nil {
+			t.Fatalf("setup %q: %v", q, err)
+		}
+	}
 	col := newCollector()
 	cfg.DSN = dsn
 	if cfg.OnDone == nil {
@@ -400,19 +406,15 @@ func killer(t *testing.T) func(s *Store) {
 // have none.
 func TestFailures(t *testing.T) {
 	errBoom := errors.New("boom")
-	type counts struct {
-		armed                                atomic.Bool // hooks act only on the batch under test
-		afterLoad, beforeCommit, afterCommit atomic.Int32
-	}
 	cases := []struct {
 		name          string
-		hooks         func(t *testing.T, c *counts) *testHooks
+		hooks         func(t *testing.T, c *failureCounts) *testHooks
 		wantErr       error
 		wantRecovered uint64
 	}{
 		{
 			name: "error after load, retried",
-			hooks: func(t *testing.T, c *counts) *testHooks {
+			hooks: func(t *testing.T, c *failureCounts) *testHooks {
 				return &testHooks{afterLoad: func(*Store) error {
 					if c.armed.Load() && c.afterLoad.Add(1) == 1 {
 						return errBoom
@@ -423,7 +425,7 @@ func TestFailures(t *testing.T) {
 		},
 		{
 			name: "error after load twice, failed",
-			hooks: func(t *testing.T, c *counts) *testHooks {
+			hooks: func(t *testing.T, c *failureCounts) *testHooks {
 				return &testHooks{afterLoad: func(*Store) error {
 					if c.armed.Load() && c.afterLoad.Add(1) <= 2 {
 						return errBoom
@@ -435,7 +437,7 @@ func TestFailures(t *testing.T) {
 		},
 		{
 			name: "connection killed after load, retried",
-			hooks: func(t *testing.T, c *counts) *testHooks {
+			hooks: func(t *testing.T, c *failureCounts) *testHooks {
 				kill := killer(t)
 				return &testHooks{afterLoad: func(s *Store) error {
 					if c.armed.Load() && c.afterLoad.Add(1) == 1 {
@@ -448,7 +450,7 @@ func TestFailures(t *testing.T) {
 		},
 		{
 			name: "connection killed before commit: unknown, not committed, retried",
-			hooks: func(t *testing.T, c *counts) *testHooks {
+			hooks: func(t *testing.T, c *failureCounts) *testHooks {
 				kill := killer(t)
 				return &testHooks{beforeCommit: func(s *Store) {
 					if c.armed.Load() && c.beforeCommit.Add(1) == 1 {
@@ -460,7 +462,7 @@ func TestFailures(t *testing.T) {
 		},
 		{
 			name: "commit reply lost: unknown, committed",
-			hooks: func(t *testing.T, c *counts) *testHooks {
+			hooks: func(t *testing.T, c *failureCounts) *testHooks {
 				return &testHooks{afterCommit: func(s *Store) error {
 					if c.armed.Load() && c.afterCommit.Add(1) == 1 {
 						return errBoom
@@ -472,7 +474,7 @@ func TestFailures(t *testing.T) {
 		},
 		{
 			name: "connection killed after commit: unknown, committed",
-			hooks: func(t *testing.T, c *counts) *testHooks {
+			hooks: func(t *testing.T, c *failureCounts) *testHooks {
 				kill := killer(t)
 				return &testHooks{afterCommit: func(s *Store) error {
 					if c.armed.Load() && c.afterCommit.Add(1) == 1 {
@@ -485,76 +487,88 @@ func TestFailures(t *testing.T) {
 			wantRecovered: 1,
 		},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			var c counts
-			// A warm-up batch whose OnDone blocks holds the writer while the
-			// jobs under test are queued, so that they form one batch.
-			const warmTag = 1 << 40
-			col := newCollector()
-			entered, release := make(chan struct{}), make(chan struct{})
-			onDone := func(b []*Job) {
-				if len(b) == 1 && b[0].Tag == warmTag {
-					close(entered)
-					<-release
-					return
-				}
-				col.onDone(b)
-			}
-			s, _, db := openTest(t, Config{OnDone: onDone}, tc.hooks(t, &c))
-			mustSubmit(t, s, &Job{Tag: warmTag, Stream: []byte("warm-up")})
-			<-entered
-			const n = 50
-			jobs := make([]*Job, n)
-			for i := range jobs {
-				jobs[i] = &Job{Tag: uint64(i), Stream: []byte("f"), RemoteAddr: []byte("127.0.0.1:1"),
-					ContentType: []byte("t"), ReceivedAt: time.Now(), Body: []byte(fmt.Sprintf("job %d %x", i, rand.Uint64()))}
-				mustSubmit(t, s, jobs[i])
-			}
-			c.armed.Store(true)
-			close(release)
-			col.waitFor(t, n)
-			if col.calls != 1 {
-				t.Errorf("%d OnDone calls, want 1 batch", col.calls)
-			}
-			for _, j := range jobs {
-				if j.Err != tc.wantErr {
-					t.Fatalf("job %d: err %v, want %v", j.Tag, j.Err, tc.wantErr)
-				}
-			}
-			st := s.Stats()
-			if st.Recovered != tc.wantRecovered {
-				t.Errorf("Recovered %d, want %d", st.Recovered, tc.wantRecovered)
-			}
-			if tc.wantErr != nil {
-				if got := countRows(t, db, "uploads"); got != 1 { // the warm-up job
-					t.Fatalf("%d rows after a failed batch, want only the warm-up row", got)
-				}
-				if st.Failed != n {
-					t.Errorf("Failed %d, want %d", st.Failed, n)
-				}
-				return
-			}
-			if got := countRows(t, db, "uploads"); got != n+1 {
-				t.Fatalf("%d rows, want %d + warm-up (each job exactly once)", got, n)
-			}
-			for i, j := range jobs {
-				if r := readRow(t, db, j.ID); !bytes.Equal(r.body, j.Body) {
-					t.Fatalf("job %d: row %d has body %q, want %q", i, j.ID, r.body, j.Body)
-				}
-				if i > 0 && j.ID != jobs[i-1].ID+1 {
-					t.Fatalf("ids not consecutive: %d after %d", j.ID, jobs[i-1].ID)
-				}
-			}
-			// The store is healthy afterwards.
-			waitReady(t, s)
-			j := &Job{Tag: 1000, Stream: []byte("after"), Body: []byte("after")}
-			mustSubmit(t, s, j)
-			col.waitFor(t, n+1)
-			if j.Err != nil || readRow(t, db, j.ID).body == nil {
-				t.Fatalf("job after recovery: %v", j.Err)
-			}
-		})
+	for _, engine := range []string{"InnoDB", "Aria"} {
+		for _, tc := range cases {
+			t.Run(engine+"/"+tc.name, func(t *testing.T) {
+				testFailure(t, engine, tc.hooks, tc.wantErr, tc.wantRecovered)
+			})
+		}
+	}
+}
+
+type failureCounts struct {
+	armed                                atomic.Bool // hooks act only on the batch under test
+	afterLoad, beforeCommit, afterCommit atomic.Int32
+}
+
+func testFailure(t *testing.T, engine string, hooks func(*testing.T, *failureCounts) *testHooks, wantErr error, wantRecovered uint64) {
+	var c failureCounts
+	// A warm-up batch whose OnDone blocks holds the writer while the
+	// jobs under test are queued, so that they form one batch.
+	const warmTag = 1 << 40
+	col := newCollector()
+	entered, release := make(chan struct{}), make(chan struct{})
+	onDone := func(b []*Job) {
+		if len(b) == 1 && b[0].Tag == warmTag {
+			close(entered)
+			<-release
+			return
+		}
+		col.onDone(b)
+	}
+	s, _, db := openTest(t, Config{OnDone: onDone}, hooks(t, &c),
+		createUploads+" ENGINE="+engine, createLedger+" ENGINE="+engine)
+	mustSubmit(t, s, &Job{Tag: warmTag, Stream: []byte("warm-up")})
+	<-entered
+	const n = 50
+	jobs := make([]*Job, n)
+	for i := range jobs {
+		jobs[i] = &Job{Tag: uint64(i), Stream: []byte("f"), RemoteAddr: []byte("127.0.0.1:1"),
+			ContentType: []byte("t"), ReceivedAt: time.Now(), Body: []byte(fmt.Sprintf("job %d %x", i, rand.Uint64()))}
+		mustSubmit(t, s, jobs[i])
+	}
+	c.armed.Store(true)
+	close(release)
+	col.waitFor(t, n)
+	if col.calls != 1 {
+		t.Errorf("%d OnDone calls, want 1 batch", col.calls)
+	}
+	for _, j := range jobs {
+		if j.Err != wantErr {
+			t.Fatalf("job %d: err %v, want %v", j.Tag, j.Err, wantErr)
+		}
+	}
+	st := s.Stats()
+	if st.Recovered != wantRecovered {
+		t.Errorf("Recovered %d, want %d", st.Recovered, wantRecovered)
+	}
+	if wantErr != nil {
+		if got := countRows(t, db, "uploads"); got != 1 { // the warm-up job
+			t.Fatalf("%d rows after a failed batch, want only the warm-up row", got)
+		}
+		if st.Failed != n {
+			t.Errorf("Failed %d, want %d", st.Failed, n)
+		}
+		return
+	}
+	if got := countRows(t, db, "uploads"); got != n+1 {
+		t.Fatalf("%d rows, want %d + warm-up (each job exactly once)", got, n)
+	}
+	for i, j := range jobs {
+		if r := readRow(t, db, j.ID); !bytes.Equal(r.body, j.Body) {
+			t.Fatalf("job %d: row %d has body %q, want %q", i, j.ID, r.body, j.Body)
+		}
+		if i > 0 && j.ID != jobs[i-1].ID+1 {
+			t.Fatalf("ids not consecutive: %d after %d", j.ID, jobs[i-1].ID)
+		}
+	}
+	// The store is healthy afterwards.
+	waitReady(t, s)
+	j := &Job{Tag: 1000, Stream: []byte("after"), Body: []byte("after")}
+	mustSubmit(t, s, j)
+	col.waitFor(t, n+1)
+	if j.Err != nil || readRow(t, db, j.ID).body == nil {
+		t.Fatalf("job after recovery: %v", j.Err)
 	}
 }
 
