@@ -17,7 +17,10 @@
 //
 // The file is rendered on the fly from the jobs by a reader registered once per
 // Store with the driver's RegisterReaderHandler (see tsv.go), so a batch costs a
-// fixed 16 KiB packet buffer however large it is.
+// fixed 16 KiB packet buffer however large it is. The driver needs no
+// allowAllFiles for Reader:: names; the server needs local_infile=ON, which the
+// writer checks at connect (MariaDB's default). A zero Job.ReceivedAt is stored
+// as the time the batch was taken from the queue.
 //
 // IDs: after LOAD DATA, LAST_INSERT_ID() is the id of the first row. With a single
 // writer, auto_increment_increment=1 and innodb_autoinc_lock_mode<=1 (LOAD DATA
@@ -714,9 +717,15 @@ func (s *Store) setup(ctx context.Context, c *sql.Conn) error {
 	}
 	var id uint64
 	var start int64
-	if err := c.QueryRowContext(ctx, "SELECT CONNECTION_ID(), CAST(UNIX_TIMESTAMP() AS SIGNED) - CAST(VARIABLE_VALUE AS SIGNED)"+
-		" FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME='UPTIME'").Scan(&id, &start); err != nil {
+	var localInfile int
+	if err := c.QueryRowContext(ctx, "SELECT CONNECTION_ID(), CAST(UNIX_TIMESTAMP() AS SIGNED) - CAST(VARIABLE_VALUE AS SIGNED), @@GLOBAL.local_infile"+
+		" FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME='UPTIME'").Scan(&id, &start, &localInfile); err != nil {
 		return fmt.Errorf("store: session id: %w", err)
+	}
+	if localInfile == 0 {
+		// The driver always offers LOCAL INFILE (and needs no allowAllFiles
+		// for Reader:: names); the server must accept it.
+		return errors.New("store: the server has local_infile=OFF; upsink writes with LOAD DATA LOCAL and needs it ON")
 	}
 	for _, q := range []string{createUploads, createLedger} {
 		if _, err := c.ExecContext(ctx, q); err != nil {
