@@ -1,0 +1,78 @@
+package bench
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+const statusSample = `Name:	upsink
+Umask:	0022
+State:	S (sleeping)
+VmPeak:	 1262332 kB
+VmSize:	 1262332 kB
+VmHWM:	   15264 kB
+VmRSS:	   14500 kB
+RssAnon:	    6000 kB
+`
+
+const rollupSample = `00400000-7ffd1b5e4000 ---p 00000000 00:00 0                          [rollup]
+Rss:               14500 kB
+Pss:               13321 kB
+Pss_Anon:           6000 kB
+Pss_File:           7321 kB
+`
+
+func TestParseKB(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		keys    []string
+		want    []int64
+		wantErr bool
+	}{
+		{"status", statusSample, []string{"VmRSS:", "VmHWM:"}, []int64{14500 << 10, 15264 << 10}, false},
+		{"rollup Pss not Pss_Anon", rollupSample, []string{"Pss:"}, []int64{13321 << 10}, false},
+		{"missing key", statusSample, []string{"VmSwap:"}, []int64{-1}, false},
+		{"kernel thread has no VmRSS", "Name:\tkthreadd\nState:\tS\n", []string{"VmRSS:"}, []int64{-1}, false},
+		{"first occurrence wins", "VmRSS: 1 kB\nVmRSS: 2 kB\n", []string{"VmRSS:"}, []int64{1024}, false},
+		{"no unit is bytes", "VmRSS: 77\n", []string{"VmRSS:"}, []int64{77}, false},
+		{"empty value", "VmRSS:\n", []string{"VmRSS:"}, nil, true},
+		{"not a number", "VmRSS: lots kB\n", []string{"VmRSS:"}, nil, true},
+		{"negative", "VmRSS: -4 kB\n", []string{"VmRSS:"}, nil, true},
+		{"unknown unit", "VmRSS: 4 pages\n", []string{"VmRSS:"}, nil, true},
+		{"empty input", "", []string{"VmRSS:", "VmHWM:"}, []int64{-1, -1}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseKB(strings.NewReader(tt.in), tt.keys...)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, wantErr %v", err, tt.wantErr)
+			}
+			if tt.wantErr {
+				return
+			}
+			if len(got) != len(tt.want) {
+				t.Fatalf("got %v, want %v", got, tt.want)
+			}
+			for i := range got {
+				if got[i] != tt.want[i] {
+					t.Fatalf("got %v, want %v", got, tt.want)
+				}
+			}
+		})
+	}
+}
+
+func TestReadMemSelf(t *testing.T) {
+	m, err := ReadMem(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.RSS <= 0 || m.HWM < m.RSS {
+		t.Fatalf("implausible sample %+v", m)
+	}
+	if _, err := ReadMem(1 << 30); err == nil {
+		t.Fatal("no error for a pid that cannot exist")
+	}
+}

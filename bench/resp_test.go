@@ -1,0 +1,100 @@
+package bench
+
+import (
+	"errors"
+	"io"
+	"strings"
+	"testing"
+)
+
+func TestRespReader(t *testing.T) {
+	type want struct {
+		status int
+		length int64
+		close  bool
+		body   string
+	}
+	tests := []struct {
+		name  string
+		in    string
+		want  []want // responses read in order
+		errIs error  // error of the read after them (nil: io.EOF)
+		errIn string // or a substring of it
+	}{
+		{"upsink 201", "HTTP/1.1 201 Created\r\nDate: Mon, 23 Nov 2026 03:31:56 GMT\r\nContent-Type: application/json\r\nContent-Length: 36\r\n\r\n{\"id\":1,\"stream\":\"s\",\"bytes\":1024}\n\n",
+			[]want{{201, 36, false, "{\"id\":1,\"stream\":\"s\",\"bytes\":1024}\n\n"}}, nil, ""},
+		{"pipelined two", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\nHTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\ncontent-length: 0\r\nConnection: close\r\n\r\n",
+			[]want{{200, 3, false, "ok\n"}, {503, 0, true, ""}}, nil, ""},
+		{"header case and spaces", "HTTP/1.1 201 Created\r\ncOnTeNt-LeNgTh:    2   \r\nCONNECTION: Keep-Alive, Close\r\n\r\nhi",
+			[]want{{201, 2, true, "hi"}}, nil, ""},
+		{"bare LF line ends", "HTTP/1.1 200 OK\nContent-Length: 2\n\nok", []want{{200, 2, false, "ok"}}, nil, ""},
+		{"reason phrase optional", "HTTP/1.1 204\r\n\r\n", []want{{204, 0, false, ""}}, nil, ""},
+		{"100 continue skipped", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 1\r\n\r\nx", []want{{201, 1, false, "x"}}, nil, ""},
+		{"http/1.0 closes by default", "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nx", []want{{200, 1, true, "x"}}, nil, ""},
+		{"http/1.0 keep-alive", "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\nx", []want{{200, 1, false, "x"}}, nil, ""},
+		{"close-delimited body", "HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\nbad request\n", []want{{400, 12, true, "bad request\n"}}, nil, ""},
+		{"equal duplicate length", "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx", []want{{200, 1, false, "x"}}, nil, ""},
+		{"body longer than kept is discarded", "HTTP/1.1 200 OK\r\nContent-Length: 70000\r\n\r\n" + strings.Repeat("z", 70000),
+			[]want{{200, 70000, false, ""}}, nil, ""},
+
+		{"truncated body", "HTTP/1.1 201 Created\r\nContent-Length: 10\r\n\r\nabc", nil, io.ErrUnexpectedEOF, ""},
+		{"truncated head", "HTTP/1.1 201 Created\r\nContent-Len", nil, io.ErrUnexpectedEOF, ""},
+		{"eof after status line", "HTTP/1.1 201 Created\r\n", nil, io.ErrUnexpectedEOF, ""},
+		{"not http", "SSH-2.0-OpenSSH_9.2\r\n", nil, errBadStatus, ""},
+		{"http/2 preface", "HTTP/2 200\r\n\r\n", nil, errBadStatus, ""},
+		{"non-digit status", "HTTP/1.1 2x1 Created\r\n\r\n", nil, errBadStatus, ""},
+		{"status glued to reason", "HTTP/1.1 2011Created\r\n\r\n", nil, errBadStatus, ""},
+		{"header without colon", "HTTP/1.1 200 OK\r\nContent-Length 1\r\n\r\nx", nil, errBadHeader, ""},
+		{"bad length", "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", nil, errBadLength, ""},
+		{"conflicting lengths", "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx", nil, errBadLength, ""},
+		{"chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n", nil, errChunked, ""},
+		{"keep-alive without length", "HTTP/1.1 200 OK\r\n\r\nx", nil, errNoLength, ""},
+		{"header line too long", "HTTP/1.1 200 OK\r\nX: " + strings.Repeat("a", 5000) + "\r\n\r\n", nil, errHeadTooBig, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rr := newRespReader(strings.NewReader(tt.in))
+			for i, w := range tt.want {
+				r, err := rr.read()
+				if err != nil {
+					t.Fatalf("response %d: %v", i, err)
+				}
+				if r.status != w.status || r.length != w.length || r.close != w.close {
+					t.Fatalf("response %d: got status %d length %d close %v, want %d %d %v", i, r.status, r.length, r.close, w.status, w.length, w.close)
+				}
+				if w.length <= maxKeptBody && string(r.body) != w.body {
+					t.Fatalf("response %d: body %q, want %q", i, r.body, w.body)
+				}
+			}
+			_, err := rr.read()
+			wantErr := tt.errIs
+			if wantErr == nil && len(tt.want) > 0 {
+				wantErr = io.EOF
+			}
+			if !errors.Is(err, wantErr) {
+				t.Fatalf("final read: err %v, want %v", err, wantErr)
+			}
+		})
+	}
+}
+
+// A keep-alive exchange must not allocate: the load generator's own garbage
+// would otherwise compete with the server it measures.
+func TestRespReaderNoAlloc(t *testing.T) {
+	msg := "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 36\r\n\r\n{\"id\":1,\"stream\":\"s\",\"bytes\":1024}\n\n"
+	src := strings.NewReader(msg)
+	rr := newRespReader(src)
+	if _, err := rr.read(); err != nil {
+		t.Fatal(err)
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		src.Reset(msg)
+		rr.reset(src)
+		if r, err := rr.read(); err != nil || r.status != 201 {
+			t.Fatal(r.status, err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocs per response, want 0", allocs)
+	}
+}

@@ -1,0 +1,232 @@
+#!/usr/bin/env bash
+# bench/run.sh - upsink's end-to-end measurements (the body of `make bench`).
+#
+# Builds bin/upsink, bin/upsink-baseline and bin/upsink-bench, starts a private
+# MariaDB under a mktemp dir (with the project's profile
+# deploy/mysql/low-memory.cnf, or UPSINK_DB_PROFILE), and measures, each server
+# started fresh on its own fresh database and mariadbd restarted for each run:
+#   a. idle: server RSS/PSS with 0 and with BENCH_IDLE_CONNS idle keep-alive
+#      connections, for upsink and the net/http baseline
+#   b. uploads/s, latency and peak RSS (server and mariadbd) of 1 KiB uploads
+#      over keep-alive at each of BENCH_CONNS, BENCH_DURATION each
+#   c. COUNT(*) of rows == number of 201s after each run
+#   d. go test -bench of ./parser ./conn ./server ./store
+# then writes BENCHMARKS.md (BENCH_OUT) from the results in bench/results/DATE/.
+#
+# Environment: BENCH_DURATION (15s), BENCH_CONNS ("64 512"), BENCH_IDLE_CONNS
+# (10000), BENCH_HOLD (5s), BENCH_BODY (1KiB), BENCH_OUT (BENCHMARKS.md),
+# BENCH_GOBENCH_PKGS ("./parser ./conn ./server ./store"), GO (go).
+# Only processes started here are stopped (by pid), also on failure or Ctrl-C.
+# shellcheck disable=SC2317 # cleanup is called from traps
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT="$(pwd)"
+GO="${GO:-go}"
+DURATION="${BENCH_DURATION:-15s}"
+CONNS="${BENCH_CONNS:-64 512}"
+IDLE_CONNS="${BENCH_IDLE_CONNS:-10000}"
+HOLD="${BENCH_HOLD:-5s}"
+BODY="${BENCH_BODY:-1KiB}"
+OUT="${BENCH_OUT:-BENCHMARKS.md}"
+GOBENCH_PKGS="${BENCH_GOBENCH_PKGS:-./parser ./conn ./server ./store}"
+IDLE_TIMEOUT=120s # servers' idle timeout: must exceed the hold and the time to open the connections
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+# --- MariaDB: a private mariadbd, restarted for every measurement ---------
+# With the project's option file when it exists (the same flags as
+# deploy/mariadb.sh passes), else the low-memory flags on the command line.
+# Own start/stop rather than deploy/mariadb.sh's db_start: its readiness loop
+# can take a just-forked mariadbd (comm still "bash") for one that died and
+# then wait for it forever (seen here; see BENCHMARKS.md notes).
+case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" ;; esac
+PROFILE="${UPSINK_DB_PROFILE:-$ROOT/deploy/mysql/low-memory.cnf}"
+if [ -f "$PROFILE" ]; then
+	DBOPTS=(--defaults-file="$PROFILE")
+	DB_HOW="--defaults-file=${PROFILE#"$ROOT"/} (the project's profile)"
+else
+	DBOPTS=(--no-defaults --innodb-buffer-pool-size=6M --performance-schema=OFF --innodb-autoinc-lock-mode=1
+		--max-allowed-packet=16M --max-connections=300 --innodb-flush-log-at-trx-commit=1 --local-infile=1)
+	DB_HOW="--no-defaults with bench/run.sh's low-memory flags ($PROFILE not found)"
+fi
+ROOTFLAG=()
+[ "$(id -u)" -eq 0 ] && ROOTFLAG=(--user=root)
+for p in mariadbd mariadb-install-db mariadb-admin mariadb; do
+	command -v "$p" >/dev/null || die "$p not found: install MariaDB (deploy/mariadb.sh install)"
+done
+db_init() {
+	[ -d "$DB_DIR/data/mysql" ] && return 0
+	mkdir -p "$DB_DIR/tmp"
+	mariadb-install-db "${DBOPTS[@]}" --datadir="$DB_DIR/data" --tmpdir="$DB_DIR/tmp" \
+		--auth-root-authentication-method=normal --skip-test-db "${ROOTFLAG[@]}" >"$DB_DIR/install-db.log" 2>&1 ||
+		die "mariadb-install-db failed; see $DB_DIR/install-db.log"
+}
+db_ping() { mariadb-admin --no-defaults --socket="$DB_SOCK" --user=root --connect-timeout=2 ping >/dev/null 2>&1; }
+db_start() {
+	DB_DIR="$1" DB_SOCK="$1/mysqld.sock"
+	db_init
+	MALLOC_ARENA_MAX=1 mariadbd "${DBOPTS[@]}" --datadir="$DB_DIR/data" --socket="$DB_SOCK" \
+		--pid-file="$DB_DIR/mariadbd.pid" --log-error="$DB_DIR/mariadbd.err" --tmpdir="$DB_DIR/tmp" \
+		--skip-networking "${ROOTFLAG[@]}" </dev/null >>"$DB_DIR/mariadbd.err" 2>&1 &
+	DB_SERVER_PID=$!
+	local i
+	for ((i = 0; i < 300; i++)); do
+		db_ping && return 0
+		kill -0 "$DB_SERVER_PID" 2>/dev/null || { tail -20 "$DB_DIR/mariadbd.err" >&2; die "mariadbd exited during start-up"; }
+		sleep 0.2
+	done
+	die "mariadbd did not answer within 60 s; see $DB_DIR/mariadbd.err"
+}
+db_stop() {
+	local pid="$1" i
+	kill -TERM "$pid" 2>/dev/null || return 0
+	for ((i = 0; i < 600; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+db_dsn() { printf 'root@unix(%s)/%s\n' "$DB_SOCK" "${1:-}"; }
+db_client() { mariadb --no-defaults --socket="$DB_SOCK" --user=root "$@"; }
+
+tmp=""
+DB_SERVER_PID=""
+SRV_PID=""
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM HUP
+	if [ -n "$SRV_PID" ]; then
+		kill -TERM "$SRV_PID" 2>/dev/null || true
+		wait "$SRV_PID" 2>/dev/null || true
+	fi
+	if [ -n "$DB_SERVER_PID" ]; then db_stop "$DB_SERVER_PID"; fi
+	if [ -n "$tmp" ]; then rm -rf "$tmp"; fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+log "building"
+mkdir -p bin
+"$GO" build -o bin/upsink ./cmd/upsink
+"$GO" build -o bin/upsink-baseline ./cmd/upsink-baseline
+"$GO" build -o bin/upsink-bench ./cmd/upsink-bench
+B=bin/upsink-bench
+
+RES="bench/results/$(date -u +%Y%m%d-%H%M%S)"
+mkdir -p "$RES"
+echo "${BENCH_RUN_CMD:-bench/run.sh}" >"$RES/run.cmd"
+
+# Both the server and the idle tool hold IDLE_CONNS descriptors (+ slack).
+need=$((IDLE_CONNS + 512))
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$need" ]; then
+	ulimit -n "$need" 2>/dev/null || die "ulimit -n $(ulimit -n) < $need and cannot be raised (hard limit $(ulimit -Hn)); lower BENCH_IDLE_CONNS"
+fi
+
+tmp="$(mktemp -d /tmp/upsink-bench.XXXXXX)"
+dbdir="$tmp/db"
+
+db_up() {
+	db_start "$dbdir"
+}
+db_down() {
+	db_stop "$DB_SERVER_PID"
+	DB_SERVER_PID=""
+}
+
+# port_free PORT: nothing listens on 127.0.0.1:PORT.
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+pick_port() {
+	local p
+	for p in $(seq "${BENCH_PORT:-18480}" 1 $((${BENCH_PORT:-18480} + 200))); do
+		if port_free "$p"; then echo "$p"; return 0; fi
+	done
+	die "no free port"
+}
+
+# start_server KIND NAME: fresh database b_NAME, server KIND on a free port.
+# Sets SRV_PID, SRV_BASE, DBNAME; writes $RES/NAME.server (command, DSN socket as $SOCK).
+start_server() {
+	local kind="$1" name="$2" port dsn
+	DBNAME="b_${name//-/_}"
+	db_client -e "DROP DATABASE IF EXISTS \`$DBNAME\`; CREATE DATABASE \`$DBNAME\`"
+	dsn="$(db_dsn "$DBNAME")"
+	port="$(pick_port)"
+	SRV_BASE="http://127.0.0.1:$port"
+	local -a cmd
+	case "$kind" in
+	upsink) cmd=(bin/upsink serve --listen "127.0.0.1:$port" --dsn "$dsn" --idle-timeout "$IDLE_TIMEOUT") ;;
+	baseline) cmd=(bin/upsink-baseline --listen "127.0.0.1:$port" --dsn "$dsn" --idle-timeout "$IDLE_TIMEOUT") ;;
+	esac
+	printf '%s\n' "${cmd[*]}" | sed "s#$DB_SOCK#\$SOCK#; s#--dsn \([^ ]*\)#--dsn '\1'#" >"$RES/$name.server"
+	"${cmd[@]}" >"$RES/$name.server.log" 2>&1 &
+	SRV_PID=$!
+	$B wait --url "$SRV_BASE/readyz" --timeout 60s || die "$kind did not become ready; see $RES/$name.server.log"
+	sleep 1 # let start-up garbage settle before the first memory sample
+}
+stop_server() {
+	kill -TERM "$SRV_PID" 2>/dev/null || true
+	wait "$SRV_PID" 2>/dev/null || true
+	SRV_PID=""
+}
+
+# --- machine ---------------------------------------------------------------
+db_up
+{
+	printf 'date (UTC)\t%s\n' "$(date -u '+%Y-%m-%d %H:%M')"
+	printf 'nproc\t%s\n' "$(nproc)"
+	printf 'CPU\t%s\n' "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
+	printf 'memory\t%s\n' "$(awk '/^MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+	printf 'kernel\t%s\n' "$(uname -sr)"
+	printf 'go\t%s\n' "$("$GO" version)"
+	printf 'MariaDB\t%s\n' "$(db_client -N -e 'SELECT VERSION()')"
+	printf 'MariaDB config\t%s\n' "$DB_HOW"
+	printf 'MariaDB key settings\t%s\n' "$(db_client -N -e "SELECT GROUP_CONCAT(CONCAT(VARIABLE_NAME,'=',VARIABLE_VALUE) ORDER BY VARIABLE_NAME SEPARATOR ', ') FROM information_schema.GLOBAL_VARIABLES WHERE VARIABLE_NAME IN ('INNODB_BUFFER_POOL_SIZE','INNODB_FLUSH_LOG_AT_TRX_COMMIT','MAX_CONNECTIONS','INNODB_LOG_FILE_SIZE')")"
+	printf 'ulimit -n\t%s\n' "$(ulimit -n)"
+	printf 'commit\t%s\n' "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- cmd server store parser conn 2>/dev/null || echo ' (+ uncommitted changes in cmd/server/store/parser/conn)')"
+} >"$RES/machine.tsv"
+tr '\0' ' ' </proc/"$DB_SERVER_PID"/cmdline | sed "s#$tmp#\$TMP#g" >"$RES/mariadbd.cmd"
+db_down
+
+# --- a. idle ---------------------------------------------------------------
+for kind in upsink baseline; do
+	db_up
+	start_server "$kind" "idle-$kind"
+	log "idle: $kind, $IDLE_CONNS connections"
+	$B idle --url "$SRV_BASE/healthz" -c "$IDLE_CONNS" --hold "$HOLD" --pid "$SRV_PID" --json-out "$RES/idle-$kind.json"
+	stop_server
+	db_down
+done
+
+# --- b, c. load ------------------------------------------------------------
+for c in $CONNS; do
+	for kind in upsink baseline; do
+		name="load-$kind-c$c"
+		db_up
+		start_server "$kind" "$name"
+		log "load: $kind c=$c $DURATION"
+		$B load --url "$SRV_BASE/upload/bench" -c "$c" -d "$DURATION" --body "$BODY" \
+			--watch server="$SRV_PID" --watch mariadbd="$DB_SERVER_PID" --json-out "$RES/$name.json"
+		stop_server
+		rows="$(db_client -N -e "SELECT COUNT(*) FROM \`$DBNAME\`.uploads")"
+		echo "$rows" >"$RES/$name.rows"
+		log "rows in $DBNAME.uploads: $rows (201s: $(sed -n 's/.*"created": \([0-9]*\).*/\1/p' "$RES/$name.json"))"
+		db_down
+	done
+done
+
+# --- d. go benchmarks ------------------------------------------------------
+db_up
+gcmd="$GO test -run='^\$' -bench=. -benchmem -timeout 8m $GOBENCH_PKGS"
+echo "UPSINK_TEST_DSN='root@unix(\$SOCK)/' $gcmd" >"$RES/gobench.cmd"
+log "$gcmd"
+# shellcheck disable=SC2086
+UPSINK_TEST_DSN="$(db_dsn)" UPSINK_REQUIRE_DB=1 "$GO" test -run='^$' -bench=. -benchmem -timeout 8m $GOBENCH_PKGS 2>&1 | tee "$RES/gobench.txt" || log "go test -bench failed (output kept in the report)"
+db_down
+
+$B report --dir "$RES" --out "$OUT"
+log "wrote $OUT (results in $RES)"
