@@ -180,6 +180,14 @@ func serve(args []string, stderr io.Writer) int {
 	case sig := <-sigc:
 		log.Info("upsink: shutting down", "signal", sig.String())
 	}
+	// The store does not give up on a batch whose outcome it cannot learn
+	// (guessing either way could lose or duplicate an upload), so a shutdown
+	// can wait on a database that is down; a second signal exits at once.
+	go func() {
+		sig := <-sigc
+		log.Warn("upsink: second signal, exiting without waiting for the store", "signal", sig.String())
+		os.Exit(1)
+	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil {
