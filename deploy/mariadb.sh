@@ -202,8 +202,8 @@ db_init() {
 		--datadir="$DB_DATA" --tmpdir="$DB_TMP" \
 		--auth-root-authentication-method=normal --skip-test-db --skip-name-resolve \
 		--extra-file="$extra" $(db_root_flag) >"$ilog" 2>&1; then
-		db_log "mariadb-install-db failed; last lines of $ilog:"
-		tail -n 25 "$ilog" >&2
+		db_log "mariadb-install-db failed; from $ilog:"
+		{ grep -E '\[ERROR\]' "$ilog" || tail -n 25 "$ilog"; } >&2
 		rm -rf "$DB_DATA" "$extra"
 		return 1
 	fi
@@ -247,9 +247,9 @@ db_start() {
 	[ "$(id -u)" -eq 0 ] && cmd+=(--user=root)
 	if [ "$detach" = detach ]; then
 		# setsid execs in place (we are not a group leader), so $! is mariadbd.
-		MALLOC_ARENA_MAX=1 setsid "${cmd[@]}" </dev/null >>"$DB_LOG" 2>&1 &
+		MALLOC_ARENA_MAX=1 setsid "${cmd[@]}" </dev/null >>"$DB_LOG" 2>&1 9>&- &
 	else
-		MALLOC_ARENA_MAX=1 "${cmd[@]}" </dev/null >>"$DB_LOG" 2>&1 &
+		MALLOC_ARENA_MAX=1 "${cmd[@]}" </dev/null >>"$DB_LOG" 2>&1 9>&- &
 	fi
 	pid=$!
 	DB_STARTED=1

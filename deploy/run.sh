@@ -5,7 +5,8 @@
 # create database NAME (default upsink), then run COMMAND in the foreground
 # with every argument "{dsn}" replaced by root@unix(SOCKET)/NAME (also exported
 # as UPSINK_DSN). On Ctrl-C / SIGTERM / SIGHUP, or when COMMAND exits, COMMAND
-# is stopped first, then mariadbd (by pid, waiting for it to exit). Data in DIR
+# is stopped first (one SIGTERM, waiting up to UPSINK_STOP_TIMEOUT=30 s), then
+# mariadbd (by pid, waiting for it to exit). Data in DIR
 # is kept, so the next run reuses it.
 # shellcheck disable=SC2317 # cleanup is called from traps
 set -euo pipefail
@@ -27,20 +28,21 @@ case "$dbname" in *[!A-Za-z0-9_]* | '') db_die "bad database name: $dbname" ;; e
 
 app_pid=""
 DB_SERVER_PID=""
+: "${UPSINK_STOP_TIMEOUT:=30}"
 cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM HUP
-	if [ -n "$app_pid" ] && kill -0 "$app_pid" 2>/dev/null; then
-		db_log "stopping $1 (pid $app_pid)"
+	if [ -n "$app_pid" ] && db_alive "$app_pid"; then
+		db_log "stopping $1 (pid $app_pid): SIGTERM"
 		kill -TERM "$app_pid" 2>/dev/null || true
 		local i=0
-		while kill -0 "$app_pid" 2>/dev/null && [ "$i" -lt 150 ]; do sleep 0.1; i=$((i + 1)); done
-		if kill -0 "$app_pid" 2>/dev/null; then
-			db_log "$1 (pid $app_pid) ignored SIGTERM for 15s: SIGKILL"
+		while db_alive "$app_pid" && [ "$i" -lt $((UPSINK_STOP_TIMEOUT * 10)) ]; do sleep 0.1; i=$((i + 1)); done
+		if db_alive "$app_pid"; then
+			db_log "$1 (pid $app_pid) still running after ${UPSINK_STOP_TIMEOUT}s: SIGKILL"
 			kill -KILL "$app_pid" 2>/dev/null || true
 		fi
-		wait "$app_pid" 2>/dev/null || true
 	fi
+	if [ -n "$app_pid" ]; then wait "$app_pid" 2>/dev/null || true; fi
 	if [ -n "$DB_SERVER_PID" ]; then db_stop "$DB_SERVER_PID"; fi
 	exit "$rc"
 }
@@ -51,8 +53,17 @@ trap 'exit 143' TERM
 trap 'exit 129' HUP
 
 db_install
+db_paths "$dir"
+# One run per DIR: a second `make run` must not adopt (and later stop) the
+# server of a run that is still alive. The lock dies with this shell (fd 9 is
+# closed for mariadbd and the app), so a server left by a crashed run is
+# adopted below and stopped at exit like our own.
+exec 9>"$DB_DIR/run.lock"
+if ! flock -n 9; then
+	echo "another 'make run' is using $DB_DIR (stop it first)" >&2
+	exit 1
+fi
 db_start "$dir"
-# A server found running (a crashed earlier run) is adopted: stopped at exit too.
 db_client -e "CREATE DATABASE IF NOT EXISTS \`$dbname\`"
 
 UPSINK_DSN="$(db_dsn "$dbname")"
@@ -64,15 +75,15 @@ done
 db_log "data in $DB_DIR; DSN $UPSINK_DSN"
 db_log "running: ${args[*]}   (Ctrl-C stops it, then mariadbd)"
 
-# Background + wait, so that a signal runs the trap at once. A background job
-# of a non-interactive shell starts with SIGINT ignored: the trap forwards
-# SIGTERM instead, and Ctrl-C reaches COMMAND directly when it re-enables
-# SIGINT (Go's signal.Notify does).
-"${args[@]}" &
+# The app gets its own session, so Ctrl-C (SIGINT to the terminal's foreground
+# process group) reaches make and this script only; the trap then sends the
+# app exactly one SIGTERM - a graceful stop - and waits for it before stopping
+# mariadbd. (A second signal would make upsink skip draining its store.)
+setsid "${args[@]}" 9>&- &
 app_pid=$!
 set +e
 rc=1
-while kill -0 "$app_pid" 2>/dev/null; do
+while db_alive "$app_pid"; do
 	wait "$app_pid"
 	rc=$?
 done
