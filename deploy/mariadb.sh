@@ -29,7 +29,9 @@
 #   UPSINK_DB_TIMEOUT   seconds to wait for readiness / shutdown (default 60)
 #
 # Root is user "root" with an empty password (auth "normal"), reachable only
-# through the unix socket, so DSN root@unix(SOCKET)/ works for any OS user.
+# through the unix socket, so DSN root@unix(SOCKET)/ works whichever OS user
+# runs this (root gets --user=root). DIR is mode 0700: only that OS user (and
+# root) can reach the socket.
 
 # ---------------------------------------------------------------------------
 # library part (safe to source)
@@ -42,6 +44,7 @@ export PATH
 UPSINK_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 : "${UPSINK_DB_PROFILE:=$UPSINK_REPO/deploy/mysql/low-memory.cnf}"
 : "${UPSINK_DB_TIMEOUT:=60}"
+case "$UPSINK_DB_PROFILE" in /*) ;; *) UPSINK_DB_PROFILE="$PWD/$UPSINK_DB_PROFILE" ;; esac
 
 db_log() { printf 'mariadb.sh: %s\n' "$*" >&2; }
 db_die() { db_log "$*"; exit 1; }
