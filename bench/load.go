@@ -399,8 +399,8 @@ func FormatLoad(w io.Writer, r *LoadResult) {
 	}
 	fmt.Fprintf(w, "  tool cpu    user %.2f s  sys %.2f s  = %.2f of %d cores\n", r.CPU.User, r.CPU.Sys, r.CPU.Cores, r.CPU.NCPU)
 	for _, m := range r.Memory {
-		fmt.Fprintf(w, "  memory      %s (pid %d): peak RSS %s  peak PSS %s  VmHWM %s  (%d samples)\n",
-			m.Name, m.PID, MiB(m.PeakRSS), MiB(m.PeakPSS), MiB(m.HWM), m.Samples)
+		fmt.Fprintf(w, "  watched     %s (pid %d): peak RSS %s  peak PSS %s  VmHWM %s  (%d samples); CPU %.2f s = %.2f cores\n",
+			m.Name, m.PID, MiB(m.PeakRSS), MiB(m.PeakPSS), MiB(m.HWM), m.Samples, m.CPU, m.Cores)
 		if m.Err != "" {
 			fmt.Fprintf(w, "    sampling error: %s\n", m.Err)
 		}

@@ -88,6 +88,40 @@ func parseKB(r io.Reader, keys ...string) ([]int64, error) {
 	return out, sc.Err()
 }
 
+// clkTck is USER_HZ, the unit of /proc/PID/stat times: 100 on every Linux
+// architecture Go supports (sysconf(_SC_CLK_TCK) would need cgo).
+const clkTck = 100
+
+// ReadCPU returns the user+system CPU time the process has used, from
+// /proc/PID/stat.
+func ReadCPU(pid int) (float64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	return parseStatCPU(b)
+}
+
+// parseStatCPU reads utime and stime (fields 14 and 15) of a /proc/PID/stat
+// line. The command name (field 2) may hold spaces and parentheses, so fields
+// are counted after its last ')'.
+func parseStatCPU(b []byte) (float64, error) {
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("stat: no command name")
+	}
+	f := bytes.Fields(b[i+1:]) // f[0] is field 3 (state)
+	if len(f) < 13 {
+		return 0, fmt.Errorf("stat: %d fields after the name", len(f))
+	}
+	ut, err1 := strconv.ParseUint(string(f[11]), 10, 64)
+	st, err2 := strconv.ParseUint(string(f[12]), 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("stat: bad utime/stime %q %q", f[11], f[12])
+	}
+	return float64(ut+st) / clkTck, nil
+}
+
 // MemWatch polls a process's memory every interval and keeps the peak RSS and
 // PSS it saw. Stop returns the peaks and the last sample.
 type MemWatch struct {
@@ -100,11 +134,14 @@ type MemWatch struct {
 	last    Mem
 	samples int
 	err     error
+	cpu0    float64
+	t0      time.Time
 }
 
 // WatchMem starts polling pid.
 func WatchMem(name string, pid int, every time.Duration) *MemWatch {
-	w := &MemWatch{Name: name, PID: pid, stop: make(chan struct{}), done: make(chan struct{})}
+	w := &MemWatch{Name: name, PID: pid, stop: make(chan struct{}), done: make(chan struct{}), t0: time.Now()}
+	w.cpu0, _ = ReadCPU(pid)
 	go w.run(every)
 	return w
 }
@@ -144,6 +181,10 @@ func (w *MemWatch) Stop() WatchResult {
 	close(w.stop)
 	<-w.done
 	r := WatchResult{Name: w.Name, PID: w.PID, PeakRSS: w.peakRSS, PeakPSS: w.peakPSS, HWM: w.last.HWM, Samples: w.samples}
+	if cpu, err := ReadCPU(w.PID); err == nil {
+		r.CPU = cpu - w.cpu0
+		r.Cores = r.CPU / time.Since(w.t0).Seconds()
+	}
 	if w.err != nil {
 		r.Err = w.err.Error()
 	}
@@ -152,11 +193,13 @@ func (w *MemWatch) Stop() WatchResult {
 
 // WatchResult is what a MemWatch saw.
 type WatchResult struct {
-	Name    string `json:"name"`
-	PID     int    `json:"pid"`
-	PeakRSS int64  `json:"peak_rss"` // highest VmRSS polled
-	PeakPSS int64  `json:"peak_pss"` // highest Pss polled
-	HWM     int64  `json:"vm_hwm"`   // VmHWM at the end (peak since the process started)
-	Samples int    `json:"samples"`
-	Err     string `json:"err,omitempty"`
+	Name    string  `json:"name"`
+	PID     int     `json:"pid"`
+	PeakRSS int64   `json:"peak_rss"` // highest VmRSS polled
+	PeakPSS int64   `json:"peak_pss"` // highest Pss polled
+	HWM     int64   `json:"vm_hwm"`   // VmHWM at the end (peak since the process started)
+	Samples int     `json:"samples"`
+	CPU     float64 `json:"cpu_s"` // user+system CPU time used during the watch
+	Cores   float64 `json:"cores"` // CPU / wall time of the watch
+	Err     string  `json:"err,omitempty"`
 }

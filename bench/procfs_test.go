@@ -76,3 +76,27 @@ func TestReadMemSelf(t *testing.T) {
 		t.Fatal("no error for a pid that cannot exist")
 	}
 }
+
+func TestParseStatCPU(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want float64
+		bad  bool
+	}{
+		{"plain", "13850 (upsink) S 1 13850 13850 0 -1 4194560 1803 0 0 0 250 130 0 0 20 0 6 0 1234 1262332 3620 18446744073709551615", 3.80, false},
+		{"name with spaces and parens", "77 (a b) c)) R 1 77 77 0 -1 0 0 0 0 0 7 3 0 0 20 0 1 0 5 1000 10 0", 0.10, false},
+		{"truncated", "77 (x) R 1 77", 0, true},
+		{"no name", "77 x R", 0, true},
+		{"non-numeric", "1 (x) S 1 1 1 0 -1 0 0 0 0 0 a b 0 0", 0, true},
+	}
+	for _, tt := range tests {
+		got, err := parseStatCPU([]byte(tt.in))
+		if (err != nil) != tt.bad || (!tt.bad && (got < tt.want-1e-9 || got > tt.want+1e-9)) {
+			t.Errorf("%s: got %v, %v; want %v bad=%v", tt.name, got, err, tt.want, tt.bad)
+		}
+	}
+	if _, err := ReadCPU(os.Getpid()); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -280,8 +280,8 @@ func Report(dir string) (string, error) {
 
 	// Load.
 	w("\n## Uploads of 1 KiB bodies over keep-alive into MariaDB\n\n")
-	w("`upsink-bench load`: CONNS persistent connections, one goroutine each, writing a pre-built `POST` (Content-Length, distinct body per request: a run/worker/sequence marker) and parsing the status line, Content-Length and body of the answer. Latency is from the write of the request to the last byte of the answer (HDR histogram, µs resolution). Uploads/s counts 201s only, over the elapsed time including the answers in flight at the end. Peak RSS is the highest VmRSS polled every 100 ms during the run (the server and mariadbd are both fresh for each run). Tool CPU is the load generator's own getrusage; if it approaches the number of cores, the tool, not the server, was the limit.\n\n")
-	w("| Server | c | uploads/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | statuses | errors | 201s | rows COUNT(*) | rows = 201s | peak RSS server | peak RSS mariadbd | tool CPU (cores) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	w("`upsink-bench load`: CONNS persistent connections, one goroutine each, writing a pre-built `POST` (Content-Length, distinct body per request: a run/worker/sequence marker) and parsing the status line, Content-Length and body of the answer. Latency is from the write of the request to the last byte of the answer (HDR histogram, µs resolution). Uploads/s counts 201s only, over the elapsed time including the answers in flight at the end. Peak RSS is the highest VmRSS polled every 100 ms during the run (the server and mariadbd are both fresh for each run). CPU cores = CPU time used during the run (server and mariadbd from /proc/PID/stat, the load generator from its own getrusage) / wall time; if the tool's share approaches the number of cores, the tool, not the server, was the limit.\n\n")
+	w("| Server | c | uploads/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | statuses | errors | 201s | rows COUNT(*) | rows = 201s | peak RSS server | peak RSS mariadbd | CPU cores: server / mariadbd / tool |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, l := range loads {
 		r := l.r
 		var st []string
@@ -301,22 +301,22 @@ func Report(dir string) (string, error) {
 				eq = fmt.Sprintf("**NO** (%+d)", l.rows-r.Created)
 			}
 		}
-		srvRSS, dbRSS := "—", "—"
+		srvRSS, dbRSS, srvCPU, dbCPU := "—", "—", "—", "—"
 		for _, m := range r.Memory {
 			switch m.Name {
 			case "server":
-				srvRSS = kib(m.PeakRSS)
+				srvRSS, srvCPU = kib(m.PeakRSS), fmt.Sprintf("%.2f", m.Cores)
 			case "mariadbd":
-				dbRSS = kib(m.PeakRSS)
+				dbRSS, dbCPU = kib(m.PeakRSS), fmt.Sprintf("%.2f", m.Cores)
 			}
 		}
 		errs := strconv.FormatInt(r.Errors, 10)
 		if r.Unanswered > 0 {
 			errs += fmt.Sprintf(" (+%d unanswered)", r.Unanswered)
 		}
-		w("| %s | %d | **%.0f** | %s | %s | %s | %s | %s | %s | %s | %d | %s | %s | %s | %s | %.2f of %d |\n", l.server, l.conns, r.UploadsPerSec,
+		w("| %s | %d | **%.0f** | %s | %s | %s | %s | %s | %s | %s | %d | %s | %s | %s | %s | %s / %s / %.2f (of %d) |\n", l.server, l.conns, r.UploadsPerSec,
 			ms(r.Latency.P50), ms(r.Latency.P90), ms(r.Latency.P99), ms(r.Latency.P999), ms(r.Latency.Max),
-			strings.Join(st, ", "), errs, r.Created, rows, eq, srvRSS, dbRSS, r.CPU.Cores, r.CPU.NCPU)
+			strings.Join(st, ", "), errs, r.Created, rows, eq, srvRSS, dbRSS, srvCPU, dbCPU, r.CPU.Cores, r.CPU.NCPU)
 	}
 	if len(concs) > 0 {
 		w("\nRatios upsink/baseline:\n\n| c | uploads/s | p50 | p99 | peak RSS server | peak RSS mariadbd |\n|---|---|---|---|---|---|\n")
@@ -362,6 +362,13 @@ func Report(dir string) (string, error) {
 	} else {
 		w("No output.\n")
 	}
+	w("\n## How to read this\n\n")
+	w("- Both servers run with their defaults apart from `--listen`, `--dsn` and `--idle-timeout` (raised so that idle connections outlive the hold): upsink with its default `--memory-limit 48MiB` (a Go soft limit), `--max-inflight 32MiB`, one event loop per CPU; the baseline with no GOMEMLIMIT, `--db-conns 16` (database/sql `SetMaxOpenConns`), go-sql-driver's default server-side prepared statements, one autocommit INSERT per request.\n")
+	w("- MariaDB's `max_connections` in the profile bounds the baseline's pool as much as `--db-conns` does.\n")
+	w("- The load generator and both servers share the machine's %s CPUs and the loopback; mariadbd commits with `innodb_flush_log_at_trx_commit=1` on this machine's disk, so absolute uploads/s depend on its fsync latency. Ratios are the portable part.\n", meta["nproc"])
+	w("- The JSON results named in the commands (`bench/results/`, git-ignored) hold every figure above plus error samples; `bin/upsink-bench report --dir DIR` re-renders this file from them.\n")
+	w("- Go heap is not reported: neither server exposes it, and RSS/PSS is the figure the 256 MB box cares about.\n")
+	w("- RSS counts pages the process touched, including the Go runtime's retained heap; PSS splits shared pages (binary text, libc) between the processes mapping them.\n")
 	if notes := readText(dir, "notes.txt"); notes != "" {
 		w("\n## Notes from this run\n\n%s\n", notes)
 	}
