@@ -4,7 +4,8 @@
 #                in ./var/mysql (kept between runs), create database upsink,
 #                build and run bin/upsink in the foreground; Ctrl-C stops both
 #   make test    go vet + go test -race against a throwaway MariaDB in /tmp
-#   make bench   benchmarks against a throwaway MariaDB in /tmp
+#   make bench   side-by-side measurements into BENCHMARKS.md (bench/run.sh)
+#   make bench-go  go test -bench against a throwaway MariaDB in /tmp
 #   make build   bin/upsink
 #   make vet     go vet ./...
 #   make db-start / db-stop / db-status   the ./var/mysql server alone
@@ -20,7 +21,7 @@ DBDIR ?= var/mysql
 BENCH ?= .
 GOTESTFLAGS ?=
 
-.PHONY: all run build vet test bench tools-check db-start db-stop db-status clean
+.PHONY: all run build vet test bench bench-go tools-check db-start db-stop db-status clean
 
 all: build
 
@@ -46,7 +47,13 @@ ALLOCTESTS = Allocs|NoAlloc|DoesNotAllocate
 test: tools-check
 	deploy/with-testdb.sh bash -c '$(GO) vet ./... && $(GO) test -race -count=1 -timeout 9m $(GOTESTFLAGS) ./... && $(GO) test -count=1 -run "$(ALLOCTESTS)" ./...'
 
+# The whole side-by-side run (upsink vs the net/http baseline, idle memory,
+# uploads/s, go test -bench) that writes BENCHMARKS.md; ~2 minutes.
 bench: tools-check
+	bench/run.sh
+
+# Only the go test benchmarks, on a throwaway MariaDB.
+bench-go: tools-check
 	deploy/with-testdb.sh $(GO) test -run='^$$' -bench='$(BENCH)' -benchmem $(GOTESTFLAGS) ./...
 
 db-start:
