@@ -158,25 +158,24 @@ func serve(args []string, stderr io.Writer) int {
 	go func() { errc <- srv.Serve() }()
 	sigc := make(chan os.Signal, 1)
 	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
-	select {
-	case err := <-errc:
+	// ended handles Serve returning on its own (a listen error, or the engine stopping).
+	ended := func(err error) int {
 		_ = srv.Shutdown(context.Background())
 		if err != nil {
 			fmt.Fprintf(stderr, "upsink serve: %v\n", err)
 			return 2
 		}
 		return 0
+	}
+	select {
+	case err := <-errc:
+		return ended(err)
 	case <-srv.Booted():
 		log.Info("upsink: serving", "listen", "http://"+cfg.Listen, "max_body", cfg.MaxBody, "max_inflight", cfg.MaxInflight, "memory_limit", memLimit)
 	}
 	select {
 	case err := <-errc:
-		_ = srv.Shutdown(context.Background())
-		if err != nil {
-			fmt.Fprintf(stderr, "upsink serve: %v\n", err)
-			return 2
-		}
-		return 0
+		return ended(err)
 	case sig := <-sigc:
 		log.Info("upsink: shutting down", "signal", sig.String())
 	}
