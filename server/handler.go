@@ -63,6 +63,24 @@ func newHandler(cfg *Config, srv *Server) *handler {
 	return h
 }
 
+// stream is the byte side of a connection that the HTTP machine runs over:
+// a gnet.Conn for plain HTTP, or the plaintext side of a TLS connection.
+// All of it is loop-only.
+type stream interface {
+	InboundBuffered() int
+	Peek(n int) ([]byte, error)
+	Discard(n int) (int, error)
+	Write(p []byte) (int, error)
+	OutboundBuffered() int
+}
+
+// close closes the connection on fd from its own loop.
+func (h *handler) close(l *loop, fd int) {
+	if c := *h.conns.At(fd); c != nil {
+		_ = l.el.Close(c)
+	}
+}
+
 // committer is what the handler needs of the store: *store.Store in
 // production, a small fake in the allocation tests.
 type committer interface {
@@ -238,7 +256,7 @@ func (l *loop) onExpire(fd int, q conn.QueueID) {
 	case q == conn.QueueIdle && s.Flags.State() == conn.StateBody:
 		h.answerAndClose(l, c, fd, s, 408, "request body stalled longer than the idle timeout")
 	default:
-		_ = l.el.Close(c)
+		h.close(l, fd)
 	}
 }
 
@@ -258,7 +276,7 @@ type requests struct {
 type request struct {
 	job      store.Job
 	buf      *bytebufferpool.ByteBuffer
-	c        gnet.Conn
+	c        stream
 	fd       int32
 	gen      uint32
 	loop     uint8

@@ -17,7 +17,7 @@ import (
 // serve runs the connection's machine until it must wait: for bytes (return
 // None with the unread bytes left in gnet's buffer), for a commit (state
 // Commit), or until it closes. Request parse state lives on this stack.
-func (h *handler) serve(l *loop, c gnet.Conn, fd int, s *conn.Slot) gnet.Action {
+func (h *handler) serve(l *loop, c stream, fd int, s *conn.Slot) gnet.Action {
 	for {
 		switch s.Flags.State() {
 		case conn.StateCommit:
@@ -83,7 +83,7 @@ func (h *handler) serve(l *loop, c gnet.Conn, fd int, s *conn.Slot) gnet.Action 
 var errInternal = parser.Error{Status: 500, Reason: "internal error"}
 
 // route answers or starts the request whose head is buf[:hn].
-func (h *handler) route(l *loop, c gnet.Conn, fd int, s *conn.Slot, req *parser.Request, buf []byte, hn int) (gnet.Action, bool) {
+func (h *handler) route(l *loop, c stream, fd int, s *conn.Slot, req *parser.Request, buf []byte, hn int) (gnet.Action, bool) {
 	h.setRequestFlags(s, req)
 	hasBody := req.Chunked || req.ContentLength > 0
 	path := pathOf(req.Target)
@@ -132,7 +132,7 @@ func (h *handler) setRequestFlags(s *conn.Slot, req *parser.Request) {
 // reject answers a request that will not be served. If it has a body we have
 // not read, the connection is closed after the answer (lingering); otherwise
 // it stays usable.
-func (h *handler) reject(l *loop, c gnet.Conn, fd int, s *conn.Slot, hasBody bool, hn, status int, reason string, extra hdr) (gnet.Action, bool) {
+func (h *handler) reject(l *loop, c stream, fd int, s *conn.Slot, hasBody bool, hn, status int, reason string, extra hdr) (gnet.Action, bool) {
 	if hasBody {
 		return h.failWith(l, c, fd, s, status, reason, extra), false
 	}
@@ -141,7 +141,7 @@ func (h *handler) reject(l *loop, c gnet.Conn, fd int, s *conn.Slot, hasBody boo
 }
 
 // startUpload accepts an upload's head: limits, readiness, budget, record.
-func (h *handler) startUpload(l *loop, c gnet.Conn, fd int, s *conn.Slot, req *parser.Request, stream []byte, hn int) (gnet.Action, bool) {
+func (h *handler) startUpload(l *loop, c stream, fd int, s *conn.Slot, req *parser.Request, stream []byte, hn int) (gnet.Action, bool) {
 	if req.ContentLength > h.cfg.MaxBody {
 		return h.failWith(l, c, fd, s, 413, h.reason413, hdrNone), false
 	}
@@ -166,7 +166,7 @@ func (h *handler) startUpload(l *loop, c gnet.Conn, fd int, s *conn.Slot, req *p
 	r.buf = bytebufferpool.Get()
 	b := append(r.buf.B[:0], stream...)
 	r.streamN = uint8(len(stream))
-	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+	if ta, ok := (*h.conns.At(fd)).RemoteAddr().(*net.TCPAddr); ok {
 		b = ta.AddrPort().AppendTo(b)
 	}
 	r.peerN = uint8(len(b) - int(r.streamN))
@@ -202,7 +202,7 @@ func (h *handler) startUpload(l *loop, c gnet.Conn, fd int, s *conn.Slot, req *p
 var continue100 = []byte("HTTP/1.1 100 Continue\r\n\r\n")
 
 // readBody moves body bytes from gnet's buffer into the record's buffer.
-func (h *handler) readBody(l *loop, c gnet.Conn, fd int, s *conn.Slot) (gnet.Action, bool) {
+func (h *handler) readBody(l *loop, c stream, fd int, s *conn.Slot) (gnet.Action, bool) {
 	r := h.reqs.at(s.Req - 1)
 	if s.Flags&conn.FlagChunked == 0 {
 		n := c.InboundBuffered()
@@ -270,7 +270,7 @@ func (h *handler) readBody(l *loop, c gnet.Conn, fd int, s *conn.Slot) (gnet.Act
 func (r *request) metaLen() int { return int(r.streamN) + int(r.peerN) + int(r.ctypeN) }
 
 // submit hands a complete upload to the store and suspends the connection.
-func (h *handler) submit(l *loop, c gnet.Conn, fd int, s *conn.Slot, r *request) (gnet.Action, bool) {
+func (h *handler) submit(l *loop, c stream, fd int, s *conn.Slot, r *request) (gnet.Action, bool) {
 	b := r.buf.B
 	a, p, m := int(r.streamN), int(r.streamN)+int(r.peerN), r.metaLen()
 	r.job.Stream, r.job.RemoteAddr, r.job.ContentType, r.job.Body = b[:a], b[a:p], b[p:m], b[m:]
@@ -323,14 +323,14 @@ func (h *handler) complete(l *loop, idx uint32) {
 		return
 	}
 	if act := h.serve(l, c, fd, s); act == gnet.Close {
-		_ = l.el.Close(c)
+		h.close(l, fd)
 	}
 }
 
 // failWith answers and then closes the connection gracefully: the write side
 // is shut down and input is drained until EOF or the drain timeout, so the
 // client reads the answer instead of a reset.
-func (h *handler) failWith(l *loop, c gnet.Conn, fd int, s *conn.Slot, status int, reason string, extra hdr) gnet.Action {
+func (h *handler) failWith(l *loop, c stream, fd int, s *conn.Slot, status int, reason string, extra hdr) gnet.Action {
 	if st := s.Flags.State(); st == conn.StateHead || st == conn.StateCommit {
 		h.unhold(s)
 	}
@@ -354,22 +354,22 @@ func (h *handler) failWith(l *loop, c gnet.Conn, fd int, s *conn.Slot, status in
 }
 
 // fail is failWith for a request that never got past its head.
-func (h *handler) fail(l *loop, c gnet.Conn, fd int, s *conn.Slot, status int, reason string) gnet.Action {
+func (h *handler) fail(l *loop, c stream, fd int, s *conn.Slot, status int, reason string) gnet.Action {
 	return h.failWith(l, c, fd, s, status, reason, hdrNone)
 }
 
 // answerAndClose answers and closes at once (timeouts).
-func (h *handler) answerAndClose(l *loop, c gnet.Conn, fd int, s *conn.Slot, status int, reason string) {
+func (h *handler) answerAndClose(l *loop, c stream, fd int, s *conn.Slot, status int, reason string) {
 	s.Flags |= conn.FlagCloseAfter
 	s.Flags &^= conn.FlagKeepAlive
 	if respond(h, l, c, s, status, textPlain, reason, hdrReasonLine, false) {
-		_ = l.el.Close(c)
+		h.close(l, fd)
 	}
 }
 
 // write writes p and reports whether the connection is still open (a write
 // error makes gnet close it, and OnClose bumps the generation).
-func (h *handler) write(c gnet.Conn, s *conn.Slot, p []byte) bool {
+func (h *handler) write(c stream, s *conn.Slot, p []byte) bool {
 	gen := s.Gen
 	_, _ = c.Write(p)
 	return s.Generation() == gen // a close bumps it; after one, the slot may be another loop's

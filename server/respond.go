@@ -5,8 +5,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/panjf2000/gnet/v2"
-
 	"upsink/conn"
 	"upsink/store"
 )
@@ -32,20 +30,20 @@ var errStoreUnavailable = store.ErrUnavailable
 // answer writes a response and keeps the connection's machine going: it
 // returns true if the connection stays open for the next request, false if
 // it was closed (by a write error, or because keep-alive ends here).
-func (h *handler) answer(l *loop, c gnet.Conn, fd int, s *conn.Slot, status int, ctype, body string, extra hdr, head bool) bool {
+func (h *handler) answer(l *loop, c stream, fd int, s *conn.Slot, status int, ctype, body string, extra hdr, head bool) bool {
 	return h.finish(l, c, fd, s, respond(h, l, c, s, status, ctype, body, extra, head))
 }
 
-func (h *handler) answerJSON(l *loop, c gnet.Conn, fd int, s *conn.Slot, status int, body []byte) bool {
+func (h *handler) answerJSON(l *loop, c stream, fd int, s *conn.Slot, status int, body []byte) bool {
 	return h.finish(l, c, fd, s, respond(h, l, c, s, status, appJSON, body, hdrNone, false))
 }
 
-func (h *handler) finish(l *loop, c gnet.Conn, fd int, s *conn.Slot, open bool) bool {
+func (h *handler) finish(l *loop, c stream, fd int, s *conn.Slot, open bool) bool {
 	if !open {
 		return false
 	}
 	if s.Flags&(conn.FlagCloseAfter|conn.FlagKeepAlive) != conn.FlagKeepAlive {
-		_ = l.el.Close(c) // keep-alive ends with this answer
+		h.close(l, fd) // keep-alive ends with this answer
 		return false
 	}
 	l.tq.Arm(fd, conn.QueueIdle, h.slab.Now())
@@ -54,7 +52,7 @@ func (h *handler) finish(l *loop, c gnet.Conn, fd int, s *conn.Slot, open bool) 
 
 // respond formats one response into the loop's scratch buffer and writes it.
 // No fmt, no allocation once the scratch buffer has grown.
-func respond[T ~string | ~[]byte](h *handler, l *loop, c gnet.Conn, s *conn.Slot, status int, ctype string, body T, extra hdr, head bool) bool {
+func respond[T ~string | ~[]byte](h *handler, l *loop, c stream, s *conn.Slot, status int, ctype string, body T, extra hdr, head bool) bool {
 	h.nreqs.Add(1)
 	n := len(body)
 	if extra&hdrReasonLine != 0 {
