@@ -48,6 +48,7 @@ const (
 	FlagCloseAfter                         // close once the current response is written
 	FlagHTTP10                             // the current request is HTTP/1.0
 	FlagSubmitted                          // the current request was handed to the store
+	FlagTLS                                // the connection came in on the TLS listener
 )
 
 const (

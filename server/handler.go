@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -11,6 +12,7 @@ import (
 
 	"upsink/conn"
 	"upsink/store"
+	"upsink/tlsbridge"
 )
 
 const (
@@ -42,6 +44,9 @@ type handler struct {
 
 	loopsMu sync.Mutex
 	loops   atomic.Pointer[[]*loop]
+
+	bridge  *tlsbridge.Bridge // nil without HTTPS
+	tlsPort int               // connections accepted on this local port speak TLS
 
 	nconns atomic.Int64
 	nreqs  atomic.Int64
@@ -148,8 +153,17 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	}
 	l := h.loopFor(c.EventLoop())
 	s := h.slab.At(fd)
-	s.Reset(conn.FlagOpen.WithLoop(l.idx)) // first: acquires the slot from the loop that closed the fd
+	flags := conn.FlagOpen.WithLoop(l.idx)
+	if h.bridge != nil {
+		if la, ok := c.LocalAddr().(*net.TCPAddr); ok && la.Port == h.tlsPort {
+			flags |= conn.FlagTLS
+		}
+	}
+	s.Reset(flags) // first: acquires the slot from the loop that closed the fd
 	*h.conns.At(fd) = c
+	if flags&conn.FlagTLS != 0 {
+		c.SetContext(h.bridge.Open(c))
+	}
 	l.tq.Arm(fd, conn.QueueHead, h.slab.Now())
 	h.nconns.Add(1)
 	return nil, gnet.None
@@ -165,6 +179,12 @@ func (h *handler) OnClose(c gnet.Conn, _ error) gnet.Action {
 		return gnet.None
 	}
 	h.loopAt(s.Flags.Loop()).tq.Disarm(fd)
+	if s.Flags&conn.FlagTLS != 0 {
+		if tc, ok := c.Context().(*tlsbridge.Conn); ok {
+			tc.Release()
+		}
+		c.SetContext(nil)
+	}
 	if st := s.Flags.State(); st == conn.StateHead || st == conn.StateCommit {
 		h.unhold(s)
 	}
@@ -185,7 +205,49 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 	if s.Flags&conn.FlagOpen == 0 {
 		return gnet.Close
 	}
-	return h.serve(h.loopAt(s.Flags.Loop()), c, fd, s)
+	return h.drive(h.loopAt(s.Flags.Loop()), c, fd, s)
+}
+
+// drive runs the connection's machine over its byte stream. For TLS it
+// alternates between the bridge (handshake, then decrypting at most a bounded
+// amount of plaintext ahead) and the machine, as long as the machine consumes
+// and ciphertext is left: one code path for HTTP and HTTPS after the bridge.
+func (h *handler) drive(l *loop, c gnet.Conn, fd int, s *conn.Slot) gnet.Action {
+	if s.Flags&conn.FlagTLS == 0 {
+		return h.serve(l, c, fd, s)
+	}
+	tc, _ := c.Context().(*tlsbridge.Conn)
+	if tc == nil {
+		return gnet.Close
+	}
+	gen := s.Gen
+	for {
+		ready, act := tc.Process()
+		if act != gnet.None || !ready {
+			return act
+		}
+		before := tc.InboundBuffered()
+		if act := h.serve(l, tc, fd, s); act != gnet.None {
+			return act
+		}
+		if s.Generation() != gen {
+			return gnet.None // closed while serving
+		}
+		st := s.Flags.State()
+		if st == conn.StateCommit || st == conn.StateDrain || c.InboundBuffered() == 0 || tc.InboundBuffered() >= before {
+			return gnet.None
+		}
+	}
+}
+
+// streamOf returns the byte stream the machine runs over for c.
+func (h *handler) streamOf(c gnet.Conn, s *conn.Slot) stream {
+	if s.Flags&conn.FlagTLS != 0 {
+		if tc, ok := c.Context().(*tlsbridge.Conn); ok {
+			return tc
+		}
+	}
+	return c
 }
 
 // OnTick asks every loop to reap its timeout queues on its own goroutine.
@@ -249,7 +311,7 @@ func (l *loop) onExpire(fd int, q conn.QueueID) {
 	if s.Flags&conn.FlagOpen == 0 || *cp == nil {
 		return
 	}
-	c := *cp
+	c := h.streamOf(*cp, s)
 	switch {
 	case q == conn.QueueHead && c.InboundBuffered() > 0:
 		h.answerAndClose(l, c, fd, s, 408, "request head not complete within the header timeout")

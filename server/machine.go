@@ -322,7 +322,7 @@ func (h *handler) complete(l *loop, idx uint32) {
 	if !ok {
 		return
 	}
-	if act := h.serve(l, c, fd, s); act == gnet.Close {
+	if act := h.drive(l, *h.conns.At(fd), fd, s); act == gnet.Close {
 		h.close(l, fd)
 	}
 }

@@ -7,10 +7,13 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,20 +22,23 @@ import (
 	"golang.org/x/sys/unix"
 
 	"upsink/store"
+	"upsink/tlsbridge"
 )
 
 // Config are the server's limits and its store. Zero values take the defaults.
 type Config struct {
-	Listen        string        // host:port, default 127.0.0.1:8080
-	MaxBody       int64         // largest accepted body, default 1 MiB
-	MaxInflight   int64         // global budget for bodies being received or committed, default 32 MiB
-	HeaderTimeout time.Duration // a request head must be complete within this, default 10 s
-	IdleTimeout   time.Duration // idle keep-alive and stalled bodies, default 30 s
-	DrainTimeout  time.Duration // lingering close after an error answer, default 2 s
-	RetryAfter    time.Duration // Retry-After on 503, default 1 s
-	Loops         int           // event loops, default GOMAXPROCS
-	MaxConns      int           // slab size in fds; default RLIMIT_NOFILE
-	Store         store.Config  // the DSN and batching; OnDone is set by the server
+	Listen        string           // host:port, default 127.0.0.1:8080
+	TLSListen     string           // host:port for HTTPS; empty = no HTTPS
+	TLS           tlsbridge.Config // certificate and handshake limits, with TLSListen
+	MaxBody       int64            // largest accepted body, default 1 MiB
+	MaxInflight   int64            // global budget for bodies being received or committed, default 32 MiB
+	HeaderTimeout time.Duration    // a request head must be complete within this, default 10 s
+	IdleTimeout   time.Duration    // idle keep-alive and stalled bodies, default 30 s
+	DrainTimeout  time.Duration    // lingering close after an error answer, default 2 s
+	RetryAfter    time.Duration    // Retry-After on 503, default 1 s
+	Loops         int              // event loops, default GOMAXPROCS
+	MaxConns      int              // slab size in fds; default RLIMIT_NOFILE
+	Store         store.Config     // the DSN and batching; OnDone is set by the server
 	Logger        *slog.Logger
 }
 
@@ -42,6 +48,18 @@ func (c *Config) setDefaults() error {
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("server: listen address %q: %w", c.Listen, err)
+	}
+	if c.TLSListen != "" {
+		_, tp, err := net.SplitHostPort(c.TLSListen)
+		if err != nil {
+			return fmt.Errorf("server: TLS listen address %q: %w", c.TLSListen, err)
+		}
+		if _, p, _ := net.SplitHostPort(c.Listen); p == tp {
+			return fmt.Errorf("server: HTTP and HTTPS listen on the same port %s", p)
+		}
+		if c.TLS.Certificate == nil {
+			return fmt.Errorf("server: TLS listen address %s without a certificate", c.TLSListen)
+		}
 	}
 	if c.MaxBody == 0 {
 		c.MaxBody = 1 << 20
@@ -96,12 +114,27 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, booted: make(chan struct{})}
 	s.h = newHandler(&s.cfg, s)
+	if cfg.TLSListen != "" {
+		if cfg.TLS.Logger == nil {
+			cfg.TLS.Logger = cfg.Logger
+		}
+		b, err := tlsbridge.New(cfg.TLS)
+		if err != nil {
+			return nil, fmt.Errorf("server: %w", err)
+		}
+		_, tp, _ := net.SplitHostPort(cfg.TLSListen)
+		s.h.tlsPort, _ = strconv.Atoi(tp)
+		s.h.bridge = b
+	}
 	cfg.Store.OnDone = s.h.onDone
 	if cfg.Store.Logger == nil {
 		cfg.Store.Logger = cfg.Logger
 	}
 	st, err := store.Open(cfg.Store)
 	if err != nil {
+		if s.h.bridge != nil {
+			s.h.bridge.Close()
+		}
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	s.st = st
@@ -111,7 +144,11 @@ func New(cfg Config) (*Server, error) {
 
 // Serve listens and serves until Shutdown. It returns the listen error, if any.
 func (s *Server) Serve() error {
-	err := gnet.Run(s.h, "tcp://"+s.cfg.Listen,
+	addrs := []string{"tcp://" + s.cfg.Listen}
+	if s.cfg.TLSListen != "" {
+		addrs = append(addrs, "tcp://"+s.cfg.TLSListen)
+	}
+	err := gnet.Rotate(s.h, addrs,
 		gnet.WithMulticore(s.cfg.Loops == 0),
 		gnet.WithNumEventLoop(s.cfg.Loops),
 		gnet.WithTicker(true),
@@ -122,9 +159,9 @@ func (s *Server) Serve() error {
 	if err != nil {
 		var errno unix.Errno
 		if errors.As(err, &errno) && errno == unix.EADDRINUSE {
-			return fmt.Errorf("listen %s: address already in use", s.cfg.Listen)
+			return fmt.Errorf("listen %s: address already in use", strings.Join(addrs, ", "))
 		}
-		return fmt.Errorf("listen %s: %w", s.cfg.Listen, err)
+		return fmt.Errorf("listen %s: %w", strings.Join(addrs, ", "), err)
 	}
 	return nil
 }
@@ -149,8 +186,27 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		if e2 := s.st.Close(); e2 != nil && err == nil {
 			err = fmt.Errorf("server: close store: %w", e2)
 		}
+		if s.h.bridge != nil {
+			s.h.bridge.Close()
+		}
 	})
 	return err
+}
+
+// SetCertificate replaces the TLS certificate for new handshakes; connections
+// already established keep theirs. A no-op without HTTPS.
+func (s *Server) SetCertificate(c *tls.Certificate) {
+	if s.h.bridge != nil {
+		s.h.bridge.SetCertificate(c)
+	}
+}
+
+// TLSStats returns the TLS bridge's counters (zero without HTTPS).
+func (s *Server) TLSStats() tlsbridge.Stats {
+	if s.h.bridge == nil {
+		return tlsbridge.Stats{}
+	}
+	return s.h.bridge.Stats()
 }
 
 // Stats are counters for tests, logs and benchmarks.

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"upsink/server"
+	"upsink/tlsbridge"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -32,7 +33,7 @@ func main() {
 
 func run(args []string, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: upsink serve [flags] | upsink version")
+		fmt.Fprintln(stderr, "usage: upsink serve [flags] | upsink gencert --dir DIR | upsink version")
 		return 2
 	}
 	switch args[0] {
@@ -41,11 +42,13 @@ func run(args []string, stderr io.Writer) int {
 		return 0
 	case "serve":
 		return serve(args[1:], stderr)
+	case "gencert":
+		return gencert(args[1:], stderr)
 	case "-h", "--help", "help":
 		fmt.Fprintln(stderr, "usage: upsink serve [flags] | upsink version (upsink serve -h lists the flags)")
 		return 0
 	default:
-		fmt.Fprintf(stderr, "upsink: unknown command %q (want serve or version)\n", args[0])
+		fmt.Fprintf(stderr, "upsink: unknown command %q (want serve, gencert or version)\n", args[0])
 		return 2
 	}
 }
@@ -109,6 +112,11 @@ func serve(args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.Store.MaxBatchRows, "batch-rows", 1000, "most rows per committed batch")
 	fs.IntVar(&cfg.Loops, "loops", 0, "event loops (default: one per CPU)")
 	fs.StringVar(&logLevel, "log-level", logLevel, "debug, info, warn or error")
+	var certFile, keyFile string
+	fs.StringVar(&cfg.TLSListen, "tls-listen", "", "HTTPS listen address host:port (needs --tls-cert and --tls-key)")
+	fs.StringVar(&certFile, "tls-cert", "", "PEM certificate (chain) for HTTPS; reloaded on SIGHUP")
+	fs.StringVar(&keyFile, "tls-key", "", "PEM private key for HTTPS; reloaded on SIGHUP")
+	fs.DurationVar(&cfg.TLS.HandshakeTimeout, "tls-handshake-timeout", 10*time.Second, "a TLS handshake must finish within this")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stderr)
@@ -126,6 +134,18 @@ func serve(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "upsink serve: no database: pass --dsn or set UPSINK_DSN")
 		return 2
 	}
+	if cfg.TLSListen != "" || certFile != "" || keyFile != "" {
+		if cfg.TLSListen == "" || certFile == "" || keyFile == "" {
+			fmt.Fprintln(stderr, "upsink serve: HTTPS needs all of --tls-listen, --tls-cert and --tls-key")
+			return 2
+		}
+		cert, err := tlsbridge.LoadKeyPair(certFile, keyFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "upsink serve: %v\n", oneLine(err))
+			return 2
+		}
+		cfg.TLS.Certificate = cert
+	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
 		fmt.Fprintf(stderr, "upsink serve: bad --log-level %q\n", logLevel)
@@ -139,14 +159,19 @@ func serve(args []string, stderr io.Writer) int {
 	}
 
 	// Fail on a busy or bad address before anything else starts (and logs).
-	if ln, err := net.Listen("tcp", cfg.Listen); err != nil {
-		msg := err.Error()
-		if errors.Is(err, syscall.EADDRINUSE) {
-			msg = "listen " + cfg.Listen + ": address already in use"
+	for _, addr := range []string{cfg.Listen, cfg.TLSListen} {
+		if addr == "" {
+			continue
 		}
-		fmt.Fprintf(stderr, "upsink serve: %s\n", msg)
-		return 2
-	} else {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			msg := err.Error()
+			if errors.Is(err, syscall.EADDRINUSE) {
+				msg = "listen " + addr + ": address already in use"
+			}
+			fmt.Fprintf(stderr, "upsink serve: %s\n", msg)
+			return 2
+		}
 		ln.Close()
 	}
 	srv, err := server.New(cfg)
@@ -172,6 +197,24 @@ func serve(args []string, stderr io.Writer) int {
 		return ended(err)
 	case <-srv.Booted():
 		log.Info("upsink: serving", "listen", "http://"+cfg.Listen, "max_body", cfg.MaxBody, "max_inflight", cfg.MaxInflight, "memory_limit", memLimit)
+		if cfg.TLSListen != "" {
+			log.Info("upsink: serving HTTPS", "listen", "https://"+cfg.TLSListen, "cert", certFile)
+		}
+	}
+	if cfg.TLSListen != "" {
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		go func() {
+			for range hup {
+				cert, err := tlsbridge.LoadKeyPair(certFile, keyFile)
+				if err != nil {
+					log.Error("upsink: SIGHUP: keeping the current certificate", "err", oneLine(err))
+					continue
+				}
+				srv.SetCertificate(cert)
+				log.Info("upsink: SIGHUP: certificate reloaded", "cert", certFile)
+			}
+		}()
 	}
 	select {
 	case err := <-errc:
@@ -198,3 +241,24 @@ func serve(args []string, stderr io.Writer) int {
 	log.Info("upsink: stopped", "batches", st.Batches, "rows", st.Rows)
 	return 0
 }
+
+func gencert(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("upsink gencert", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	dir := fs.String("dir", "", "directory for cert.pem and key.pem")
+	if err := fs.Parse(args); err != nil || *dir == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "usage: upsink gencert --dir DIR (writes a self-signed ECDSA P-256 cert.pem and key.pem for localhost, 127.0.0.1, ::1)")
+		return 2
+	}
+	cert, key, err := tlsbridge.GenerateSelfSigned(*dir)
+	if err != nil {
+		fmt.Fprintf(stderr, "upsink gencert: %v\n", oneLine(err))
+		return 1
+	}
+	fmt.Println(cert)
+	fmt.Println(key)
+	return 0
+}
+
+// oneLine keeps an error message to one line.
+func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
