@@ -10,13 +10,15 @@
 #   make vet     go vet ./...
 #   make db-start / db-stop / db-status   the ./var/mysql server alone
 #
-# Variables: LISTEN (127.0.0.1:8080), DBDIR (var/mysql),
+# Variables: LISTEN (127.0.0.1:8080), TLS_LISTEN (127.0.0.1:8443), TLSDIR (var/tls), DBDIR (var/mysql),
 #   UPSINK_DB_PROFILE (deploy/mysql/low-memory.cnf; low-memory-aria.cnf for the
 #   tightest boxes), GOTESTFLAGS (extra go test flags), BENCH (.)
 
 SHELL := /bin/bash
 GO ?= go
 LISTEN ?= 127.0.0.1:8080
+TLS_LISTEN ?= 127.0.0.1:8443
+TLSDIR ?= var/tls
 DBDIR ?= var/mysql
 BENCH ?= .
 GOTESTFLAGS ?=
@@ -31,9 +33,13 @@ build:
 vet:
 	$(GO) vet ./...
 
+# HTTPS on $(TLS_LISTEN) with a self-signed certificate made on first run in
+# $(TLSDIR) (bin/upsink gencert); reload a replaced cert with kill -HUP <upsink pid>.
 run: build
+	@[ -s '$(TLSDIR)/cert.pem' ] && [ -s '$(TLSDIR)/key.pem' ] || bin/upsink gencert --dir '$(TLSDIR)' >/dev/null
 	deploy/run.sh --dir '$(DBDIR)' --db upsink -- \
-		bin/upsink serve --listen '$(LISTEN)' --dsn '{dsn}'
+		bin/upsink serve --listen '$(LISTEN)' --dsn '{dsn}' \
+		--tls-listen '$(TLS_LISTEN)' --tls-cert '$(TLSDIR)/cert.pem' --tls-key '$(TLSDIR)/key.pem'
 
 # go test -race needs cgo, hence a C compiler.
 tools-check:
