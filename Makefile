@@ -45,6 +45,7 @@ run: build
 tools-check:
 	@deploy/mariadb.sh install
 	@deploy/mariadb.sh install-cc
+	@deploy/mariadb.sh install-clients
 
 # The race detector allocates on its own, so the zero-allocation tests are
 # asserted in a second, non-race run (they skip their assertion under -race).

@@ -5,6 +5,7 @@
 #   deploy/mariadb.sh install          install MariaDB from Debian's packages if missing
 #                                      (root only; otherwise one line on stderr, exit 2)
 #   deploy/mariadb.sh install-cc       same for the C compiler that go test -race needs
+#   deploy/mariadb.sh install-clients  same for curl, openssl, h2load, ms_print (tests)
 #   deploy/mariadb.sh start  DIR       initialise DIR if needed, start mariadbd detached
 #                                      (own session), wait until it answers
 #   deploy/mariadb.sh stop   DIR       stop the mariadbd serving DIR (SIGTERM, wait)
@@ -78,20 +79,38 @@ db_install() {
 	fi
 }
 
+# db_apt_need WHY PKG CMD...: install Debian package PKG (as root) unless every
+# CMD is on PATH; otherwise say in one line what to install and exit 2.
+db_apt_need() {
+	local why="$1" pkg="$2" missing="" c
+	shift 2
+	for c in "$@"; do db_have "$c" || missing="$missing $c"; done
+	[ -n "$missing" ] || return 0
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "$why needs$missing: as root run 'apt-get update && apt-get install -y --no-install-recommends $pkg', then retry" >&2
+		exit 2
+	fi
+	db_log "$why needs$missing: installing $pkg"
+	if ! { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $pkg; }; then
+		db_die "apt-get install $pkg failed"
+	fi
+}
+
 # db_install_cc: `go test -race` needs cgo, hence a C compiler (gcc).
 db_install_cc() {
 	local cc
 	cc="$(${GO:-go} env CC 2>/dev/null)" || cc=gcc
 	cc="${cc%% *}"
-	if db_have "${cc:-gcc}"; then return 0; fi
-	if [ "$(id -u)" -ne 0 ]; then
-		echo "go test -race needs a C compiler: as root run 'apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev', then retry" >&2
-		exit 2
-	fi
-	db_log "C compiler '${cc:-gcc}' not found (needed by go test -race): installing gcc and libc6-dev"
-	if ! { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gcc libc6-dev; }; then
-		db_die "apt-get install gcc libc6-dev failed"
-	fi
+	db_apt_need "go test -race" "gcc libc6-dev" "${cc:-gcc}"
+}
+
+# db_install_clients: the real clients the tests drive (curl, openssl
+# s_client, h2load) and ms_print for the massif heap profiles.
+db_install_clients() {
+	db_apt_need "the HTTPS client tests" "curl ca-certificates" curl
+	db_apt_need "the HTTPS client tests" openssl openssl
+	db_apt_need "the HTTPS client tests" nghttp2-client h2load
+	db_apt_need "the massif profile test" valgrind ms_print
 }
 
 # db_paths DIR: set DB_DIR DB_DATA DB_TMP DB_PID DB_LOG DB_SOCK for DIR.
@@ -312,6 +331,7 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
 	case "$sub" in
 	install) db_install ;;
 	install-cc) db_install_cc ;;
+	install-clients) db_install_clients ;;
 	start)
 		db_install
 		db_start "${1:-}" detach
