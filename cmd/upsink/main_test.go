@@ -15,6 +15,16 @@ func TestCommandErrors(t *testing.T) {
 	defer ln.Close()
 	busy := ln.Addr().String()
 	dsn := "root@unix(" + t.TempDir() + "/none.sock)/upsink"
+	d1, d2 := t.TempDir(), t.TempDir()
+	for _, d := range []string{d1, d2} {
+		var out bytes.Buffer
+		if code := run([]string{"gencert", "--dir", d}, &out); code != 0 {
+			t.Fatalf("gencert: %d %s", code, out.String())
+		}
+	}
+	tlsArgs := func(cert, key string) []string {
+		return []string{"serve", "--dsn", dsn, "--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:1", "--tls-cert", cert, "--tls-key", key}
+	}
 	tests := []struct {
 		name string
 		args []string
@@ -29,6 +39,10 @@ func TestCommandErrors(t *testing.T) {
 		{"bad listen", []string{"serve", "--dsn", dsn, "--listen", "nope"}, "nope"},
 		{"inflight below body", []string{"serve", "--dsn", dsn, "--max-body", "2MiB", "--max-inflight", "1MiB"}, "max inflight"},
 		{"port in use", []string{"serve", "--dsn", dsn, "--listen", busy}, "address already in use"},
+		{"cert key mismatch", tlsArgs(d1+"/cert.pem", d2+"/key.pem"), "private key does not match"},
+		{"missing cert", tlsArgs(d1+"/nope.pem", d1+"/key.pem"), "nope.pem"},
+		{"tls without key", []string{"serve", "--dsn", dsn, "--tls-listen", "127.0.0.1:1"}, "needs all of"},
+		{"gencert without dir", []string{"gencert"}, "usage"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

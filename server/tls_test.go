@@ -1,0 +1,218 @@
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"upsink/internal/testdb"
+	"upsink/tlsbridge"
+)
+
+// startTLSServer runs a server with HTTPS on a second free port and returns
+// the HTTPS address and the PEM file of its self-signed certificate.
+func startTLSServer(t *testing.T, dsn string) (srv *Server, httpAddr, tlsAddr, certFile string) {
+	t.Helper()
+	dir := t.TempDir()
+	certFile, keyFile, err := tlsbridge.GenerateSelfSigned(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tlsbridge.LoadKeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsAddr = ln.Addr().String()
+	ln.Close()
+	srv, httpAddr = startServer(t, dsn, func(c *Config) {
+		c.TLSListen = tlsAddr
+		c.TLS = tlsbridge.Config{Certificate: cert}
+	})
+	return srv, httpAddr, tlsAddr, certFile
+}
+
+func tlsClient(t *testing.T, certFile string) *http.Client {
+	t.Helper()
+	pem, err := os.ReadFile(certFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, NextProtos: []string{"h2", "http/1.1"}}, ForceAttemptHTTP2: false, MaxIdleConnsPerHost: 4,
+	}}
+}
+
+func TestHTTPSUploads(t *testing.T) {
+	dsn := testdb.New(t)
+	srv, httpAddr, tlsAddr, certFile := startTLSServer(t, dsn)
+	waitReady(t, httpAddr)
+	db := testdb.Open(t, dsn)
+	port := tlsAddr[strings.LastIndexByte(tlsAddr, ':')+1:]
+	base := "https://localhost:" + port
+
+	check := func(t *testing.T, out []byte, stream string, body []byte) {
+		t.Helper()
+		var got created
+		if err := json.Unmarshal(bytes.TrimSpace(out), &got); err != nil || got.ID == 0 || got.Stream != stream {
+			t.Fatalf("answer %q: %v", out, err)
+		}
+		s, b, _ := rowBody(t, db, got.ID)
+		if s != stream || !bytes.Equal(b, body) {
+			t.Fatalf("row %d: %q, %d bytes", got.ID, s, len(b))
+		}
+	}
+
+	t.Run("go net/http client, keep-alive", func(t *testing.T) {
+		cl := tlsClient(t, certFile)
+		defer cl.Transport.(*http.Transport).CloseIdleConnections()
+		for i := 0; i < 10; i++ {
+			body := bytes.Repeat([]byte{byte('a' + i)}, 1000*i+1)
+			var rd io.Reader = bytes.NewReader(body)
+			if i%2 == 1 {
+				rd = io.MultiReader(rd) // chunked
+			}
+			resp, err := cl.Post(base+"/upload/gotls", "application/octet-stream", rd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 201 || resp.TLS == nil || resp.TLS.NegotiatedProtocol != "http/1.1" {
+				t.Fatalf("%d %s (alpn %v)", resp.StatusCode, out, resp.TLS)
+			}
+			check(t, out, "gotls", body)
+		}
+	})
+
+	t.Run("pipelined over one TLS connection", func(t *testing.T) {
+		pem, _ := os.ReadFile(certFile)
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pem)
+		c, err := tls.Dial("tcp", tlsAddr, &tls.Config{RootCAs: pool, ServerName: "localhost"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+		var req strings.Builder
+		for i := 0; i < 4; i++ {
+			b := strings.Repeat(strconv.Itoa(i), 20000) // bodies span several TLS records
+			fmt.Fprintf(&req, "POST /upload/pipetls HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", len(b), b)
+		}
+		io.WriteString(c, req.String())
+		br := bufio.NewReader(c)
+		for i := 0; i < 4; i++ {
+			resp, out := readResponse(t, br, "POST")
+			if resp.StatusCode != 201 {
+				t.Fatalf("%d: %d %s", i, resp.StatusCode, out)
+			}
+			check(t, []byte(out), "pipetls", []byte(strings.Repeat(strconv.Itoa(i), 20000)))
+		}
+	})
+
+	t.Run("curl", func(t *testing.T) {
+		if _, err := exec.LookPath("curl"); err != nil {
+			requireTool(t, "curl")
+		}
+		body := bytes.Repeat([]byte("curl-body\n"), 300)
+		f := filepath.Join(t.TempDir(), "body")
+		os.WriteFile(f, body, 0o600)
+		out, err := exec.Command("curl", "-sS", "--max-time", "20", "--cacert", certFile, "--data-binary", "@"+f, base+"/upload/curltls").Output()
+		if err != nil {
+			t.Fatalf("curl: %v %s", err, out)
+		}
+		check(t, out, "curltls", body)
+	})
+
+	t.Run("openssl s_client", func(t *testing.T) {
+		if _, err := exec.LookPath("openssl"); err != nil {
+			requireTool(t, "openssl")
+		}
+		body := "from openssl"
+		req := "POST /upload/openssl HTTP/1.1\r\nHost: localhost\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\nConnection: close\r\n\r\n" + body
+		cmd := exec.Command("openssl", "s_client", "-quiet", "-connect", tlsAddr, "-servername", "localhost", "-CAfile", certFile, "-verify_return_error", "-alpn", "http/1.1")
+		cmd.Stdin = strings.NewReader(req)
+		done := make(chan struct{})
+		var out []byte
+		var err error
+		go func() { out, err = cmd.Output(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+			<-done
+			t.Fatal("openssl s_client did not finish")
+		}
+		if err != nil {
+			t.Fatalf("openssl: %v %s", err, out)
+		}
+		resp, rb := readResponse(t, bufio.NewReader(bytes.NewReader(out)), "POST")
+		if resp.StatusCode != 201 {
+			t.Fatalf("%d %s", resp.StatusCode, rb)
+		}
+		check(t, []byte(rb), "openssl", []byte(body))
+	})
+
+	t.Run("h2load --h1", func(t *testing.T) {
+		if _, err := exec.LookPath("h2load"); err != nil {
+			requireTool(t, "h2load")
+		}
+		f := filepath.Join(t.TempDir(), "body")
+		os.WriteFile(f, bytes.Repeat([]byte("h"), 1024), 0o600)
+		var before int
+		db.QueryRow("SELECT COUNT(*) FROM uploads WHERE stream='h2load'").Scan(&before)
+		out, err := exec.Command("h2load", "--h1", "-n", "200", "-c", "8", "-d", f, "-T", "20", base+"/upload/h2load").CombinedOutput()
+		if err != nil {
+			t.Fatalf("h2load: %v\n%s", err, out)
+		}
+		if !strings.Contains(string(out), "200 succeeded") || !strings.Contains(string(out), "status codes: 200 2xx") {
+			t.Fatalf("h2load did not get 200 successes:\n%s", out)
+		}
+		var n int
+		db.QueryRow("SELECT COUNT(*) FROM uploads WHERE stream='h2load'").Scan(&n)
+		if n-before != 200 {
+			t.Fatalf("%d rows for 200 acknowledged h2load uploads", n-before)
+		}
+	})
+
+	t.Run("plain HTTP to the TLS port", func(t *testing.T) {
+		out := rawExchange(t, tlsAddr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 10*time.Second)
+		if !strings.HasPrefix(out, "HTTP/1.0 400 ") || !strings.Contains(out, "HTTPS") {
+			t.Fatalf("got %q", out)
+		}
+	})
+
+	st := srv.TLSStats()
+	if st.Handshakes == 0 {
+		t.Fatalf("no handshakes counted: %+v", st)
+	}
+	t.Logf("tls stats %+v", st)
+}
+
+// requireTool fails under make test/CI (which install the tool) and skips elsewhere.
+func requireTool(t *testing.T, name string) {
+	t.Helper()
+	if os.Getenv("UPSINK_REQUIRE_DB") == "1" {
+		t.Fatalf("%s not installed (make test installs it)", name)
+	}
+	t.Skipf("%s not installed", name)
+}
