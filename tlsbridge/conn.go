@@ -1,0 +1,522 @@
+package tlsbridge
+
+import (
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"github.com/valyala/bytebufferpool"
+)
+
+// Handshake outcome, Conn.hs. Only a CAS from hsPending decides it.
+const (
+	hsPending int32 = iota
+	hsDone
+	hsFailed
+	hsAborted // timed out, closed by the client, rejected, bridge closed
+)
+
+// Loop-side phase, Conn.phase.
+const (
+	phaseNew       uint8 = iota // waiting for the first byte
+	phaseHandshake              // handshake queued or running on a worker
+	phaseReady                  // records are decrypted on the loop
+	phaseClosed                 // released
+)
+
+const (
+	recordHeaderLen = 5
+	maxPlaintext    = 16384    // largest plaintext in one TLS record
+	readAhead       = 16 << 10 // decrypt while less plaintext than this is buffered
+	maxInbox        = 32 << 10 // ciphertext handed to a running handshake at once
+	maxEarlyData    = 1 << 20  // ciphertext a client may send before its handshake is done
+	recordTypeHS    = 0x16     // first byte of a TLS handshake record
+	maxDecryptPass  = 1 << 16  // bound on one Process's decrypt loop (each pass consumes bytes)
+)
+
+// ErrNotReady is returned by Write before the handshake has finished.
+var ErrNotReady = errors.New("tlsbridge: handshake not finished")
+
+// plainHTTPResponse is what net/http answers to plain HTTP on a TLS port.
+var plainHTTPResponse = []byte("HTTP/1.0 400 Bad Request\r\n" +
+	"Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n" +
+	"Client sent an HTTP request to an HTTPS server.\n")
+
+// Conn is the TLS side of one gnet connection. The server keeps the *Conn in
+// gnet's Conn.SetContext. Its methods are loop-only.
+type Conn struct {
+	b     *Bridge
+	gc    gnet.Conn
+	tls   *tls.Conn
+	laddr net.Addr
+	raddr net.Addr
+
+	hs       atomic.Int32 // hsPending until the worker, the timeout or Release decides
+	hsQueued atomic.Int32 // handshake writes the worker queued with AsyncWrite
+	hsLanded int32        // ... and those the loop has executed (loop only)
+	landed   gnet.AsyncCallback
+
+	phase    uint8
+	released bool
+	busy     bool // inside a call that may re-enter Release through gnet's close
+
+	// Record framing of the ciphertext handed to crypto/tls: the header
+	// bytes of the current record seen so far and the body bytes left.
+	// Touched by whoever feeds crypto/tls: the worker during the handshake,
+	// the loop after it (the handover is ordered by hs and Wake).
+	hdr     [recordHeaderLen]byte
+	hdrN    int
+	bodyRem int
+	loop    atomic.Bool // the wire is read and written on the loop now
+
+	// Ciphertext for the handshake, from the loop to the worker.
+	mu       sync.Mutex
+	inbox    []byte
+	closed   bool
+	heldBack bool // gnet holds more ciphertext than the inbox took
+	wakeup   chan struct{}
+
+	// Decrypted plaintext not yet consumed: plain.B[poff:]. Pooled, returned
+	// whenever it empties.
+	plain *bytebufferpool.ByteBuffer
+	poff  int
+
+	// Pending-handshake list (Bridge.pmu).
+	pprev, pnext *Conn
+	deadline     int64
+	listed       bool
+}
+
+// Process moves ciphertext from gnet's inbound buffer into the TLS machinery
+// (loop, OnTraffic; also callable with nothing new to continue decrypting what
+// gnet still holds). ready reports a finished handshake: plaintext may be
+// buffered (InboundBuffered). action is gnet.Close when the connection must
+// be closed.
+func (tc *Conn) Process() (ready bool, action gnet.Action) {
+	switch tc.phase {
+	case phaseNew:
+		if tc.hs.Load() != hsPending {
+			return false, gnet.Close
+		}
+		if tc.gc.InboundBuffered() == 0 {
+			return false, gnet.None
+		}
+		first, err := tc.gc.Peek(1)
+		if err != nil || len(first) == 0 {
+			return false, gnet.None
+		}
+		if first[0] != recordTypeHS {
+			return false, tc.answerPlainHTTP()
+		}
+		tc.tls = tls.Server((*wire)(tc), tc.b.tlsConfig)
+		tc.wakeup = make(chan struct{}, 1)
+		tc.landed = tc.onLanded
+		tc.phase = phaseHandshake
+		if !tc.b.submit(tc) {
+			return false, gnet.Close
+		}
+		fallthrough
+	case phaseHandshake:
+		if act := tc.handshakeStep(); act != gnet.None || tc.phase != phaseReady {
+			return false, act
+		}
+		fallthrough
+	case phaseReady:
+		return true, tc.decrypt()
+	}
+	return false, gnet.Close
+}
+
+func (tc *Conn) answerPlainHTTP() gnet.Action {
+	tc.b.unlist(tc)
+	if tc.hs.CompareAndSwap(hsPending, hsAborted) {
+		tc.b.plainHTTP.Add(1)
+		_, _ = tc.gc.Discard(-1)
+		_, _ = tc.gc.Write(plainHTTPResponse)
+	}
+	return gnet.Close
+}
+
+// onLanded runs on the loop after each handshake write was handed to the socket.
+func (tc *Conn) onLanded(gnet.Conn, error) error {
+	tc.hsLanded++
+	return nil
+}
+
+// handshakeStep passes new ciphertext to the handshake worker and, once the
+// worker has finished and its writes have landed, switches to phaseReady.
+func (tc *Conn) handshakeStep() gnet.Action {
+	if n := tc.gc.InboundBuffered(); n > 0 {
+		tc.mu.Lock()
+		if tc.closed || n+len(tc.inbox) > maxEarlyData {
+			tc.mu.Unlock()
+			tc.b.abort(tc, &tc.b.failed)
+			return gnet.Close
+		}
+		// Hand the worker at most maxInbox; the rest stays in gnet's buffer
+		// (usually application data pipelined after the client's Finished)
+		// and is fetched when the worker runs dry (heldBack, Wake).
+		take := min(n, maxInbox-len(tc.inbox))
+		if take > 0 {
+			buf, _ := tc.gc.Peek(take)
+			tc.inbox = append(tc.inbox, buf...)
+		}
+		tc.heldBack = take < n
+		tc.mu.Unlock()
+		if take > 0 {
+			_, _ = tc.gc.Discard(take)
+			select {
+			case tc.wakeup <- struct{}{}:
+			default:
+			}
+		}
+	}
+	switch tc.hs.Load() {
+	case hsPending:
+		return gnet.None
+	case hsDone:
+		if tc.hsLanded != tc.hsQueued.Load() {
+			return gnet.None // the worker's Wake comes after the remaining writes
+		}
+		tc.b.unlist(tc)
+		tc.mu.Lock()
+		tc.wakeup = nil
+		if len(tc.inbox) == 0 {
+			tc.inbox = nil
+		}
+		tc.mu.Unlock()
+		tc.loop.Store(true)
+		tc.landed = nil
+		tc.phase = phaseReady
+		return gnet.None
+	default:
+		return gnet.Close
+	}
+}
+
+// decrypt reads records into the plaintext buffer until readAhead bytes are
+// buffered or no complete record is left.
+func (tc *Conn) decrypt() gnet.Action {
+	tc.busy = true
+	defer tc.endCall()
+	for range maxDecryptPass {
+		if tc.InboundBuffered() >= readAhead || tc.released {
+			break
+		}
+		if len(tc.inbox) == 0 && tc.gc.InboundBuffered() == 0 {
+			break
+		}
+		room := tc.room(maxPlaintext)
+		n, err := tc.tls.Read(room)
+		if n > 0 {
+			tc.plain.B = tc.plain.B[:len(tc.plain.B)+n]
+		}
+		if tc.released {
+			return gnet.Close
+		}
+		if err != nil {
+			if isWouldBlock(err) {
+				break // the rest of the record has not arrived yet
+			}
+			if !errors.Is(err, io.EOF) {
+				tc.b.log.Debug("tls read failed", "remote", tc.raddr, "err", err)
+			}
+			return gnet.Close
+		}
+	}
+	if tc.released {
+		return gnet.Close
+	}
+	return gnet.None
+}
+
+// room returns at least n bytes of free space after the buffered plaintext.
+func (tc *Conn) room(n int) []byte {
+	if tc.plain == nil {
+		tc.plain = bytebufferpool.Get()
+		tc.poff = 0
+	}
+	b := tc.plain.B
+	if cap(b)-len(b) < n && tc.poff > 0 {
+		k := copy(b, b[tc.poff:])
+		b, tc.poff = b[:k], 0
+	}
+	b = slices.Grow(b, n)
+	tc.plain.B = b
+	return b[len(b):cap(b)]
+}
+
+func (tc *Conn) endCall() {
+	tc.busy = false
+	if tc.InboundBuffered() == 0 || tc.released {
+		tc.dropPlain()
+	}
+}
+
+func (tc *Conn) dropPlain() {
+	if tc.plain != nil {
+		tc.plain.Reset()
+		bytebufferpool.Put(tc.plain)
+		tc.plain, tc.poff = nil, 0
+	}
+}
+
+// InboundBuffered is the number of plaintext bytes buffered.
+func (tc *Conn) InboundBuffered() int {
+	if tc.plain == nil {
+		return 0
+	}
+	return len(tc.plain.B) - tc.poff
+}
+
+// Peek returns the next n bytes of plaintext without consuming them (n <= 0:
+// all), valid until the next Discard or Process; io.ErrShortBuffer if fewer
+// are buffered.
+func (tc *Conn) Peek(n int) ([]byte, error) {
+	have := tc.InboundBuffered()
+	if n > have {
+		return nil, io.ErrShortBuffer
+	}
+	if n <= 0 {
+		n = have
+	}
+	if have == 0 {
+		return nil, nil
+	}
+	return tc.plain.B[tc.poff : tc.poff+n], nil
+}
+
+// Discard consumes n bytes of plaintext (n <= 0 or n >= buffered: all). The
+// buffer goes back to the pool when it empties.
+func (tc *Conn) Discard(n int) (int, error) {
+	have := tc.InboundBuffered()
+	if n <= 0 || n >= have {
+		if !tc.busy {
+			tc.dropPlain()
+		} else if tc.plain != nil {
+			tc.plain.B, tc.poff = tc.plain.B[:0], 0
+		}
+		return have, nil
+	}
+	tc.poff += n
+	return n, nil
+}
+
+// Write encrypts p and writes it through gnet (loop). Returns ErrNotReady
+// before the handshake has finished.
+func (tc *Conn) Write(p []byte) (int, error) {
+	if tc.phase != phaseReady || tc.released {
+		if tc.released {
+			return 0, net.ErrClosed
+		}
+		return 0, ErrNotReady
+	}
+	tc.busy = true
+	n, err := tc.tls.Write(p)
+	tc.endCall()
+	return n, err
+}
+
+// OutboundBuffered is gnet's outbound (ciphertext) buffered.
+func (tc *Conn) OutboundBuffered() int {
+	if tc.released {
+		return 0
+	}
+	return tc.gc.OutboundBuffered()
+}
+
+// HandshakeComplete reports whether the handshake has finished (loop).
+func (tc *Conn) HandshakeComplete() bool { return tc.phase == phaseReady }
+
+// ConnectionState is crypto/tls's state of a finished handshake (loop).
+func (tc *Conn) ConnectionState() tls.ConnectionState {
+	if tc.phase != phaseReady {
+		return tls.ConnectionState{}
+	}
+	return tc.tls.ConnectionState()
+}
+
+// Release ends the TLS side (loop, OnClose): a handshake still queued or
+// running is abandoned, a finished one gets a close_notify, the plaintext
+// buffer goes back to the pool. Idempotent.
+func (tc *Conn) Release() {
+	if tc.released {
+		return
+	}
+	tc.released = true
+	tc.b.unlist(tc)
+	if tc.hs.CompareAndSwap(hsPending, hsAborted) && tc.phase == phaseHandshake {
+		tc.b.failed.Add(1) // the client went away mid-handshake
+	}
+	tc.closeInbox()
+	if tc.phase == phaseReady && !tc.busy {
+		tc.busy = true
+		_ = tc.tls.CloseWrite() // close_notify; gnet flushes it after OnClose
+		tc.busy = false
+	}
+	tc.phase = phaseClosed
+	if !tc.busy {
+		tc.dropPlain()
+	}
+}
+
+// closeInbox unblocks the handshake worker for good (any goroutine).
+func (tc *Conn) closeInbox() {
+	tc.mu.Lock()
+	tc.closed = true
+	tc.inbox = nil
+	ch := tc.wakeup
+	tc.mu.Unlock()
+	if ch != nil {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// wouldBlock is the wire's "no ciphertext buffered" error after the
+// handshake: a temporary net.Error, which crypto/tls does not make sticky.
+type wouldBlock struct{}
+
+func (wouldBlock) Error() string   { return "tlsbridge: no ciphertext buffered" }
+func (wouldBlock) Timeout() bool   { return true }
+func (wouldBlock) Temporary() bool { return true }
+
+var errWouldBlock net.Error = wouldBlock{}
+
+func isWouldBlock(err error) bool {
+	_, ok := err.(wouldBlock)
+	return ok
+}
+
+// wire is the net.Conn crypto/tls runs over. During the handshake it is read
+// and written by the worker (reads block until the loop delivers ciphertext,
+// writes go out through gnet's AsyncWrite); after it, by the loop (reads
+// return errWouldBlock when nothing is buffered, writes use gnet's Write).
+type wire Conn
+
+var _ net.Conn = (*wire)(nil)
+
+func (w *wire) Read(p []byte) (int, error) {
+	tc := (*Conn)(w)
+	if tc.loop.Load() {
+		if tc.inbox != nil { // handshake leftovers: the client's first records
+			n := tc.frame(p, len(tc.inbox), tc.readInbox)
+			if len(tc.inbox) == 0 {
+				tc.inbox = nil
+			}
+			return n, nil
+		}
+		avail := tc.gc.InboundBuffered()
+		if avail == 0 {
+			return 0, errWouldBlock
+		}
+		return tc.frame(p, avail, tc.readGnet), nil
+	}
+	stop := tc.b.stop
+	for {
+		tc.mu.Lock()
+		if tc.closed {
+			tc.mu.Unlock()
+			return 0, net.ErrClosed
+		}
+		if len(tc.inbox) > 0 {
+			n := tc.frame(p, len(tc.inbox), tc.readInbox)
+			tc.mu.Unlock()
+			return n, nil
+		}
+		ch, more := tc.wakeup, tc.heldBack
+		tc.heldBack = false
+		tc.mu.Unlock()
+		if more {
+			_ = tc.gc.Wake(nil) // the loop moves more into the inbox
+		}
+		select {
+		case <-ch:
+		case <-stop:
+			return 0, net.ErrClosed
+		}
+	}
+}
+
+func (tc *Conn) readInbox(p []byte) {
+	n := copy(p, tc.inbox)
+	tc.inbox = tc.inbox[n:]
+}
+
+func (tc *Conn) readGnet(p []byte) {
+	_, _ = tc.gc.Read(p)
+}
+
+// frame copies into p at most avail bytes from the ciphertext stream with
+// read, never past the end of the current TLS record, so crypto/tls buffers at
+// most one record.
+func (tc *Conn) frame(p []byte, avail int, read func([]byte)) int {
+	if tc.b.unlimitedFeed {
+		n := min(len(p), avail)
+		read(p[:n])
+		return n
+	}
+	total := 0
+	for len(p) > 0 && avail > 0 {
+		var k int
+		if tc.hdrN < recordHeaderLen {
+			k = min(len(p), avail, recordHeaderLen-tc.hdrN)
+			read(p[:k])
+			copy(tc.hdr[tc.hdrN:], p[:k])
+			tc.hdrN += k
+			if tc.hdrN == recordHeaderLen {
+				tc.bodyRem = int(tc.hdr[3])<<8 | int(tc.hdr[4])
+			}
+		} else {
+			k = min(len(p), avail, tc.bodyRem)
+			read(p[:k])
+			tc.bodyRem -= k
+		}
+		p, avail, total = p[k:], avail-k, total+k
+		if tc.hdrN == recordHeaderLen && tc.bodyRem == 0 {
+			tc.hdrN = 0 // end of the record: stop here
+			break
+		}
+	}
+	return total
+}
+
+func (w *wire) Write(p []byte) (int, error) {
+	tc := (*Conn)(w)
+	if tc.loop.Load() {
+		return tc.gc.Write(p)
+	}
+	tc.mu.Lock()
+	closed := tc.closed
+	tc.mu.Unlock()
+	if closed {
+		return 0, net.ErrClosed
+	}
+	buf := make([]byte, len(p)) // crypto/tls reuses p; AsyncWrite keeps it until the loop runs
+	copy(buf, p)
+	tc.hsQueued.Add(1)
+	if err := tc.gc.AsyncWrite(buf, tc.landed); err != nil {
+		tc.hsQueued.Add(-1)
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (w *wire) Close() error {
+	(*Conn)(w).closeInbox()
+	return nil
+}
+
+func (w *wire) LocalAddr() net.Addr              { return w.laddr }
+func (w *wire) RemoteAddr() net.Addr             { return w.raddr }
+func (w *wire) SetDeadline(time.Time) error      { return nil }
+func (w *wire) SetReadDeadline(time.Time) error  { return nil }
+func (w *wire) SetWriteDeadline(time.Time) error { return nil }

@@ -1,0 +1,220 @@
+package tlsbridge
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+const helperEnv = "TLSBRIDGE_TEST_HELPER"
+
+func lookOpenSSL() (string, error) { return exec.LookPath("openssl") }
+
+func opensslCommand(args ...string) *exec.Cmd { return exec.Command("openssl", args...) }
+
+// helperClients runs in a child process (see measureIdle): it opens n
+// connections to addr, handshakes each and does one round trip, optionally
+// sends a 16 KiB message in full-size records, prints "READY" and holds the
+// connections until its stdin closes. Keeping the clients out of the
+// measuring process keeps their memory out of the measurement.
+//
+// Env: TLSBRIDGE_TEST_HELPER = addr|n|mode|traffic|caFile, mode one of
+// plain, tls, tls12, x25519 (client offers only X25519, no ML-KEM share).
+func helperClients() {
+	f := strings.Split(os.Getenv(helperEnv), "|")
+	addr, mode, caFile := f[0], f[2], f[4]
+	n, _ := strconv.Atoi(f[1])
+	traffic := f[3] == "1"
+	pemBytes, err := os.ReadFile(caFile)
+	if err != nil {
+		fmt.Println("ERR", err)
+		os.Exit(1)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pemBytes)
+	cfg := &tls.Config{RootCAs: pool, ServerName: "localhost", NextProtos: []string{"http/1.1"},
+		DynamicRecordSizingDisabled: true}
+	switch mode {
+	case "tls12":
+		cfg.MaxVersion = tls.VersionTLS12
+	case "x25519":
+		cfg.CurvePreferences = []tls.CurveID{tls.X25519}
+	}
+	conns := make([]net.Conn, n)
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+		info  string
+	)
+	sem := make(chan struct{}, 64)
+	big := bytes.Repeat([]byte("q"), 16<<10)
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			var c net.Conn
+			var err error
+			if mode == "plain" {
+				c, err = net.Dial("tcp", addr)
+			} else {
+				var tc *tls.Conn
+				if tc, err = dialTLS(addr, cfg); err == nil {
+					c = tc
+					if i == 0 {
+						st := tc.ConnectionState()
+						mu.Lock()
+						info = fmt.Sprintf("%s curve=%s hrr=%v", tls.VersionName(st.Version), st.CurveID, st.HelloRetryRequest)
+						mu.Unlock()
+					}
+				}
+			}
+			if err == nil {
+				err = roundTrip(c, []byte("ping"))
+			}
+			if err == nil && traffic {
+				err = roundTrip(c, big)
+			}
+			if err != nil {
+				mu.Lock()
+				first = err
+				mu.Unlock()
+				return
+			}
+			conns[i] = c
+		}()
+	}
+	wg.Wait()
+	if first != nil {
+		fmt.Println("ERR", first)
+		os.Exit(1)
+	}
+	fmt.Println("READY", info)
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	for _, c := range conns {
+		c.Close()
+	}
+	os.Exit(0)
+}
+
+type idleResult struct {
+	perConn      float64 // HeapInuse bytes per connection
+	hand, rawIn  int     // capacities inside one server tls.Conn
+	clientReport string
+}
+
+// measureIdle holds n client connections (in a child process) on s and
+// returns the server's HeapInuse growth per connection, GC'd.
+func measureIdle(t *testing.T, s *echoServer, n int, mode string, traffic bool) idleResult {
+	t.Helper()
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: mustCert(t).Leaf.Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	heap := func() uint64 {
+		var m runtime.MemStats
+		for range 3 {
+			runtime.GC()
+		}
+		runtime.ReadMemStats(&m)
+		return m.HeapInuse
+	}
+	before := heap()
+	tr := "0"
+	if traffic {
+		tr = "1"
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"="+strings.Join([]string{s.addr, strconv.Itoa(n), mode, tr, caFile}, "|"))
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		stdin.Close()
+		_ = cmd.Wait()
+		waitFor(t, 30*time.Second, "helper connections closed", func() bool { return s.opened.Load() == s.closed.Load() })
+	}()
+	kill := time.AfterFunc(2*time.Minute, func() { _ = cmd.Process.Kill() })
+	defer kill.Stop()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "READY") {
+		t.Fatalf("helper: %q %v", line, err)
+	}
+	if s.plain {
+		waitFor(t, 10*time.Second, "connections open", func() bool { return s.opened.Load()-s.closed.Load() == int64(n) })
+	} else {
+		waitFor(t, 10*time.Second, "connections ready", func() bool { return s.ready.Load()-s.closed.Load() >= int64(n) })
+	}
+	after := heap()
+	r := idleResult{perConn: (float64(after) - float64(before)) / float64(n), clientReport: strings.TrimSpace(strings.TrimPrefix(line, "READY"))}
+	if !s.plain {
+		// Read two capacities inside one server-side tls.Conn (reflection,
+		// read-only, tests only). The event loops are idle now.
+		s.mu.Lock()
+		v := reflect.ValueOf(s.sample.tls).Elem()
+		s.mu.Unlock()
+		r.hand = v.FieldByName("hand").FieldByName("buf").Cap()
+		r.rawIn = v.FieldByName("rawInput").FieldByName("buf").Cap()
+	}
+	return r
+}
+
+// TestIdleMemory measures the heap an idle TLS connection costs the server,
+// for several curve and feeding choices, against plain gnet connections.
+// Run with -v to see the table; go test -run IdleMemory -v ./tlsbridge.
+func TestIdleMemory(t *testing.T) {
+	if raceEnabled || testing.Short() {
+		t.Skip("memory measurement: not under -race or -short")
+	}
+	const n = 2000
+	plain := startPlainServer(t)
+	p := measureIdle(t, plain, n, "plain", false)
+	plain.stop()
+	t.Logf("plain gnet connection: %.0f B/conn", p.perConn)
+
+	x25519Only := func(b *Bridge) { b.tlsConfig.CurvePreferences = []tls.CurveID{tls.X25519, tls.CurveP256} }
+	unlimited := func(b *Bridge) { b.unlimitedFeed = true }
+	cases := []struct {
+		name    string
+		mode    string
+		traffic bool
+		tweak   func(*Bridge)
+		chosen  bool
+	}{
+		{"TLS1.3 client X25519MLKEM768+X25519 shares, server default curves (chosen)", "tls", false, nil, true},
+		{"TLS1.3 same client, server X25519/P-256 only", "tls", false, x25519Only, false},
+		{"TLS1.3 client X25519 only (small hello), server default", "x25519", false, nil, false},
+		{"TLS1.2 client, server default", "tls12", false, nil, false},
+		{"TLS1.3 after a 16 KiB full-record message, one record per feed (chosen)", "tls", true, nil, true},
+		{"TLS1.3 after a 16 KiB full-record message, unlimited feed", "tls", true, unlimited, false},
+	}
+	for _, c := range cases {
+		s := startServer(t, Config{QueueLen: n}, c.tweak)
+		r := measureIdle(t, s, n, c.mode, c.traffic)
+		s.stop()
+		t.Logf("%-75s %6.0f B/conn total, %6.0f B/conn TLS (over plain); server tls.Conn hand cap %5d, rawInput cap %5d; client saw %s",
+			c.name, r.perConn, r.perConn-p.perConn, r.hand, r.rawIn, r.clientReport)
+		if c.chosen && !c.traffic && r.perConn > 16<<10 {
+			t.Errorf("%s: %.0f B per idle TLS connection, want < 16 KiB", c.name, r.perConn)
+		}
+	}
+}
