@@ -12,9 +12,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
-// ParseSize reads 1024, 1KiB, 1MiB, 1GiB (also KB/MB/GB as powers of 1024, and k/m/g).
+// ParseSize reads 1024, 1KiB, 1MiB, 1GiB (also KB/MB/GB, K/M/G and k/m/g, all
+// powers of 1024).
 func ParseSize(v string) (int64, error) {
 	s := strings.TrimSpace(v)
 	mult := int64(1)
@@ -22,7 +25,7 @@ func ParseSize(v string) (int64, error) {
 		suf string
 		m   int64
 	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"GB", 1 << 30}, {"MB", 1 << 20}, {"KB", 1 << 10},
-		{"g", 1 << 30}, {"m", 1 << 20}, {"k", 1 << 10}, {"B", 1}} {
+		{"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"g", 1 << 30}, {"m", 1 << 20}, {"k", 1 << 10}, {"B", 1}} {
 		if strings.HasSuffix(s, u.suf) {
 			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suf)), u.m
 			break
@@ -51,19 +54,75 @@ func (s sizeFlag) Set(v string) error {
 	return err
 }
 
+// ParseSizeRange reads SIZE or MIN-MAX (e.g. 512-4KiB).
+func ParseSizeRange(v string) (lo, hi int64, err error) {
+	a, b, ok := strings.Cut(v, "-")
+	if lo, err = ParseSize(a); err != nil {
+		return 0, 0, err
+	}
+	if !ok {
+		return lo, lo, nil
+	}
+	if hi, err = ParseSize(b); err != nil {
+		return 0, 0, err
+	}
+	if hi < lo {
+		return 0, 0, fmt.Errorf("bad size range %q (MIN > MAX)", v)
+	}
+	return lo, hi, nil
+}
+
+type rangeFlag struct{ lo, hi *int64 }
+
+func (r rangeFlag) String() string {
+	if r.lo == nil {
+		return ""
+	}
+	if *r.lo == *r.hi {
+		return strconv.FormatInt(*r.lo, 10)
+	}
+	return fmt.Sprintf("%d-%d", *r.lo, *r.hi)
+}
+func (r rangeFlag) Set(v string) error {
+	lo, hi, err := ParseSizeRange(v)
+	if err == nil {
+		*r.lo, *r.hi = lo, hi
+	}
+	return err
+}
+
+// watchFlag takes NAME=PID, PID, or comma-separated lists of them
+// (--watch 123,456 or --watch server=123,mariadbd=456); repeatable. A bare
+// PID is named after /proc/PID/comm.
 type watchFlag struct{ w *[]WatchSpec }
 
 func (f watchFlag) String() string { return "" }
 func (f watchFlag) Set(v string) error {
-	name, p, ok := strings.Cut(v, "=")
-	if !ok {
-		name, p = "pid", v
+	for item := range strings.SplitSeq(v, ",") {
+		name, p, ok := strings.Cut(item, "=")
+		if !ok {
+			name, p = "", item
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil || pid <= 0 {
+			return fmt.Errorf("bad --watch %q (want PID, NAME=PID, or a comma-separated list)", v)
+		}
+		*f.w = append(*f.w, WatchSpec{Name: name, PID: pid})
 	}
-	pid, err := strconv.Atoi(p)
-	if err != nil || pid <= 0 {
-		return fmt.Errorf("bad --watch %q (want NAME=PID)", v)
+	return nil
+}
+
+type pidsFlag struct{ p *[]int }
+
+func (f pidsFlag) String() string { return "" }
+func (f pidsFlag) Set(v string) error {
+	for item := range strings.SplitSeq(v, ",") {
+		pid, err := strconv.Atoi(strings.TrimSpace(item))
+		if err != nil || pid <= 0 {
+			return fmt.Errorf("bad pid list %q", v)
+		}
+		*f.p = append(*f.p, pid)
 	}
-	*f.w = append(*f.w, WatchSpec{Name: name, PID: pid})
 	return nil
 }
 
@@ -73,11 +132,17 @@ var Prog = "upsink-bench"
 // Usage is the command's help text.
 const Usage = `usage: upsink-bench COMMAND [flags]
 
-  load  --url http://127.0.0.1:PORT/upload/STREAM -c CONNS (-d DURATION | -n COUNT)
-        [--body 1KiB] [--no-keepalive] [--watch NAME=PID ...] [--json]
-  idle  --url http://127.0.0.1:PORT/healthz -c N [--hold 5s] [--pid PID] [--json]
+  load  --url http(s)://127.0.0.1:PORT/upload/STREAM -c CONNS (-d DURATION | -n COUNT)
+        [--body 1KiB | --body 512-4KiB] [--rate N] [--chunked] [--no-keepalive]
+        [--insecure | --cacert FILE] [--verify DSN] [--progress] [--json]
+        [--watch PID,PID|NAME=PID ...] [--watch-tsv FILE] [--plot PREFIX]
+        [--cgroup 256M --cgroup-pids PID,PID | --cgroup-path DIR]
+  idle  --url http://127.0.0.1:PORT/healthz -c N [--hold 5s] [--pid PID]
+        [--watch PID,PID] [--watch-tsv FILE] [--plot PREFIX] [--json]
   rss   --pid PID [--json]
-  wait  --url http://127.0.0.1:PORT/readyz [--timeout 30s]
+  wait  --url http(s)://127.0.0.1:PORT/readyz [--timeout 30s] [--insecure | --cacert FILE]
+  cgroup create --limit 256M [--name NAME]   (prints the new cgroup's directory)
+  cgroup add --path DIR --pids PID,PID | stats --path DIR [--json] | remove --path DIR
   report --dir RESULTS [--out BENCHMARKS.md]
 
 "upsink-bench COMMAND -h" lists a command's flags.
@@ -102,6 +167,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = mainWait(args[1:], stderr)
 	case "report":
 		err = mainReport(args[1:], stderr)
+	case "cgroup":
+		err = mainCgroup(args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, Usage)
 		return 0
@@ -111,6 +178,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	}
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
+	}
+	var ve verifyFailed
+	if errors.As(err, &ve) {
+		return 1
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "upsink-bench %s: %v\n", args[0], err)
@@ -141,23 +212,45 @@ func writeJSON(w io.Writer, v any) error {
 	return e.Encode(v)
 }
 
+// verifyFailed is returned when --verify found lost, duplicated or changed
+// uploads: the result has been printed; exit 1 without another message.
+type verifyFailed struct{}
+
+func (verifyFailed) Error() string { return "verify failed" }
+
 func mainLoad(args []string, cmdline string, stdout, stderr io.Writer) error {
 	fs := newFlags("load", stderr)
 	var (
-		cfg  LoadConfig
-		body int64 = 1 << 10
-		js   bool
+		cfg            LoadConfig
+		bodyLo, bodyHi int64 = 1 << 10, 1 << 10
+		js, progress   bool
+		cgLimit        int64
+		cgPIDs         []int
+		cgPath         string
 	)
-	fs.StringVar(&cfg.URL, "url", "", "upload URL, http://host:port/upload/STREAM")
+	fs.StringVar(&cfg.URL, "url", "", "upload URL, http(s)://host:port/upload/STREAM")
 	fs.IntVar(&cfg.Conns, "c", 64, "concurrent connections")
 	fs.DurationVar(&cfg.Duration, "d", 0, "duration (default 10s unless -n is given)")
 	fs.Int64Var(&cfg.Count, "n", 0, "number of requests (bounded by --timeout)")
 	fs.DurationVar(&cfg.Timeout, "timeout", 5*time.Minute, "time bound of a -n run")
-	fs.Var(sizeFlag{&body}, "body", "body size per upload")
+	fs.Var(rangeFlag{&bodyLo, &bodyHi}, "body", "body size per upload, or MIN-MAX for sizes drawn uniformly (e.g. 512-4KiB)")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "open loop: this many uploads/s in total, spread over the connections (0: closed loop, as fast as answered)")
+	fs.BoolVar(&cfg.Chunked, "chunked", false, "send bodies with Transfer-Encoding: chunked")
+	fs.IntVar(&cfg.ChunkSize, "chunk-size", 512, "bytes per chunk with --chunked")
 	fs.BoolVar(&cfg.NoKeepAlive, "no-keepalive", false, "one request per connection")
 	fs.StringVar(&cfg.ContentType, "content-type", "application/octet-stream", "Content-Type of the uploads")
-	fs.Var(watchFlag{&cfg.Watch}, "watch", "NAME=PID of a process whose RSS is polled during the run (repeatable)")
-	fs.DurationVar(&cfg.WatchEvery, "watch-every", 100*time.Millisecond, "poll interval of --watch")
+	fs.BoolVar(&cfg.Insecure, "insecure", false, "https: do not verify the server's certificate")
+	fs.StringVar(&cfg.CACert, "cacert", "", "https: trust this PEM certificate (CA or self-signed)")
+	fs.StringVar(&cfg.VerifyDSN, "verify", "", "after the run, check in this database (go-sql-driver DSN) that every acknowledged upload is stored exactly once with the same bytes; exit 1 if not")
+	fs.StringVar(&cfg.VerifyTable, "verify-table", "uploads", "table --verify reads")
+	fs.Var(watchFlag{&cfg.Watch}, "watch", "processes whose RSS/PSS is sampled during the run: PID,PID or NAME=PID (repeatable)")
+	fs.DurationVar(&cfg.WatchEvery, "watch-every", 100*time.Millisecond, "sampling interval of --watch")
+	fs.StringVar(&cfg.WatchTSV, "watch-tsv", "", "write every memory sample (processes, kernel TCP memory, cgroup) to this TSV file")
+	fs.StringVar(&cfg.Plot, "plot", "", "draw memory over time to PREFIX.png and PREFIX.svg")
+	fs.Var(sizeFlag{&cgLimit}, "cgroup", "create a memory cgroup with this limit and no swap for the run (root; see --cgroup-pids)")
+	fs.Var(pidsFlag{&cgPIDs}, "cgroup-pids", "with --cgroup: move these processes into it for the run (moved back afterwards)")
+	fs.StringVar(&cgPath, "cgroup-path", "", "an existing memory cgroup directory whose usage is sampled and reported")
+	fs.BoolVar(&progress, "progress", false, "print a progress line on stderr once a second (default: only when stderr is a terminal)")
 	fs.BoolVar(&js, "json", false, "print the result as JSON")
 	jsonOut := fs.String("json-out", "", "also write the JSON result to this file")
 	if err := parse(fs, args); err != nil {
@@ -166,23 +259,44 @@ func mainLoad(args []string, cmdline string, stdout, stderr io.Writer) error {
 	if cfg.URL == "" {
 		return errors.New("--url is required")
 	}
-	if body > 1<<30 {
-		return fmt.Errorf("--body %d too large", body)
+	if bodyHi > 1<<30 {
+		return fmt.Errorf("--body %d too large", bodyHi)
 	}
-	cfg.BodySize = int(body)
+	switch {
+	case cgPath != "" && cgLimit > 0:
+		return errors.New("--cgroup and --cgroup-path exclude each other")
+	case len(cgPIDs) > 0 && cgLimit == 0 && cgPath == "":
+		return errors.New("--cgroup-pids needs --cgroup LIMIT or --cgroup-path DIR")
+	case cgLimit > 0 && cgLimit < 4<<20:
+		return fmt.Errorf("--cgroup %d: too small a limit", cgLimit)
+	case cgLimit > 0 || cgPath != "":
+		cfg.Cgroup = &CgroupSpec{Limit: cgLimit, PIDs: cgPIDs, Path: cgPath}
+	}
+	cfg.BodySize, cfg.BodyMax = int(bodyLo), int(bodyHi)
 	cfg.Command = cmdline
+	if f, ok := stderr.(*os.File); ok && (progress || isTerminal(f)) {
+		cfg.Progress, cfg.ProgressTTY = stderr, isTerminal(f)
+	} else if progress {
+		cfg.Progress = stderr
+	}
 	r, err := Load(cfg)
-	if err != nil {
+	if r == nil {
 		return err
 	}
-	if err := saveJSON(*jsonOut, r); err != nil {
-		return err
+	if err2 := saveJSON(*jsonOut, r); err2 != nil && err == nil {
+		err = err2
 	}
 	if js {
-		return writeJSON(stdout, r)
+		if err2 := writeJSON(stdout, r); err2 != nil && err == nil {
+			err = err2
+		}
+	} else {
+		FormatLoad(stdout, r)
 	}
-	FormatLoad(stdout, r)
-	return nil
+	if err == nil && r.Verify != nil && !r.Verify.OK {
+		return verifyFailed{}
+	}
+	return err
 }
 
 func mainIdle(args []string, cmdline string, stdout, stderr io.Writer) error {
@@ -196,6 +310,9 @@ func mainIdle(args []string, cmdline string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&cfg.Hold, "hold", 5*time.Second, "how long to hold them (server idle timeout must be longer)")
 	fs.IntVar(&cfg.PID, "pid", 0, "server pid whose memory is sampled")
 	fs.IntVar(&cfg.Parallel, "parallel", 64, "concurrent dials")
+	fs.Var(watchFlag{&cfg.Watch}, "watch", "more processes whose RSS/PSS is sampled every 100 ms: PID,PID or NAME=PID (repeatable)")
+	fs.StringVar(&cfg.WatchTSV, "watch-tsv", "", "write every memory sample to this TSV file")
+	fs.StringVar(&cfg.Plot, "plot", "", "draw memory over time to PREFIX.png and PREFIX.svg")
 	fs.BoolVar(&js, "json", false, "print the result as JSON")
 	jsonOut := fs.String("json-out", "", "also write the JSON result to this file")
 	if err := parse(fs, args); err != nil {
@@ -259,8 +376,18 @@ func mainWait(args []string, stderr io.Writer) error {
 	fs := newFlags("wait", stderr)
 	url := fs.String("url", "", "URL that must answer 200")
 	timeout := fs.Duration("timeout", 30*time.Second, "give up after this")
+	insecure := fs.Bool("insecure", false, "https: do not verify the server's certificate")
+	cacert := fs.String("cacert", "", "https: trust this PEM certificate")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	tr := &http.Transport{}
+	if strings.HasPrefix(*url, "https://") {
+		tc, err := TLSConfig("", *insecure, *cacert)
+		if err != nil {
+			return err
+		}
+		tr.TLSClientConfig = tc
 	}
 	if *url == "" {
 		return errors.New("--url is required")
@@ -270,7 +397,7 @@ func mainWait(args []string, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	cl := &http.Client{Timeout: 2 * time.Second}
+	cl := &http.Client{Timeout: 2 * time.Second, Transport: tr}
 	last := "no answer"
 	for {
 		req, _ := http.NewRequestWithContext(ctx, "GET", *url, nil)
@@ -304,4 +431,69 @@ func shellJoin(args []string) string {
 		}
 	}
 	return strings.Join(out, " ")
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+func mainCgroup(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return errors.New("want create, add, stats or remove")
+	}
+	fs := newFlags("cgroup "+args[0], stderr)
+	var (
+		limit int64
+		pids  []int
+	)
+	path := fs.String("path", "", "the cgroup's directory")
+	js := fs.Bool("json", false, "print JSON")
+	name := fs.String("name", "", "create: the new cgroup's name (default upsink-bench-PID-N)")
+	fs.Var(sizeFlag{&limit}, "limit", "create: memory limit (e.g. 256M); swap is limited to 0")
+	fs.Var(pidsFlag{&pids}, "pids", "add: processes to move in")
+	if err := parse(fs, args[1:]); err != nil {
+		return err
+	}
+	switch args[0] {
+	case "create":
+		if limit < 4<<20 {
+			return errors.New("--limit is required (at least 4 MiB)")
+		}
+		c, err := CreateCgroup(limit, *name)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, c.Dir)
+		for _, n := range c.notes {
+			fmt.Fprintf(stderr, "upsink-bench cgroup: note: %s\n", n)
+		}
+		return nil
+	}
+	if *path == "" {
+		return errors.New("--path is required")
+	}
+	c, err := OpenCgroupDir(*path)
+	if err != nil {
+		return err
+	}
+	switch args[0] {
+	case "add":
+		for _, p := range pids {
+			if err := c.AddPID(p); err != nil {
+				return err
+			}
+		}
+		return nil
+	case "stats":
+		r := c.Result()
+		if *js {
+			return writeJSON(stdout, r)
+		}
+		FormatCgroup(stdout, &r)
+		return nil
+	case "remove":
+		return c.Remove()
+	}
+	return fmt.Errorf("unknown cgroup command %q (want create, add, stats or remove)", args[0])
 }

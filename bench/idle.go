@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +20,9 @@ type IdleConfig struct {
 	Hold     time.Duration // how long to hold them idle (the server's idle timeout must exceed it)
 	PID      int           // server process to sample (0: no memory figures)
 	Parallel int           // concurrent dials
+	Watch    []WatchSpec   // more processes sampled every 100 ms (PID is added as "server")
+	WatchTSV string        // write those samples here
+	Plot     string        // and draw them to PLOT.png, PLOT.svg
 	Command  string
 }
 
@@ -43,6 +47,10 @@ type IdleResult struct {
 	Samples    int              `json:"samples"`
 	PerConnRSS float64          `json:"per_conn_rss"` // (Held.RSS-Before.RSS)/Answered
 	PerConnPSS float64          `json:"per_conn_pss"`
+	Memory     []WatchResult    `json:"memory,omitempty"` // --watch (and --pid) over the whole run
+	TCPMemPeak int64            `json:"tcp_mem_peak,omitempty"`
+	WatchTSV   string           `json:"watch_tsv,omitempty"`
+	Plots      []string         `json:"plots,omitempty"`
 }
 
 // Idle opens cfg.Conns keep-alive connections, sends one GET on each, reads
@@ -51,6 +59,9 @@ func Idle(cfg IdleConfig) (*IdleResult, error) {
 	t, err := parseTarget(cfg.URL)
 	if err != nil {
 		return nil, err
+	}
+	if t.tls {
+		return nil, errors.New("idle: https:// is not supported (measure plain connections)")
 	}
 	if cfg.Conns < 1 || cfg.Conns > MaxConns {
 		return nil, fmt.Errorf("-c %d out of range [1, %d]", cfg.Conns, MaxConns)
@@ -73,6 +84,21 @@ func Idle(cfg IdleConfig) (*IdleResult, error) {
 	}
 	if res.Before, err = sample(); err != nil {
 		return nil, err
+	}
+	var smp *Sampler
+	if len(cfg.Watch) > 0 || cfg.WatchTSV != "" || cfg.Plot != "" {
+		w := cfg.Watch
+		if cfg.PID != 0 {
+			w = append([]WatchSpec{{Name: "server", PID: cfg.PID}}, w...)
+		}
+		if smp, err = StartSampler(SamplerConfig{Watch: w, TSV: cfg.WatchTSV}); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if smp != nil {
+				smp.Stop()
+			}
+		}()
 	}
 
 	req := []byte("GET " + t.path + " HTTP/1.1\r\nHost: " + t.host + "\r\nUser-Agent: upsink-bench\r\n\r\n")
@@ -175,6 +201,18 @@ func Idle(cfg IdleConfig) (*IdleResult, error) {
 	}
 	time.Sleep(time.Second)
 	res.After, _ = sample()
+	if smp != nil {
+		sr := smp.Stop()
+		res.Memory, res.TCPMemPeak, res.WatchTSV = sr.Procs, sr.TCPMemPeak, cfg.WatchTSV
+		if cfg.Plot != "" {
+			files, err := PlotMemory(smp, cfg.Plot, "memory during "+shortCmd(cfg.Command))
+			if err != nil {
+				res.ErrSamples = append(res.ErrSamples, "plot: "+err.Error())
+			}
+			res.Plots = files
+		}
+		smp = nil
+	}
 	if res.Answered > 0 && cfg.PID != 0 {
 		res.PerConnRSS = float64(res.Held.RSS-res.Before.RSS) / float64(res.Answered)
 		res.PerConnPSS = float64(res.Held.PSS-res.Before.PSS) / float64(res.Answered)
@@ -230,10 +268,13 @@ func FormatIdle(w io.Writer, r *IdleResult) {
 		fmt.Fprintf(w, "    e.g. %s\n", m)
 	}
 	fmt.Fprintf(w, "  held %.1f s; still open afterwards: %d of %d\n", r.HoldSecs, r.StillOpen, r.Answered)
-	if r.PID == 0 {
-		return
+	if r.PID != 0 {
+		fmt.Fprintf(w, "  RSS  before %s  held %s (max %s)  after close %s\n", MiB(r.Before.RSS), MiB(r.Held.RSS), MiB(r.HeldMax.RSS), MiB(r.After.RSS))
+		fmt.Fprintf(w, "  PSS  before %s  held %s (max %s)  after close %s\n", MiB(r.Before.PSS), MiB(r.Held.PSS), MiB(r.HeldMax.PSS), MiB(r.After.PSS))
+		fmt.Fprintf(w, "  per idle connection: RSS %.0f B  PSS %.0f B\n", r.PerConnRSS, r.PerConnPSS)
 	}
-	fmt.Fprintf(w, "  RSS  before %s  held %s (max %s)  after close %s\n", MiB(r.Before.RSS), MiB(r.Held.RSS), MiB(r.HeldMax.RSS), MiB(r.After.RSS))
-	fmt.Fprintf(w, "  PSS  before %s  held %s (max %s)  after close %s\n", MiB(r.Before.PSS), MiB(r.Held.PSS), MiB(r.HeldMax.PSS), MiB(r.After.PSS))
-	fmt.Fprintf(w, "  per idle connection: RSS %.0f B  PSS %.0f B\n", r.PerConnRSS, r.PerConnPSS)
+	formatMemory(w, r.Memory, r.TCPMemPeak)
+	if r.WatchTSV != "" || len(r.Plots) > 0 {
+		fmt.Fprintf(w, "  samples     %s  %s\n", r.WatchTSV, strings.Join(r.Plots, " "))
+	}
 }

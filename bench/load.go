@@ -1,6 +1,10 @@
 package bench
 
 import (
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -25,22 +29,40 @@ const (
 	MaxDuration = time.Hour
 	MaxCount    = 1 << 32
 	MaxConns    = 20000
-	markerLen   = 34 // "ub RRRRRRRR WWWW SSSSSSSSSSSSSSSS\n"
+	// Every body starts with a marker naming the run, the worker and the
+	// request: "ub RRRRRRRRRRRRRRRR WWWW SSSSSSSSSSSSSSSS\n" (hex).
+	markerLen = 42
+	markRun   = 3  // offset of the 16 hex digits of the run id
+	markWork  = 20 // 4 hex digits of the worker
+	markSeq   = 25 // 16 hex digits of the worker's sequence number
 )
 
 // LoadConfig is one load run.
 type LoadConfig struct {
-	URL         string        // http://host:port/upload/STREAM
+	URL         string        // http(s)://host:port/upload/STREAM
 	Conns       int           // concurrent connections, one goroutine each
 	Duration    time.Duration // stop sending after this (0 with Count: Timeout bounds it)
 	Count       int64         // stop after this many requests (0: Duration only)
 	Timeout     time.Duration // bound of a Count run
-	BodySize    int           // bytes per upload body
+	BodySize    int           // bytes per upload body (BodyMax 0), or the smallest (BodyMax > BodySize)
+	BodyMax     int           // > BodySize: each body's size is drawn uniformly from [BodySize, BodyMax]
+	Rate        float64       // > 0: open loop, this many requests per second in total
+	Chunked     bool          // send bodies with Transfer-Encoding: chunked
+	ChunkSize   int           // bytes per chunk (default 512)
 	NoKeepAlive bool          // one request per connection
 	ContentType string
-	Watch       []WatchSpec // processes whose memory is polled during the run
+	Insecure    bool   // https: do not verify the server's certificate
+	CACert      string // https: PEM file of the CA (or self-signed cert) to trust
+	Watch       []WatchSpec
 	WatchEvery  time.Duration
-	Command     string // recorded in the result
+	WatchTSV    string // write the memory samples here (TSV)
+	Plot        string // write the memory graph to PLOT.png and PLOT.svg
+	Cgroup      *CgroupSpec
+	VerifyDSN   string    // check every acknowledged upload in this database afterwards
+	VerifyTable string    // default "uploads"
+	Progress    io.Writer // a progress line once a second (nil: none)
+	ProgressTTY bool      // Progress is a terminal: rewrite one line
+	Command     string    // recorded in the result
 }
 
 // WatchSpec names a process to poll.
@@ -73,7 +95,13 @@ type LoadResult struct {
 	Command       string           `json:"command"`
 	URL           string           `json:"url"`
 	Conns         int              `json:"conns"`
-	BodyBytes     int              `json:"body_bytes"`
+	BodyBytes     int              `json:"body_bytes"`               // fixed size, or the smallest
+	BodyMax       int              `json:"body_max_bytes,omitempty"` // largest, when sizes are drawn
+	BodyTotal     int64            `json:"body_bytes_sent"`          // body bytes of all requests written
+	Chunked       bool             `json:"chunked,omitempty"`
+	TLS           bool             `json:"tls,omitempty"`
+	Rate          float64          `json:"rate,omitempty"`         // requested uploads/s (open loop)
+	LatencyFrom   string           `json:"latency_from,omitempty"` // "scheduled" in open-loop runs, else "write"
 	KeepAlive     bool             `json:"keep_alive"`
 	Duration      float64          `json:"duration_s,omitempty"`
 	Count         int64            `json:"count,omitempty"`
@@ -90,13 +118,20 @@ type LoadResult struct {
 	Latency       Latency          `json:"latency"`
 	CPU           CPU              `json:"tool_cpu"`
 	Memory        []WatchResult    `json:"memory,omitempty"`
+	TCPMemPeak    int64            `json:"tcp_mem_peak,omitempty"` // highest /proc/net/sockstat TCP mem, bytes
+	Cgroup        *CgroupResult    `json:"cgroup,omitempty"`
+	Verify        *VerifyResult    `json:"verify,omitempty"`
+	RunID         string           `json:"run_id"`
+	WatchTSV      string           `json:"watch_tsv,omitempty"`
+	Plots         []string         `json:"plots,omitempty"`
 }
 
 type target struct {
-	addr    string // host:port
-	path    string // with query
-	host    string // Host header
-	pathRaw string
+	addr   string // host:port
+	path   string // with query
+	host   string // Host header
+	tls    bool
+	server string // TLS server name
 }
 
 func parseTarget(raw string) (target, error) {
@@ -104,41 +139,137 @@ func parseTarget(raw string) (target, error) {
 	if err != nil {
 		return target{}, err
 	}
-	if u.Scheme != "http" {
-		return target{}, fmt.Errorf("url %q: only http:// is supported", raw)
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return target{}, fmt.Errorf("url %q: only http:// and https:// are supported", raw)
 	}
 	if u.Host == "" {
 		return target{}, fmt.Errorf("url %q has no host", raw)
 	}
-	t := target{host: u.Host, addr: u.Host, path: u.RequestURI()}
+	t := target{host: u.Host, addr: u.Host, path: u.RequestURI(), tls: u.Scheme == "https", server: u.Hostname()}
 	if u.Port() == "" {
-		t.addr = net.JoinHostPort(u.Hostname(), "80")
+		port := "80"
+		if t.tls {
+			port = "443"
+		}
+		t.addr = net.JoinHostPort(u.Hostname(), port)
 	}
 	return t, nil
 }
 
-// buildRequest returns the full request (head and body) and the offset of the
-// body's marker inside it.
-func buildRequest(t target, ctype string, bodySize int, keepAlive bool) ([]byte, int) {
-	var b []byte
-	b = append(b, "POST "...)
-	b = append(b, t.path...)
-	b = append(b, " HTTP/1.1\r\nHost: "...)
-	b = append(b, t.host...)
-	b = append(b, "\r\nUser-Agent: upsink-bench\r\nContent-Type: "...)
-	b = append(b, ctype...)
-	b = append(b, "\r\nContent-Length: "...)
-	b = strconv.AppendInt(b, int64(bodySize), 10)
+// TLSConfig is the client configuration for https:// targets.
+func TLSConfig(serverName string, insecure bool, caFile string) (*tls.Config, error) {
+	cfg := &tls.Config{ServerName: serverName, InsecureSkipVerify: insecure, MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("--cacert: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--cacert %s: no PEM certificate in it", caFile)
+		}
+		cfg.RootCAs = pool
+	}
+	return cfg, nil
+}
+
+// filler is the body content after the marker: the same bytes for every
+// request of a size, so the only difference between bodies is the marker.
+const fillerPattern = "abcdefghijklmnopqrstuvwxyz0123456789\n"
+
+func makeFiller(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = fillerPattern[i%len(fillerPattern)]
+	}
+	return b
+}
+
+// reqBuilder renders requests into one reused buffer.
+type reqBuilder struct {
+	head      []byte // request line and fixed fields, up to the framing field
+	filler    []byte // shared, read-only, BodyMax long
+	keepAlive bool
+	chunked   bool
+	chunk     int
+	buf       []byte
+	marker    [markerLen]byte
+}
+
+func newReqBuilder(t target, ctype string, filler []byte, keepAlive, chunked bool, chunk int) *reqBuilder {
+	var h []byte
+	h = append(h, "POST "...)
+	h = append(h, t.path...)
+	h = append(h, " HTTP/1.1\r\nHost: "...)
+	h = append(h, t.host...)
+	h = append(h, "\r\nUser-Agent: upsink-bench\r\nContent-Type: "...)
+	h = append(h, ctype...)
+	h = append(h, "\r\n"...)
 	if !keepAlive {
-		b = append(b, "\r\nConnection: close"...)
+		h = append(h, "Connection: close\r\n"...)
 	}
-	b = append(b, "\r\n\r\n"...)
-	off := len(b)
-	for i := range bodySize {
-		b = append(b, "abcdefghijklmnopqrstuvwxyz0123456789\n"[i%37])
+	if chunk <= 0 {
+		chunk = 512
 	}
-	copy(b[off:], "ub 00000000 0000 0000000000000000\n")
-	return b, off
+	rb := &reqBuilder{head: h, filler: filler, keepAlive: keepAlive, chunked: chunked, chunk: chunk}
+	copy(rb.marker[:], "ub 0000000000000000 0000 0000000000000000\n")
+	return rb
+}
+
+// body returns the two parts of a body of size n: the marker (possibly cut
+// short) and the filler after it.
+func (rb *reqBuilder) body(n int) ([]byte, []byte) {
+	m := rb.marker[:]
+	if n < len(m) {
+		return m[:n], nil
+	}
+	return m, rb.filler[len(m):n]
+}
+
+// build renders the whole request for a body of n bytes and returns it
+// (valid until the next build) and the offset of the body (chunked: of the
+// first chunk's data).
+func (rb *reqBuilder) build(n int) []byte {
+	b := append(rb.buf[:0], rb.head...)
+	if rb.chunked {
+		b = append(b, "Transfer-Encoding: chunked\r\n\r\n"...)
+	} else {
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, int64(n), 10)
+		b = append(b, "\r\n\r\n"...)
+	}
+	if !rb.chunked {
+		m, f := rb.body(n)
+		b = append(b, m...)
+		b = append(b, f...)
+		rb.buf = b
+		return b
+	}
+	m, _ := rb.body(n)
+	for off := 0; off < n; {
+		k := min(rb.chunk, n-off)
+		b = strconv.AppendInt(b, int64(k), 16)
+		b = append(b, "\r\n"...)
+		lo, hi := off, off+k
+		if lo < len(m) {
+			b = append(b, m[lo:min(hi, len(m))]...)
+			lo = min(hi, len(m))
+		}
+		b = append(b, rb.filler[lo:hi]...) // f is filler[len(m):n]
+		b = append(b, "\r\n"...)
+		off += k
+	}
+	b = append(b, "0\r\n\r\n"...)
+	rb.buf = b
+	return b
+}
+
+// buildRequest is the fixed-size, Content-Length form (kept for tests): the
+// request and the offset of its body.
+func buildRequest(t target, ctype string, bodySize int, keepAlive bool) ([]byte, int) {
+	rb := newReqBuilder(t, ctype, makeFiller(bodySize), keepAlive, false, 0)
+	req := rb.build(bodySize)
+	return req, len(req) - bodySize
 }
 
 const hexdig = "0123456789abcdef"
@@ -156,16 +287,41 @@ type shard struct {
 }
 
 type worker struct {
-	id      int
-	req     []byte
-	markOff int
-	status  [600]int64
-	errs    int64
-	unans   int64
-	conns   int64
-	resps   int64
-	errMsgs []string
+	id     int
+	rb     *reqBuilder
+	rng    *rand.Rand
+	status [600]int64
+	errs   int64
+	unans  int64
+	conns  int64
+	resps  int64
+	bytes  int64
+	errMsg []string
+	// --verify: what happened to each request whose bytes were all written.
+	acks   []ack    // 2xx
+	nacks  []nack   // answered with another status
+	noAns  []uint64 // written, no answer (keys)
+	hasher interface {
+		io.Writer
+		Reset()
+		Sum([]byte) []byte
+	}
+	sum [sha256.Size]byte
 }
+
+// ack is one acknowledged upload: the id the server answered, the marker's
+// worker and sequence (key = worker<<48 | seq) and the first 64 bits of the
+// SHA-256 of the body.
+type ack struct {
+	id, key, hash uint64
+}
+
+type nack struct {
+	key    uint64
+	status int
+}
+
+func markKey(worker int, seq uint64) uint64 { return uint64(worker)<<48 | seq&(1<<48-1) }
 
 // Load runs one load test.
 func Load(cfg LoadConfig) (*LoadResult, error) {
@@ -173,15 +329,27 @@ func Load(cfg LoadConfig) (*LoadResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.BodyMax == 0 {
+		cfg.BodyMax = cfg.BodySize
+	}
 	switch {
 	case cfg.Conns < 1 || cfg.Conns > MaxConns:
 		return nil, fmt.Errorf("-c %d out of range [1, %d]", cfg.Conns, MaxConns)
-	case cfg.BodySize < markerLen || cfg.BodySize > 1<<30:
-		return nil, fmt.Errorf("--body %d out of range [%d B, 1 GiB] (every body carries a %d-byte marker)", cfg.BodySize, markerLen, markerLen)
+	case cfg.BodySize < markerLen || cfg.BodyMax > 1<<30 || cfg.BodyMax < cfg.BodySize:
+		return nil, fmt.Errorf("--body %d-%d out of range [%d B, 1 GiB] (every body carries a %d-byte marker)", cfg.BodySize, cfg.BodyMax, markerLen, markerLen)
 	case cfg.Count < 0 || cfg.Count > MaxCount:
 		return nil, fmt.Errorf("-n %d out of range [1, %d]", cfg.Count, int64(MaxCount))
 	case cfg.Duration < 0 || cfg.Duration > MaxDuration || cfg.Timeout > MaxDuration:
 		return nil, fmt.Errorf("durations are capped at %s", MaxDuration)
+	case cfg.Rate < 0 || cfg.Rate > 10_000_000:
+		return nil, fmt.Errorf("--rate %g out of range [0, 1e7]", cfg.Rate)
+	}
+	var tlsCfg *tls.Config
+	if t.tls {
+		if tlsCfg, err = TLSConfig(t.server, cfg.Insecure, cfg.CACert); err != nil {
+			return nil, err
+		}
+		tlsCfg.ClientSessionCache = tls.NewLRUClientSessionCache(64)
 	}
 	if cfg.Duration == 0 && cfg.Count == 0 {
 		cfg.Duration = 10 * time.Second
@@ -196,28 +364,52 @@ func Load(cfg LoadConfig) (*LoadResult, error) {
 	if cfg.ContentType == "" {
 		cfg.ContentType = "application/octet-stream"
 	}
-	if cfg.WatchEvery <= 0 {
-		cfg.WatchEvery = 100 * time.Millisecond
+	if cfg.VerifyTable == "" {
+		cfg.VerifyTable = "uploads"
 	}
 	const grace = 10 * time.Second // answers in flight at the end may take this long
+
+	var cg *Cgroup
+	if cfg.Cgroup != nil {
+		if cg, err = OpenCgroup(*cfg.Cgroup); err != nil {
+			return nil, err
+		}
+	}
+	cgDone := false
+	defer func() {
+		if cg != nil && !cgDone {
+			_ = cg.Close()
+		}
+	}()
 
 	nshards := min(cfg.Conns, 4*runtime.GOMAXPROCS(0))
 	shards := make([]shard, nshards)
 	for i := range shards {
 		shards[i].h = hdrhistogram.New(1, int64(MaxDuration/time.Microsecond), 3)
 	}
-	runID := rand.Uint32()
+	runID := rand.Uint64()
+	runHex := make([]byte, 16)
+	putHex(runHex, runID)
+	filler := makeFiller(cfg.BodyMax)
+	verify := cfg.VerifyDSN != ""
 	workers := make([]*worker, cfg.Conns)
 	for i := range workers {
-		req, off := buildRequest(t, cfg.ContentType, cfg.BodySize, !cfg.NoKeepAlive)
-		putHex(req[off+3:off+11], uint64(runID))
-		putHex(req[off+12:off+16], uint64(i))
-		workers[i] = &worker{id: i, req: req, markOff: off}
+		rb := newReqBuilder(t, cfg.ContentType, filler, !cfg.NoKeepAlive, cfg.Chunked, cfg.ChunkSize)
+		copy(rb.marker[markRun:], runHex)
+		putHex(rb.marker[markWork:markWork+4], uint64(i))
+		w := &worker{id: i, rb: rb}
+		if cfg.BodyMax > cfg.BodySize {
+			w.rng = rand.New(rand.NewPCG(runID, uint64(i)))
+		}
+		if verify {
+			w.hasher = sha256.New()
+		}
+		workers[i] = w
 	}
 
-	watches := make([]*MemWatch, 0, len(cfg.Watch))
-	for _, w := range cfg.Watch {
-		watches = append(watches, WatchMem(w.Name, w.PID, cfg.WatchEvery))
+	smp, err := StartSampler(SamplerConfig{Watch: cfg.Watch, Every: cfg.WatchEvery, TSV: cfg.WatchTSV, Cgroup: cg})
+	if err != nil {
+		return nil, err
 	}
 
 	var ru0 syscall.Rusage
@@ -226,31 +418,61 @@ func Load(cfg LoadConfig) (*LoadResult, error) {
 		issued atomic.Int64
 		stop   atomic.Bool
 		wg     sync.WaitGroup
+		prog   progress
 	)
 	start := time.Now()
 	end := start.Add(bound)
 	hard := end.Add(grace)
 	timer := time.AfterFunc(bound, func() { stop.Store(true) })
+	run := &runCtx{cfg: &cfg, t: t, tls: tlsCfg, issued: &issued, stop: &stop, start: start, end: end, hard: hard, prog: &prog}
 	for _, w := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			w.run(&cfg, t, &shards[w.id%nshards], &issued, &stop, hard)
+			w.run(run, &shards[w.id%nshards])
 		}()
+	}
+	progDone := make(chan struct{})
+	if cfg.Progress != nil {
+		go prog.report(cfg.Progress, cfg.ProgressTTY, start, bound, progDone)
+	} else {
+		close(progDone)
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
 	timer.Stop()
+	prog.stop()
+	<-progDone
 	var ru1 syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
 
 	res := &LoadResult{
-		Command: cfg.Command, URL: cfg.URL, Conns: cfg.Conns, BodyBytes: cfg.BodySize,
-		KeepAlive: !cfg.NoKeepAlive, Duration: cfg.Duration.Seconds(), Count: cfg.Count,
-		Elapsed: elapsed.Seconds(), Status: map[string]int64{},
+		Command: cfg.Command, URL: cfg.URL, Conns: cfg.Conns, BodyBytes: cfg.BodySize, Chunked: cfg.Chunked, TLS: t.tls,
+		KeepAlive: !cfg.NoKeepAlive, Duration: cfg.Duration.Seconds(), Count: cfg.Count, Rate: cfg.Rate,
+		Elapsed: elapsed.Seconds(), Status: map[string]int64{}, RunID: string(runHex), LatencyFrom: "write",
 	}
-	for _, w := range watches {
-		res.Memory = append(res.Memory, w.Stop())
+	if cfg.Rate > 0 {
+		res.LatencyFrom = "scheduled"
+	}
+	if cfg.BodyMax > cfg.BodySize {
+		res.BodyMax = cfg.BodyMax
+	}
+	sres := smp.Stop()
+	res.Memory, res.TCPMemPeak = sres.Procs, sres.TCPMemPeak
+	if cfg.WatchTSV != "" {
+		res.WatchTSV = cfg.WatchTSV
+	}
+	if cg != nil {
+		cr := cg.Result()
+		cr.Peak = max(cr.Peak, sres.CgroupPeak)
+		res.Cgroup = &cr
+	}
+	if cfg.Plot != "" && len(sres.Series) > 0 {
+		files, err := PlotMemory(smp, cfg.Plot, "memory during "+shortCmd(cfg.Command))
+		if err != nil {
+			res.ErrorSamples = append(res.ErrorSamples, "plot: "+err.Error())
+		}
+		res.Plots = files
 	}
 	seen := map[string]bool{}
 	for _, w := range workers {
@@ -264,7 +486,8 @@ func Load(cfg LoadConfig) (*LoadResult, error) {
 		res.Errors += w.errs
 		res.Unanswered += w.unans
 		res.Connects += w.conns
-		for _, m := range w.errMsgs {
+		res.BodyTotal += w.bytes
+		for _, m := range w.errMsg {
 			if !seen[m] && len(res.ErrorSamples) < 8 {
 				seen[m] = true
 				res.ErrorSamples = append(res.ErrorSamples, m)
@@ -286,69 +509,168 @@ func Load(cfg LoadConfig) (*LoadResult, error) {
 	tv := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
 	res.CPU = CPU{User: tv(ru1.Utime) - tv(ru0.Utime), Sys: tv(ru1.Stime) - tv(ru0.Stime), NCPU: runtime.NumCPU()}
 	res.CPU.Cores = (res.CPU.User + res.CPU.Sys) / elapsed.Seconds()
+	if cg != nil {
+		cgDone = true
+		if err := cg.Close(); err != nil {
+			res.Cgroup.Err = err.Error()
+		}
+	}
+
+	if verify {
+		var sent Sent
+		for _, w := range workers {
+			sent.Acks = append(sent.Acks, w.acks...)
+			sent.Nacks = append(sent.Nacks, w.nacks...)
+			sent.NoAnswer = append(sent.NoAnswer, w.noAns...)
+			w.acks, w.nacks, w.noAns = nil, nil, nil
+		}
+		v, err := Verify(cfg.VerifyDSN, cfg.VerifyTable, string(runHex), &sent)
+		if err != nil {
+			return res, fmt.Errorf("verify: %w", err)
+		}
+		res.Verify = v
+	}
 	return res, nil
+}
+
+func shortCmd(s string) string {
+	if len(s) > 90 {
+		return s[:90] + "…"
+	}
+	return s
+}
+
+type runCtx struct {
+	cfg    *LoadConfig
+	t      target
+	tls    *tls.Config
+	issued *atomic.Int64
+	stop   *atomic.Bool
+	start  time.Time
+	end    time.Time
+	hard   time.Time
+	prog   *progress
 }
 
 func (w *worker) fail(err error) {
 	w.errs++
-	if len(w.errMsgs) < 4 {
-		w.errMsgs = append(w.errMsgs, err.Error())
+	if len(w.errMsg) < 4 {
+		w.errMsg = append(w.errMsg, err.Error())
 	}
 }
 
-func (w *worker) run(cfg *LoadConfig, t target, sh *shard, issued *atomic.Int64, stop *atomic.Bool, hard time.Time) {
+func (w *worker) dial(r *runCtx) (net.Conn, error) {
+	d := net.Dialer{Timeout: 5 * time.Second}
+	c, err := d.Dial("tcp", r.t.addr)
+	if err != nil || r.tls == nil {
+		return c, err
+	}
+	tc := tls.Client(c, r.tls)
+	_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := tc.Handshake(); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	return tc, nil
+}
+
+// sleepUntil sleeps until t or until stop is set (checked every 100 ms).
+func sleepUntil(t time.Time, stop *atomic.Bool) bool {
+	for {
+		d := time.Until(t)
+		if d <= 0 {
+			return true
+		}
+		if stop.Load() {
+			return false
+		}
+		time.Sleep(min(d, 100*time.Millisecond))
+	}
+}
+
+func (w *worker) run(r *runCtx, sh *shard) {
+	cfg := r.cfg
 	var (
-		c   net.Conn
-		rr  = newRespReader(nil)
-		seq uint64
+		c      net.Conn
+		rr     = newRespReader(nil)
+		seq    uint64
+		ticket bool // holding a request slot not yet written
+		due    time.Time
 	)
 	defer func() {
 		if c != nil {
 			c.Close()
 		}
 	}()
-	mark := w.req[w.markOff+17 : w.markOff+33]
-	d := net.Dialer{Timeout: 5 * time.Second}
-	for !stop.Load() {
-		if cfg.Count > 0 && issued.Add(1) > cfg.Count {
-			return
+	counted := cfg.Count > 0 || cfg.Rate > 0
+	for !r.stop.Load() {
+		if !ticket {
+			if counted {
+				k := r.issued.Add(1) - 1
+				if cfg.Count > 0 && k >= cfg.Count {
+					return
+				}
+				if cfg.Rate > 0 {
+					due = r.start.Add(time.Duration(float64(k) * 1e9 / cfg.Rate))
+					if due.After(r.end) || !sleepUntil(due, r.stop) {
+						return
+					}
+				}
+			}
+			ticket = true
 		}
 		if c == nil {
 			var err error
-			c, err = d.Dial("tcp", t.addr)
+			c, err = w.dial(r)
 			if err != nil {
 				w.fail(err)
 				c = nil
-				if cfg.Count > 0 {
-					issued.Add(-1)
-				}
 				time.Sleep(20 * time.Millisecond)
 				continue
 			}
 			w.conns++
-			_ = c.SetDeadline(hard)
+			_ = c.SetDeadline(r.hard)
 			rr.reset(c)
 		}
 		seq++
-		putHex(mark, seq)
+		putHex(w.rb.marker[markSeq:markSeq+16], seq)
+		n := cfg.BodySize
+		if w.rng != nil {
+			n += w.rng.IntN(cfg.BodyMax - cfg.BodySize + 1)
+		}
+		req := w.rb.build(n)
+		var hash uint64
+		if w.hasher != nil {
+			m, f := w.rb.body(n)
+			w.hasher.Reset()
+			w.hasher.Write(m)
+			w.hasher.Write(f)
+			hash = binary.BigEndian.Uint64(w.hasher.Sum(w.sum[:0]))
+		}
 		t0 := time.Now()
-		if _, err := c.Write(w.req); err != nil {
+		if cfg.Rate > 0 {
+			t0 = due
+		}
+		if _, err := c.Write(req); err != nil {
 			// The server may have closed an idle keep-alive connection: the
 			// request was not (fully) sent; count it and retry on a new one.
 			w.fail(fmt.Errorf("write: %w", err))
 			c.Close()
 			c = nil
-			if cfg.Count > 0 {
-				issued.Add(-1)
-			}
 			continue
 		}
+		ticket = false
+		w.bytes += int64(n)
+		key := markKey(w.id, seq)
 		resp, err := rr.read()
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				w.unans++
 			} else {
 				w.fail(fmt.Errorf("read: %w", err))
+			}
+			if w.hasher != nil {
+				w.noAns = append(w.noAns, key)
 			}
 			c.Close()
 			c = nil
@@ -362,9 +684,86 @@ func (w *worker) run(cfg *LoadConfig, t target, sh *shard, issued *atomic.Int64,
 		if resp.status < len(w.status) {
 			w.status[resp.status]++
 		}
+		ok := resp.status >= 200 && resp.status < 300
+		r.prog.add(ok)
+		if w.hasher != nil {
+			if ok {
+				w.acks = append(w.acks, ack{id: answerID(resp.body), key: key, hash: hash})
+			} else {
+				w.nacks = append(w.nacks, nack{key: key, status: resp.status})
+			}
+		}
 		if resp.close || cfg.NoKeepAlive {
 			c.Close()
 			c = nil
+		}
+	}
+}
+
+// answerID reads N from a body that starts {"id":N (upsink's and the
+// baseline's answer); 0 if there is none.
+func answerID(b []byte) uint64 {
+	i := strings.Index(string(b), `"id":`) // no allocation: the conversion is not kept
+	if i < 0 {
+		return 0
+	}
+	var id uint64
+	for _, c := range b[i+5:] {
+		if c < '0' || c > '9' {
+			break
+		}
+		id = id*10 + uint64(c-'0')
+	}
+	return id
+}
+
+// progress counts answers for the once-a-second progress line.
+type progress struct {
+	ok, other atomic.Int64
+	done      chan struct{}
+	once      sync.Once
+	init      sync.Once
+}
+
+func (p *progress) add(ok bool) {
+	if ok {
+		p.ok.Add(1)
+	} else {
+		p.other.Add(1)
+	}
+}
+
+func (p *progress) ch() chan struct{} {
+	p.init.Do(func() { p.done = make(chan struct{}) })
+	return p.done
+}
+
+func (p *progress) stop() { p.once.Do(func() { close(p.ch()) }) }
+
+func (p *progress) report(w io.Writer, tty bool, start time.Time, bound time.Duration, done chan struct{}) {
+	defer close(done)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var last int64
+	lastT := start
+	for {
+		select {
+		case <-p.ch():
+			if tty {
+				fmt.Fprint(w, "\r\033[K")
+			}
+			return
+		case now := <-t.C:
+			ok, other := p.ok.Load(), p.other.Load()
+			rate := float64(ok-last) / now.Sub(lastT).Seconds()
+			last, lastT = ok, now
+			line := fmt.Sprintf("%5.0fs/%s  2xx %d  (%.0f/s now, %.0f/s avg)  other %d",
+				now.Sub(start).Seconds(), bound, ok, rate, float64(ok)/now.Sub(start).Seconds(), other)
+			if tty {
+				fmt.Fprint(w, "\r\033[K"+line)
+			} else {
+				fmt.Fprintln(w, line)
+			}
 		}
 	}
 }
@@ -379,10 +778,24 @@ func FormatLoad(w io.Writer, r *LoadResult) {
 	if r.Count > 0 {
 		bound = fmt.Sprintf("n=%d", r.Count)
 	}
-	fmt.Fprintf(w, "load %s  c=%d  body=%d B  %s  %s\n", r.URL, r.Conns, r.BodyBytes, ka, bound)
+	body := fmt.Sprintf("%d B", r.BodyBytes)
+	if r.BodyMax > 0 {
+		body = fmt.Sprintf("%d-%d B", r.BodyBytes, r.BodyMax)
+	}
+	if r.Chunked {
+		body += " chunked"
+	}
+	if r.Rate > 0 {
+		bound += fmt.Sprintf(" rate=%g/s", r.Rate)
+	}
+	fmt.Fprintf(w, "load %s  c=%d  body=%s  %s  %s  run %s\n", r.URL, r.Conns, body, ka, bound, r.RunID)
 	fmt.Fprintf(w, "  uploads/s   %.1f  (%d x 201 in %.2f s; all responses %.1f/s)\n", r.UploadsPerSec, r.Created, r.Elapsed, r.RespPerSec)
-	fmt.Fprintf(w, "  latency     p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  (mean %s, n=%d)\n",
-		us(r.Latency.P50), us(r.Latency.P90), us(r.Latency.P99), us(r.Latency.P999), us(r.Latency.Max), us(int64(r.Latency.Mean)), r.Latency.N)
+	from := ""
+	if r.LatencyFrom == "scheduled" {
+		from = ", from the scheduled send time"
+	}
+	fmt.Fprintf(w, "  latency     p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  (mean %s, n=%d%s)\n",
+		us(r.Latency.P50), us(r.Latency.P90), us(r.Latency.P99), us(r.Latency.P999), us(r.Latency.Max), us(int64(r.Latency.Mean)), r.Latency.N, from)
 	codes := make([]string, 0, len(r.Status))
 	for k := range r.Status {
 		codes = append(codes, k)
@@ -398,12 +811,28 @@ func FormatLoad(w io.Writer, r *LoadResult) {
 		fmt.Fprintf(w, "    e.g. %s\n", m)
 	}
 	fmt.Fprintf(w, "  tool cpu    user %.2f s  sys %.2f s  = %.2f of %d cores\n", r.CPU.User, r.CPU.Sys, r.CPU.Cores, r.CPU.NCPU)
-	for _, m := range r.Memory {
+	formatMemory(w, r.Memory, r.TCPMemPeak)
+	if r.Cgroup != nil {
+		FormatCgroup(w, r.Cgroup)
+	}
+	if r.WatchTSV != "" || len(r.Plots) > 0 {
+		fmt.Fprintf(w, "  samples     %s  %s\n", r.WatchTSV, strings.Join(r.Plots, " "))
+	}
+	if r.Verify != nil {
+		FormatVerify(w, r.Verify)
+	}
+}
+
+func formatMemory(w io.Writer, mem []WatchResult, tcpPeak int64) {
+	for _, m := range mem {
 		fmt.Fprintf(w, "  watched     %s (pid %d): peak RSS %s  peak PSS %s  VmHWM %s  (%d samples); CPU %.2f s = %.2f cores\n",
 			m.Name, m.PID, MiB(m.PeakRSS), MiB(m.PeakPSS), MiB(m.HWM), m.Samples, m.CPU, m.Cores)
 		if m.Err != "" {
 			fmt.Fprintf(w, "    sampling error: %s\n", m.Err)
 		}
+	}
+	if tcpPeak > 0 {
+		fmt.Fprintf(w, "  kernel TCP  peak %s (/proc/net/sockstat mem)\n", MiB(tcpPeak))
 	}
 }
 

@@ -45,12 +45,14 @@ func TestBuildRequest(t *testing.T) {
 	if len(req)-off != 100 || !strings.HasSuffix(head, "\r\n\r\n") {
 		t.Fatalf("body is %d bytes", len(req)-off)
 	}
-	putHex(req[off+17:off+33], 0xabc)
-	if got := string(req[off : off+markerLen]); got != "ub 00000000 0000 0000000000000abc\n" {
+	if got := string(req[off : off+markerLen]); got != "ub 0000000000000000 0000 0000000000000000\n" {
 		t.Fatalf("marker %q", got)
 	}
-	if _, err := parseTarget("https://x/"); err == nil {
-		t.Fatal("https accepted")
+	if tg, err := parseTarget("https://x/"); err != nil || !tg.tls || tg.addr != "x:443" {
+		t.Fatalf("https: %+v %v", tg, err)
+	}
+	if _, err := parseTarget("ftp://x/"); err == nil {
+		t.Fatal("ftp accepted")
 	}
 }
 

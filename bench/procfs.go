@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -122,76 +123,233 @@ func parseStatCPU(b []byte) (float64, error) {
 	return float64(ut+st) / clkTck, nil
 }
 
-// MemWatch polls a process's memory every interval and keeps the peak RSS and
-// PSS it saw. Stop returns the peaks and the last sample.
-type MemWatch struct {
-	Name    string
-	PID     int
-	stop    chan struct{}
-	done    chan struct{}
-	peakRSS int64
-	peakPSS int64
-	last    Mem
-	samples int
-	err     error
-	cpu0    float64
-	t0      time.Time
-}
-
-// WatchMem starts polling pid.
-func WatchMem(name string, pid int, every time.Duration) *MemWatch {
-	w := &MemWatch{Name: name, PID: pid, stop: make(chan struct{}), done: make(chan struct{}), t0: time.Now()}
-	w.cpu0, _ = ReadCPU(pid)
-	go w.run(every)
-	return w
-}
-
-func (w *MemWatch) sample() {
-	m, err := ReadMem(w.PID)
+// ReadTCPMem returns the kernel's TCP socket memory (all sockets of this
+// network namespace) in bytes, from /proc/net/sockstat.
+func ReadTCPMem() (int64, error) {
+	b, err := os.ReadFile("/proc/net/sockstat")
 	if err != nil {
-		if w.err == nil {
-			w.err = err
-		}
-		return
+		return 0, err
 	}
-	w.samples++
-	w.last = m
-	w.peakRSS = max(w.peakRSS, m.RSS)
-	w.peakPSS = max(w.peakPSS, m.PSS)
+	pages, err := parseSockstatTCPMem(b)
+	return pages * int64(os.Getpagesize()), err
 }
 
-func (w *MemWatch) run(every time.Duration) {
-	defer close(w.done)
-	t := time.NewTicker(every)
+// parseSockstatTCPMem reads N from the line "TCP: inuse 5 orphan 0 tw 2
+// alloc 7 mem N" (N is in pages).
+func parseSockstatTCPMem(b []byte) (int64, error) {
+	for line := range bytes.SplitSeq(b, []byte("\n")) {
+		rest, ok := bytes.CutPrefix(line, []byte("TCP:"))
+		if !ok {
+			continue
+		}
+		f := bytes.Fields(rest)
+		for i := 0; i+1 < len(f); i += 2 {
+			if string(f[i]) == "mem" {
+				n, err := strconv.ParseInt(string(f[i+1]), 10, 64)
+				if err != nil || n < 0 {
+					return 0, fmt.Errorf("sockstat: bad TCP mem %q", f[i+1])
+				}
+				return n, nil
+			}
+		}
+		return 0, fmt.Errorf("sockstat: TCP line without mem: %q", trunc(line))
+	}
+	return 0, fmt.Errorf("sockstat: no TCP line")
+}
+
+// procName is /proc/PID/comm, or "pid" if it cannot be read.
+func procName(pid int) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+	if err != nil || len(bytes.TrimSpace(b)) == 0 {
+		return "pid"
+	}
+	return string(bytes.TrimSpace(b))
+}
+
+// SamplerConfig says what a Sampler polls.
+type SamplerConfig struct {
+	Watch  []WatchSpec
+	Every  time.Duration // default 100 ms
+	TSV    string        // write every sample here as it is taken (optional)
+	Cgroup *Cgroup       // also poll its memory usage (optional)
+}
+
+// Sampler polls the RSS and PSS of some processes, the kernel's TCP memory
+// and optionally a cgroup's memory usage, all in one goroutine, every
+// interval; it keeps the series (for the plot) and per-process peaks.
+type Sampler struct {
+	cfg    SamplerConfig
+	stop   chan struct{}
+	done   chan struct{}
+	t0     time.Time
+	procs  []procState
+	tcp    bool // sockstat readable
+	tsv    *os.File
+	tsvErr error
+	// Series, one point per sample: T seconds since start, then for each
+	// process RSS and PSS, then TCP mem, then cgroup usage (bytes; -1 when
+	// not read).
+	T       []float64
+	Cols    []string
+	Vals    [][]int64
+	tcpPeak int64
+	cgPeak  int64
+}
+
+type procState struct {
+	WatchResult
+	cpu0 float64
+	err  error
+}
+
+// StartSampler starts polling (no goroutine when there is nothing to poll).
+func StartSampler(cfg SamplerConfig) (*Sampler, error) {
+	if cfg.Every <= 0 {
+		cfg.Every = 100 * time.Millisecond
+	}
+	s := &Sampler{cfg: cfg, stop: make(chan struct{}), done: make(chan struct{}), t0: time.Now()}
+	s.Cols = append(s.Cols, "t_s")
+	for _, w := range cfg.Watch {
+		if w.Name == "" {
+			w.Name = procName(w.PID)
+		}
+		p := procState{WatchResult: WatchResult{Name: w.Name, PID: w.PID}}
+		p.cpu0, _ = ReadCPU(w.PID)
+		s.procs = append(s.procs, p)
+		s.Cols = append(s.Cols, w.Name+"_rss", w.Name+"_pss")
+	}
+	if len(cfg.Watch) == 0 && cfg.Cgroup == nil && cfg.TSV == "" {
+		close(s.done)
+		return s, nil
+	}
+	if _, err := ReadTCPMem(); err == nil {
+		s.tcp = true
+		s.Cols = append(s.Cols, "tcp_mem")
+	}
+	if cfg.Cgroup != nil {
+		s.Cols = append(s.Cols, "cgroup")
+	}
+	if cfg.TSV != "" {
+		f, err := os.Create(cfg.TSV)
+		if err != nil {
+			return nil, err
+		}
+		s.tsv = f
+		fmt.Fprintln(f, strings.Join(s.Cols, "\t"))
+	}
+	go s.run()
+	return s, nil
+}
+
+func (s *Sampler) sample() {
+	row := make([]int64, 0, len(s.Cols)-1)
+	for i := range s.procs {
+		p := &s.procs[i]
+		m, err := ReadMem(p.PID)
+		if err != nil {
+			if p.err == nil {
+				p.err = err
+			}
+			row = append(row, -1, -1)
+			continue
+		}
+		p.Samples++
+		p.HWM = m.HWM
+		p.PeakRSS = max(p.PeakRSS, m.RSS)
+		p.PeakPSS = max(p.PeakPSS, m.PSS)
+		row = append(row, m.RSS, m.PSS)
+	}
+	if s.tcp {
+		v, err := ReadTCPMem()
+		if err != nil {
+			v = -1
+		}
+		s.tcpPeak = max(s.tcpPeak, v)
+		row = append(row, v)
+	}
+	if s.cfg.Cgroup != nil {
+		v, err := s.cfg.Cgroup.Usage()
+		if err != nil {
+			v = -1
+		}
+		s.cgPeak = max(s.cgPeak, v)
+		row = append(row, v)
+	}
+	t := time.Since(s.t0).Seconds()
+	s.T = append(s.T, t)
+	s.Vals = append(s.Vals, row)
+	if s.tsv != nil && s.tsvErr == nil {
+		var b []byte
+		b = strconv.AppendFloat(b, t, 'f', 3, 64)
+		for _, v := range row {
+			b = append(b, '\t')
+			b = strconv.AppendInt(b, v, 10)
+		}
+		b = append(b, '\n')
+		_, s.tsvErr = s.tsv.Write(b)
+	}
+}
+
+func (s *Sampler) run() {
+	defer close(s.done)
+	t := time.NewTicker(s.cfg.Every)
 	defer t.Stop()
-	w.sample()
+	s.sample()
 	for {
 		select {
-		case <-w.stop:
-			w.sample()
+		case <-s.stop:
+			s.sample()
 			return
 		case <-t.C:
-			w.sample()
+			if len(s.T) < int(MaxDuration/s.cfg.Every)+1000 {
+				s.sample()
+			}
 		}
 	}
+}
+
+// SamplerResult is what a Sampler saw.
+type SamplerResult struct {
+	Procs      []WatchResult
+	TCPMemPeak int64
+	CgroupPeak int64
+	Series     []float64 // the sample times (non-empty when something was sampled)
+	Err        string
 }
 
 // Stop ends the polling (after one last sample) and reports what it saw.
-func (w *MemWatch) Stop() WatchResult {
-	close(w.stop)
-	<-w.done
-	r := WatchResult{Name: w.Name, PID: w.PID, PeakRSS: w.peakRSS, PeakPSS: w.peakPSS, HWM: w.last.HWM, Samples: w.samples}
-	if cpu, err := ReadCPU(w.PID); err == nil {
-		r.CPU = cpu - w.cpu0
-		r.Cores = r.CPU / time.Since(w.t0).Seconds()
+func (s *Sampler) Stop() SamplerResult {
+	select {
+	case <-s.stop:
+	default:
+		close(s.stop)
 	}
-	if w.err != nil {
-		r.Err = w.err.Error()
+	<-s.done
+	r := SamplerResult{TCPMemPeak: s.tcpPeak, CgroupPeak: s.cgPeak, Series: s.T}
+	for i := range s.procs {
+		p := &s.procs[i]
+		if cpu, err := ReadCPU(p.PID); err == nil {
+			p.CPU = cpu - p.cpu0
+			p.Cores = p.CPU / time.Since(s.t0).Seconds()
+		}
+		if p.err != nil {
+			p.Err = p.err.Error()
+		}
+		r.Procs = append(r.Procs, p.WatchResult)
+	}
+	if s.tsv != nil {
+		if err := s.tsv.Close(); err != nil && s.tsvErr == nil {
+			s.tsvErr = err
+		}
+		if s.tsvErr != nil {
+			r.Err = s.tsvErr.Error()
+		}
+		s.tsv = nil
 	}
 	return r
 }
 
-// WatchResult is what a MemWatch saw.
+// WatchResult is what was seen of one process.
 type WatchResult struct {
 	Name    string  `json:"name"`
 	PID     int     `json:"pid"`

@@ -24,6 +24,8 @@ type Config struct {
 	MaxBody     int64
 	DBConns     int
 	IdleTimeout time.Duration
+	TLSCert     string // with TLSKey: serve HTTPS (ListenAndServeTLS)
+	TLSKey      string
 }
 
 const createUploads = `CREATE TABLE IF NOT EXISTS uploads (
@@ -105,7 +107,12 @@ func (s *Server) Handler() http.Handler { return s.http.Handler }
 
 // ListenAndServe serves until Shutdown.
 func (s *Server) ListenAndServe() error {
-	err := s.http.ListenAndServe()
+	var err error
+	if s.cfg.TLSCert != "" || s.cfg.TLSKey != "" {
+		err = s.http.ListenAndServeTLS(s.cfg.TLSCert, s.cfg.TLSKey)
+	} else {
+		err = s.http.ListenAndServe()
+	}
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}

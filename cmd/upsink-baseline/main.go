@@ -2,6 +2,7 @@
 // that upsink is measured against (see bench/baseline and BENCHMARKS.md).
 //
 //	upsink-baseline --listen 127.0.0.1:8081 --dsn 'root@unix(/path/sock)/db' [--max-body 1MiB] [--db-conns 16]
+//	                [--tls-cert cert.pem --tls-key key.pem]   (HTTPS via ListenAndServeTLS)
 package main
 
 import (
@@ -28,7 +29,13 @@ func main() {
 	flag.StringVar(&maxBody, "max-body", maxBody, "largest accepted body")
 	flag.IntVar(&cfg.DBConns, "db-conns", 16, "database/sql SetMaxOpenConns")
 	flag.DurationVar(&cfg.IdleTimeout, "idle-timeout", 30*time.Second, "http.Server IdleTimeout")
+	flag.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate: serve HTTPS (with --tls-key)")
+	flag.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
 	flag.Parse()
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+		fmt.Fprintln(os.Stderr, "upsink-baseline: --tls-cert and --tls-key go together")
+		os.Exit(2)
+	}
 	n, err := bench.ParseSize(maxBody)
 	if err != nil || cfg.DSN == "" {
 		fmt.Fprintln(os.Stderr, "upsink-baseline: need --dsn and a valid --max-body")
@@ -51,7 +58,11 @@ func main() {
 	go func() { errc <- s.ListenAndServe() }()
 	sigc := make(chan os.Signal, 1)
 	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
-	log.Printf("upsink-baseline: serving http://%s", cfg.Listen)
+	scheme := "http"
+	if cfg.TLSCert != "" {
+		scheme = "https"
+	}
+	log.Printf("upsink-baseline: serving %s://%s", scheme, cfg.Listen)
 	select {
 	case err := <-errc:
 		if err != nil {
