@@ -22,7 +22,10 @@ func PlotMemory(s *Sampler, prefix, title string) ([]string, error) {
 	p.Legend.Top = true
 	p.Legend.Left = true
 	p.Add(plotter.NewGrid())
-	var lines []any
+	var (
+		lines []any
+		maxY  float64
+	)
 	for c := 1; c < len(s.Cols); c++ {
 		name := s.Cols[c]
 		label := name
@@ -44,6 +47,9 @@ func PlotMemory(s *Sampler, prefix, title string) ([]string, error) {
 			}
 			pts = append(pts, plotter.XY{X: t, Y: float64(v) / (1 << 20)})
 		}
+		for _, pt := range pts {
+			maxY = max(maxY, pt.Y)
+		}
 		if len(pts) > 0 {
 			lines = append(lines, label, pts)
 		}
@@ -54,6 +60,7 @@ func PlotMemory(s *Sampler, prefix, title string) ([]string, error) {
 	if err := plotutil.AddLines(p, lines...); err != nil {
 		return nil, err
 	}
+	p.Y.Max = maxY * 1.25 // room for the legend above the highest line
 	var files []string
 	for _, ext := range []string{".png", ".svg"} {
 		f := prefix + ext

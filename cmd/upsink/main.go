@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"upsink/bench/massif"
 	"upsink/server"
 	"upsink/tlsbridge"
 )
@@ -112,6 +113,8 @@ func serve(args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.Store.MaxBatchRows, "batch-rows", 1000, "most rows per committed batch")
 	fs.IntVar(&cfg.Loops, "loops", 0, "event loops (default: one per CPU)")
 	fs.StringVar(&logLevel, "log-level", logLevel, "debug, info, warn or error")
+	massifFile := fs.String("massif", "", "write valgrind massif-format heap snapshots to this file (ms_print FILE)")
+	massifEvery := fs.Duration("massif-interval", 100*time.Millisecond, "time between --massif snapshots")
 	var certFile, keyFile string
 	fs.StringVar(&cfg.TLSListen, "tls-listen", "", "HTTPS listen address host:port (needs --tls-cert and --tls-key)")
 	fs.StringVar(&certFile, "tls-cert", "", "PEM certificate (chain) for HTTPS; reloaded on SIGHUP")
@@ -173,6 +176,18 @@ func serve(args []string, stderr io.Writer) int {
 			return 2
 		}
 		ln.Close()
+	}
+	if *massifFile != "" {
+		mw, err := massif.Start(*massifFile, massif.Options{Interval: *massifEvery})
+		if err != nil {
+			fmt.Fprintf(stderr, "upsink serve: --massif: %v\n", err)
+			return 2
+		}
+		defer func() {
+			if err := mw.Stop(); err != nil {
+				log.Error("upsink: --massif", "err", err)
+			}
+		}()
 	}
 	srv, err := server.New(cfg)
 	if err != nil {
