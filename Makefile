@@ -6,6 +6,8 @@
 #   make test    go vet + go test -race against a throwaway MariaDB in /tmp
 #   make bench   side-by-side measurements into BENCHMARKS.md (bench/run.sh)
 #   make bench-go  go test -bench against a throwaway MariaDB in /tmp
+#   make bench-vps upsink + MariaDB in one 256 MiB memory cgroup under 10,000
+#                keep-alive uploaders (bench/vps.sh; root; VPS_MODE=https)
 #   make build   bin/upsink
 #   make vet     go vet ./...
 #   make db-start / db-stop / db-status   the ./var/mysql server alone
@@ -23,7 +25,7 @@ DBDIR ?= var/mysql
 BENCH ?= .
 GOTESTFLAGS ?=
 
-.PHONY: all run build vet test bench bench-go tools-check db-start db-stop db-status clean
+.PHONY: all run build vet test bench bench-go bench-vps tools-check db-start db-stop db-status clean
 
 all: build
 
@@ -62,6 +64,12 @@ bench: tools-check
 # Only the go test benchmarks, on a throwaway MariaDB.
 bench-go: tools-check
 	deploy/with-testdb.sh $(GO) test -run='^$$' -bench='$(BENCH)' -benchmem $(GOTESTFLAGS) ./...
+
+# upsink and its MariaDB inside one 256 MiB memory cgroup (no swap), 10,000
+# keep-alive clients uploading 1 KiB bodies for 60 s from outside it, every
+# acknowledged upload verified in the database; ~2 minutes. Root only.
+bench-vps: tools-check
+	bench/vps.sh
 
 db-start:
 	deploy/mariadb.sh start '$(DBDIR)'

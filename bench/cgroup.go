@@ -45,6 +45,8 @@ type CgroupResult struct {
 	OOM     int64    `json:"oom"`                // v2 memory.events "oom"; v1 under_oom
 	OOMKill int64    `json:"oom_kill"`           // memory.events / memory.oom_control oom_kill
 	TCPPeak int64    `json:"tcp_peak,omitempty"` // v1 memory.kmem.tcp.max_usage_in_bytes
+	RSS     int64    `json:"anon"`               // memory.stat anon (v2) / total_rss (v1), now
+	Cache   int64    `json:"file"`               // memory.stat file (v2) / total_cache (v1), now
 	PIDs    []int    `json:"pids,omitempty"`
 	Notes   []string `json:"notes,omitempty"`
 	Err     string   `json:"err,omitempty"`
@@ -272,6 +274,14 @@ func (c *Cgroup) Result() CgroupResult {
 		r.PIDs = append(r.PIDs, pid)
 	}
 	r.Current, _ = c.Usage()
+	if b, err := os.ReadFile(c.file("memory.stat")); err == nil {
+		st := parseFlatKeyed(bytes.NewReader(b))
+		if c.V2 {
+			r.RSS, r.Cache = st["anon"], st["file"]
+		} else {
+			r.RSS, r.Cache = st["total_rss"], st["total_cache"]
+		}
+	}
 	if c.V2 {
 		r.Version = 2
 		r.Peak, _ = c.readInt("memory.peak")

@@ -133,7 +133,7 @@ var Prog = "upsink-bench"
 const Usage = `usage: upsink-bench COMMAND [flags]
 
   load  --url http(s)://127.0.0.1:PORT/upload/STREAM -c CONNS (-d DURATION | -n COUNT)
-        [--body 1KiB | --body 512-4KiB] [--rate N] [--chunked] [--no-keepalive]
+        [--body 1KiB | --body 512-4KiB] [--rate N] [--chunked] [--no-keepalive] [--retry-wait 1s]
         [--insecure | --cacert FILE] [--verify DSN] [--progress] [--json]
         [--watch PID,PID|NAME=PID ...] [--watch-tsv FILE] [--plot PREFIX]
         [--cgroup 256M --cgroup-pids PID,PID | --cgroup-path DIR]
@@ -144,6 +144,7 @@ const Usage = `usage: upsink-bench COMMAND [flags]
   cgroup create --limit 256M [--name NAME]   (prints the new cgroup's directory)
   cgroup add --path DIR --pids PID,PID | stats --path DIR [--json] | remove --path DIR
   report --dir RESULTS [--out BENCHMARKS.md]
+  report-vps --dir RESULTS   (the summary of bench/vps.sh)
 
 "upsink-bench COMMAND -h" lists a command's flags.
 `
@@ -169,6 +170,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = mainReport(args[1:], stderr)
 	case "cgroup":
 		err = mainCgroup(args[1:], stdout, stderr)
+	case "report-vps":
+		err = mainReportVPS(args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, Usage)
 		return 0
@@ -238,6 +241,7 @@ func mainLoad(args []string, cmdline string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&cfg.Chunked, "chunked", false, "send bodies with Transfer-Encoding: chunked")
 	fs.IntVar(&cfg.ChunkSize, "chunk-size", 512, "bytes per chunk with --chunked")
 	fs.BoolVar(&cfg.NoKeepAlive, "no-keepalive", false, "one request per connection")
+	fs.DurationVar(&cfg.RetryWait, "retry-wait", 0, "after a 503 a connection pauses this long before its next upload (a client honouring Retry-After; 0: at once)")
 	fs.StringVar(&cfg.ContentType, "content-type", "application/octet-stream", "Content-Type of the uploads")
 	fs.BoolVar(&cfg.Insecure, "insecure", false, "https: do not verify the server's certificate")
 	fs.StringVar(&cfg.CACert, "cacert", "", "https: trust this PEM certificate (CA or self-signed)")

@@ -426,3 +426,15 @@ func TestCgroup(t *testing.T) {
 		t.Fatalf("%s still there: %v", c.Dir, err)
 	}
 }
+
+func TestSpliceSection(t *testing.T) {
+	doc := "# gen\n\ntext\n"
+	d1 := spliceSection(doc, "A\n")
+	if !strings.Contains(d1, KeptMarker+"\n\n"+vpsBegin+"\nA\n"+vpsEnd) || !strings.HasPrefix(d1, "# gen\n\ntext\n") {
+		t.Fatalf("%q", d1)
+	}
+	d2 := spliceSection(d1+"\ntail\n", "B")
+	if strings.Contains(d2, "\nA\n") || !strings.Contains(d2, vpsBegin+"\nB\n"+vpsEnd) || !strings.HasSuffix(d2, "tail\n") || strings.Count(d2, KeptMarker) != 1 {
+		t.Fatalf("%q", d2)
+	}
+}

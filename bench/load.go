@@ -50,6 +50,7 @@ type LoadConfig struct {
 	Chunked     bool          // send bodies with Transfer-Encoding: chunked
 	ChunkSize   int           // bytes per chunk (default 512)
 	NoKeepAlive bool          // one request per connection
+	RetryWait   time.Duration // after a 503 the connection waits this long (as a client honouring Retry-After)
 	ContentType string
 	Insecure    bool   // https: do not verify the server's certificate
 	CACert      string // https: PEM file of the CA (or self-signed cert) to trust
@@ -101,6 +102,7 @@ type LoadResult struct {
 	Chunked       bool             `json:"chunked,omitempty"`
 	TLS           bool             `json:"tls,omitempty"`
 	Rate          float64          `json:"rate,omitempty"`         // requested uploads/s (open loop)
+	RetryWait     float64          `json:"retry_wait_s,omitempty"` // pause after a 503
 	LatencyFrom   string           `json:"latency_from,omitempty"` // "scheduled" in open-loop runs, else "write"
 	KeepAlive     bool             `json:"keep_alive"`
 	Duration      float64          `json:"duration_s,omitempty"`
@@ -448,7 +450,7 @@ func Load(cfg LoadConfig) (*LoadResult, error) {
 
 	res := &LoadResult{
 		Command: cfg.Command, URL: cfg.URL, Conns: cfg.Conns, BodyBytes: cfg.BodySize, Chunked: cfg.Chunked, TLS: t.tls,
-		KeepAlive: !cfg.NoKeepAlive, Duration: cfg.Duration.Seconds(), Count: cfg.Count, Rate: cfg.Rate,
+		KeepAlive: !cfg.NoKeepAlive, Duration: cfg.Duration.Seconds(), Count: cfg.Count, Rate: cfg.Rate, RetryWait: cfg.RetryWait.Seconds(),
 		Elapsed: elapsed.Seconds(), Status: map[string]int64{}, RunID: string(runHex), LatencyFrom: "write",
 	}
 	if cfg.Rate > 0 {
@@ -697,6 +699,9 @@ func (w *worker) run(r *runCtx, sh *shard) {
 			c.Close()
 			c = nil
 		}
+		if resp.status == 503 && cfg.RetryWait > 0 && !sleepUntil(time.Now().Add(cfg.RetryWait), r.stop) {
+			return
+		}
 	}
 }
 
@@ -787,6 +792,9 @@ func FormatLoad(w io.Writer, r *LoadResult) {
 	}
 	if r.Rate > 0 {
 		bound += fmt.Sprintf(" rate=%g/s", r.Rate)
+	}
+	if r.RetryWait > 0 {
+		bound += fmt.Sprintf(" retry-wait=%gs", r.RetryWait)
 	}
 	fmt.Fprintf(w, "load %s  c=%d  body=%s  %s  %s  run %s\n", r.URL, r.Conns, body, ka, bound, r.RunID)
 	fmt.Fprintf(w, "  uploads/s   %.1f  (%d x 201 in %.2f s; all responses %.1f/s)\n", r.UploadsPerSec, r.Created, r.Elapsed, r.RespPerSec)

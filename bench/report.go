@@ -44,8 +44,19 @@ func mainReport(args []string, stderr io.Writer) error {
 		_, err = os.Stdout.WriteString(md)
 		return err
 	}
+	// Sections after KeptMarker (bench-vps, the other tools) are not
+	// generated from the results: carry them over.
+	if old, err := os.ReadFile(*out); err == nil {
+		if i := strings.Index(string(old), KeptMarker); i >= 0 {
+			md = strings.TrimRight(md, "\n") + "\n\n" + string(old[i:])
+		}
+	}
 	return os.WriteFile(*out, []byte(md), 0o644)
 }
+
+// KeptMarker starts the part of BENCHMARKS.md that `report` keeps as it is
+// (written by bench/vps.sh and by hand).
+const KeptMarker = "<!-- kept by upsink-bench report: everything below -->"
 
 func readText(dir, name string) string {
 	b, err := os.ReadFile(filepath.Join(dir, name))
