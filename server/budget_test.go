@@ -7,6 +7,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"upsink/conn"
+	"upsink/store"
 )
 
 // The per-connection and per-request figures of the memory budget in
@@ -29,4 +30,21 @@ func TestMemoryBudget(t *testing.T) {
 		t.Errorf("pipelining bounds changed: %d %d", maxPipelined, maxOutbound)
 	}
 	t.Logf("slot 32 B, ref 16 B, request record %d B", unsafe.Sizeof(request{}))
+}
+
+// TestQueueNeverShorterThanConnections: the default commit queue has a slot
+// for every connection the slab can hold, so with one upload in flight per
+// connection it cannot fill up.
+func TestQueueNeverShorterThanConnections(t *testing.T) {
+	cfg := Config{MaxConns: 12345}
+	if err := cfg.setDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Store.QueueLen != 12345 {
+		t.Fatalf("queue %d for %d connections", cfg.Store.QueueLen, cfg.MaxConns)
+	}
+	cfg = Config{MaxConns: 100, Store: store.Config{QueueLen: 7}}
+	if err := cfg.setDefaults(); err != nil || cfg.Store.QueueLen != 7 {
+		t.Fatalf("explicit queue length not kept: %d %v", cfg.Store.QueueLen, err)
+	}
 }

@@ -93,6 +93,12 @@ func (c *Config) setDefaults() error {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.Store.QueueLen <= 0 {
+		// A connection has at most one upload submitted at a time, so a
+		// queue with a slot per possible connection never fills: uploads are
+		// refused by the byte budget, never by a short queue (8 B a slot).
+		c.Store.QueueLen = c.MaxConns
+	}
 	return nil
 }
 

@@ -109,7 +109,7 @@ func serve(args []string, stderr io.Writer) int {
 	fs.DurationVar(&cfg.HeaderTimeout, "header-timeout", 10*time.Second, "a request head must be complete within this")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 30*time.Second, "idle keep-alive connections and stalled bodies are closed after this")
 	fs.DurationVar(&cfg.RetryAfter, "retry-after", time.Second, "Retry-After sent with 503")
-	fs.IntVar(&cfg.Store.QueueLen, "queue", 4096, "commit queue length in uploads")
+	fs.IntVar(&cfg.Store.QueueLen, "queue", 0, "commit queue length in uploads (default: one per possible connection, so it never fills before the byte budget does)")
 	fs.IntVar(&cfg.Store.MaxBatchRows, "batch-rows", 1000, "most rows per committed batch")
 	fs.IntVar(&cfg.Loops, "loops", 0, "event loops (default: one per CPU)")
 	fs.StringVar(&logLevel, "log-level", logLevel, "debug, info, warn or error")
