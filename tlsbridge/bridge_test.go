@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -593,4 +594,65 @@ func runSClient(t *testing.T, addr, caFile, version string, extra ...string) str
 	<-done
 	_ = cmd.Wait()
 	return out.String()
+}
+
+// choppy writes in 7-byte pieces, one segment each (TCP_NODELAY).
+type choppy struct{ net.Conn }
+
+func (c choppy) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		k := min(7, len(p))
+		m, err := c.Conn.Write(p[:k])
+		n += m
+		if err != nil {
+			return n, err
+		}
+		p = p[k:]
+		time.Sleep(50 * time.Microsecond)
+	}
+	return n, nil
+}
+
+// The ClientHello and everything after it arriving in small pieces; the
+// first record is split for crypto/tls, which keeps rawInput at its minimum.
+func TestChoppyClient(t *testing.T) {
+	s := startServer(t, Config{}, nil)
+	for _, max := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		raw, err := net.Dial("tcp", s.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := tls.Client(choppy{raw}, clientConfig(max))
+		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+		if err := roundTrip(c, []byte("piece by piece")); err != nil {
+			t.Fatal(err)
+		}
+		if err := roundTrip(c, bytes.Repeat([]byte("p"), 5000)); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	// A default client's ClientHello (X25519MLKEM768 share, ~1.5 KiB) went
+	// to crypto/tls in fragments: its rawInput never grew past the minimum.
+	c, err := dialTLS(s.addr, clientConfig(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := roundTrip(c, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if raceEnabled {
+		return // the peek into the loop's tls.Conn below has no happens-before edge the detector sees
+	}
+	s.mu.Lock()
+	v := reflect.ValueOf(s.sample.tls).Elem()
+	s.mu.Unlock()
+	rawIn := v.FieldByName("rawInput").FieldByName("buf").Cap()
+	hand := v.FieldByName("hand").FieldByName("buf").Cap()
+	t.Logf("after the handshake: rawInput cap %d, hand cap %d", rawIn, hand)
+	if rawIn > 1024 {
+		t.Errorf("rawInput capacity %d, want the 576-byte minimum", rawIn)
+	}
 }

@@ -36,6 +36,7 @@ const (
 	readAhead       = 16 << 10 // decrypt while less plaintext than this is buffered
 	maxInbox        = 32 << 10 // ciphertext handed to a running handshake at once
 	maxEarlyData    = 1 << 20  // ciphertext a client may send before its handshake is done
+	helloFragment   = 512      // largest ClientHello fragment handed to crypto/tls (see takeHello)
 	recordTypeHS    = 0x16     // first byte of a TLS handshake record
 	maxDecryptPass  = 1 << 16  // bound on one Process's decrypt loop (each pass consumes bytes)
 )
@@ -62,9 +63,10 @@ type Conn struct {
 	hsLanded int32        // ... and those the loop has executed (loop only)
 	landed   gnet.AsyncCallback
 
-	phase    uint8
-	released bool
-	busy     bool // inside a call that may re-enter Release through gnet's close
+	phase     uint8
+	released  bool
+	helloSeen bool // the first record has gone to the inbox
+	busy      bool // inside a call that may re-enter Release through gnet's close
 
 	// Record framing of the ciphertext handed to crypto/tls: the header
 	// bytes of the current record seen so far and the body bytes left.
@@ -152,7 +154,9 @@ func (tc *Conn) onLanded(gnet.Conn, error) error {
 // handshakeStep passes new ciphertext to the handshake worker and, once the
 // worker has finished and its writes have landed, switches to phaseReady.
 func (tc *Conn) handshakeStep() gnet.Action {
-	if n := tc.gc.InboundBuffered(); n > 0 {
+	// Until the first record is complete (takeHello), nothing moves.
+	if n := tc.gc.InboundBuffered(); n > 0 && (tc.helloSeen || tc.takeHello()) {
+		n = tc.gc.InboundBuffered() // takeHello may have taken the first record
 		tc.mu.Lock()
 		if tc.closed || n+len(tc.inbox) > maxEarlyData {
 			tc.mu.Unlock()
@@ -162,7 +166,7 @@ func (tc *Conn) handshakeStep() gnet.Action {
 		// Hand the worker at most maxInbox; the rest stays in gnet's buffer
 		// (usually application data pipelined after the client's Finished)
 		// and is fetched when the worker runs dry (heldBack, Wake).
-		take := min(n, maxInbox-len(tc.inbox))
+		take := max(0, min(n, maxInbox-len(tc.inbox)))
 		if take > 0 {
 			buf, _ := tc.gc.Peek(take)
 			tc.inbox = append(tc.inbox, buf...)
@@ -200,6 +204,59 @@ func (tc *Conn) handshakeStep() gnet.Action {
 	}
 }
 
+// takeHello moves the client's first record to the inbox once it is complete,
+// cut into records of at most helloFragment bytes if it is one large
+// ClientHello. The handshake is the same (the transcript covers messages, not
+// records), but crypto/tls then never holds the whole record in its rawInput
+// (which keeps its capacity for the life of the connection): with equal
+// fragments c.hand still grows by doubling to about the message size, and
+// rawInput stays at its 576-byte minimum instead of ~2 KiB for a 1.5 KiB
+// X25519MLKEM768 hello. False: wait for more bytes.
+func (tc *Conn) takeHello() bool {
+	n := tc.gc.InboundBuffered()
+	if n < recordHeaderLen {
+		return n == 0 // nothing yet: nothing to move either
+	}
+	hdr, _ := tc.gc.Peek(recordHeaderLen)
+	bodyLen := int(hdr[3])<<8 | int(hdr[4])
+	if tc.b.unlimitedFeed || tc.b.noHelloSplit || hdr[0] != recordTypeHS || hdr[1] != 3 ||
+		bodyLen <= helloFragment || bodyLen > maxPlaintext {
+		tc.helloSeen = true
+		return true
+	}
+	if n < recordHeaderLen+bodyLen {
+		return false
+	}
+	rec, _ := tc.gc.Peek(recordHeaderLen + bodyLen)
+	body := rec[recordHeaderLen:]
+	if body[0] != 1 || 4+(int(body[1])<<16|int(body[2])<<8|int(body[3])) != bodyLen {
+		tc.helloSeen = true // not exactly one ClientHello: pass it on as it is
+		return true
+	}
+	frag := bodyLen
+	for frag > helloFragment {
+		frag = (frag + 1) / 2
+	}
+	tc.mu.Lock()
+	if tc.closed {
+		tc.mu.Unlock()
+		return true // handshakeStep closes
+	}
+	for off := 0; off < bodyLen; off += frag {
+		k := min(frag, bodyLen-off)
+		tc.inbox = append(tc.inbox, rec[0], rec[1], rec[2], byte(k>>8), byte(k))
+		tc.inbox = append(tc.inbox, body[off:off+k]...)
+	}
+	tc.mu.Unlock()
+	_, _ = tc.gc.Discard(recordHeaderLen + bodyLen)
+	tc.helloSeen = true
+	select {
+	case tc.wakeup <- struct{}{}:
+	default:
+	}
+	return true
+}
+
 // decrypt reads records into the plaintext buffer until readAhead bytes are
 // buffered or no complete record is left.
 func (tc *Conn) decrypt() gnet.Action {
@@ -209,8 +266,8 @@ func (tc *Conn) decrypt() gnet.Action {
 		if tc.InboundBuffered() >= readAhead || tc.released {
 			break
 		}
-		if len(tc.inbox) == 0 && tc.gc.InboundBuffered() == 0 {
-			break
+		if len(tc.inbox) == 0 && tc.gc.InboundBuffered() == 0 && !tc.b.unlimitedFeed {
+			break // fed one record at a time, crypto/tls holds no whole record now
 		}
 		room := tc.room(maxPlaintext)
 		n, err := tc.tls.Read(room)

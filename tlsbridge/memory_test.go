@@ -29,7 +29,7 @@ func opensslCommand(args ...string) *exec.Cmd { return exec.Command("openssl", a
 
 // helperClients runs in a child process (see measureIdle): it opens n
 // connections to addr, handshakes each and does one round trip, optionally
-// sends a 16 KiB message in full-size records, prints "READY" and holds the
+// sends a 256 KiB message in full-size records, prints "READY" and holds the
 // connections until its stdin closes. Keeping the clients out of the
 // measuring process keeps their memory out of the measurement.
 //
@@ -63,7 +63,7 @@ func helperClients() {
 		info  string
 	)
 	sem := make(chan struct{}, 64)
-	big := bytes.Repeat([]byte("q"), 16<<10)
+	big := bytes.Repeat([]byte("q"), 256<<10)
 	for i := range n {
 		wg.Add(1)
 		sem <- struct{}{}
@@ -193,6 +193,7 @@ func TestIdleMemory(t *testing.T) {
 
 	x25519Only := func(b *Bridge) { b.tlsConfig.CurvePreferences = []tls.CurveID{tls.X25519, tls.CurveP256} }
 	unlimited := func(b *Bridge) { b.unlimitedFeed = true }
+	noSplit := func(b *Bridge) { b.noHelloSplit = true }
 	cases := []struct {
 		name    string
 		mode    string
@@ -200,21 +201,32 @@ func TestIdleMemory(t *testing.T) {
 		tweak   func(*Bridge)
 		chosen  bool
 	}{
-		{"TLS1.3 client X25519MLKEM768+X25519 shares, server default curves (chosen)", "tls", false, nil, true},
-		{"TLS1.3 same client, server X25519/P-256 only", "tls", false, x25519Only, false},
-		{"TLS1.3 client X25519 only (small hello), server default", "x25519", false, nil, false},
-		{"TLS1.2 client, server default", "tls12", false, nil, false},
-		{"TLS1.3 after a 16 KiB full-record message, one record per feed (chosen)", "tls", true, nil, true},
-		{"TLS1.3 after a 16 KiB full-record message, unlimited feed", "tls", true, unlimited, false},
+		{"TLS1.3, client hello w/ X25519MLKEM768+X25519 shares, server default curves [chosen]", "tls", false, nil, true},
+		{"  same, ClientHello record passed on whole (no split)", "tls", false, noSplit, false},
+		{"  same, server curves X25519/P-256 only", "tls", false, x25519Only, false},
+		{"  same, server X25519/P-256 only, no split", "tls", false, func(b *Bridge) { x25519Only(b); noSplit(b) }, false},
+		{"  same, unlimited feed (no split, no record limit)", "tls", false, unlimited, false},
+		{"TLS1.3, client offers X25519 only (small hello)", "x25519", false, nil, false},
+		{"TLS1.2 client", "tls12", false, nil, false},
+		{"TLS1.3 after a 256 KiB message in full-size records, one record per feed [chosen]", "tls", true, nil, true},
+		{"  same, unlimited feed", "tls", true, unlimited, false},
 	}
 	for _, c := range cases {
 		s := startServer(t, Config{QueueLen: n}, c.tweak)
 		r := measureIdle(t, s, n, c.mode, c.traffic)
 		s.stop()
-		t.Logf("%-75s %6.0f B/conn total, %6.0f B/conn TLS (over plain); server tls.Conn hand cap %5d, rawInput cap %5d; client saw %s",
+		t.Logf("%-85s %6.0f B/conn total, %6.0f B/conn TLS (over plain); server tls.Conn hand cap %5d, rawInput cap %5d; client saw %s",
 			c.name, r.perConn, r.perConn-p.perConn, r.hand, r.rawIn, r.clientReport)
-		if c.chosen && !c.traffic && r.perConn > 16<<10 {
-			t.Errorf("%s: %.0f B per idle TLS connection, want < 16 KiB", c.name, r.perConn)
+		if c.chosen && !c.traffic {
+			if r.perConn > 16<<10 {
+				t.Errorf("%s: %.0f B per idle TLS connection, want < 16 KiB", c.name, r.perConn)
+			}
+			if r.rawIn > 1024 {
+				t.Errorf("%s: rawInput capacity %d after the handshake: the ClientHello split did not keep it minimal", c.name, r.rawIn)
+			}
+		}
+		if c.chosen && c.traffic && r.rawIn > 20<<10 {
+			t.Errorf("%s: rawInput capacity %d, want about one record", c.name, r.rawIn)
 		}
 	}
 }
