@@ -66,19 +66,14 @@ need=$((per + 256))
 tmp="" CG="" UP_PID="" DB_SERVER_PID=""
 LOAD_PIDS=()
 cleanup() {
-	local rc=$? p
-	trap - EXIT INT TERM HUP
+	local p
 	for p in "${LOAD_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
 	if [ -n "$UP_PID" ]; then kill -TERM "$UP_PID" 2>/dev/null || true; wait "$UP_PID" 2>/dev/null || true; fi
 	if [ -n "$DB_SERVER_PID" ]; then db_stop "$DB_SERVER_PID" >/dev/null 2>&1 || true; fi
 	if [ -n "$CG" ]; then $B cgroup remove --path "$CG" || log "could not remove $CG"; fi
 	if [ -n "$tmp" ]; then rm -rf "$tmp"; fi
-	exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
+db_on_exit cleanup
 
 tmp="$(mktemp -d /tmp/upsink-vps.XXXXXX)"
 # Initialise the database outside the cgroup (mariadb-install-db is not part

@@ -79,6 +79,24 @@ db_install() {
 	fi
 }
 
+# db_on_exit FN [ARGS...]: run FN ARGS once when the script ends, by exit,
+# Ctrl-C, SIGTERM or SIGHUP, then exit with the script's status (130/143/129
+# for the signals). FN stops what the script started, by PID.
+db_on_exit() {
+	DB_EXIT_CMD=("$@")
+	trap db_run_exit EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+	trap 'exit 129' HUP
+}
+# shellcheck disable=SC2317 # called from the EXIT trap
+db_run_exit() {
+	local rc=$?
+	trap - EXIT INT TERM HUP
+	"${DB_EXIT_CMD[@]}"
+	exit "$rc"
+}
+
 # db_apt_need WHY PKG CMD...: install Debian package PKG (as root) unless every
 # CMD is on PATH; otherwise say in one line what to install and exit 2.
 db_apt_need() {

@@ -30,8 +30,6 @@ app_pid=""
 DB_SERVER_PID=""
 : "${UPSINK_STOP_TIMEOUT:=30}"
 cleanup() {
-	local rc=$?
-	trap - EXIT INT TERM HUP
 	if [ -n "$app_pid" ] && db_alive "$app_pid"; then
 		db_log "stopping $1 (pid $app_pid): SIGTERM"
 		kill -TERM "$app_pid" 2>/dev/null || true
@@ -44,13 +42,8 @@ cleanup() {
 	fi
 	if [ -n "$app_pid" ]; then wait "$app_pid" 2>/dev/null || true; fi
 	if [ -n "$DB_SERVER_PID" ]; then db_stop "$DB_SERVER_PID"; fi
-	exit "$rc"
 }
-app_name="$(basename "$1")"
-trap 'cleanup "$app_name"' EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
+db_on_exit cleanup "$(basename "$1")"
 
 db_install
 db_paths "$dir"

@@ -19,16 +19,10 @@ db_install
 tmp=""
 DB_SERVER_PID=""
 cleanup() {
-	local rc=$?
-	trap - EXIT INT TERM HUP
 	if [ -n "$DB_SERVER_PID" ]; then db_stop "$DB_SERVER_PID"; fi
 	if [ -n "$tmp" ]; then rm -rf "$tmp"; fi
-	exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
+db_on_exit cleanup
 
 tmp="$(mktemp -d /tmp/upsink-test.XXXXXX)"
 db_start "$tmp"
