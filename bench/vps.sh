@@ -11,7 +11,7 @@
 # and a plot of memory over time (PNG/SVG) and upsink's heap as massif.out.
 #
 # Needs root (cgroups). Environment:
-#   VPS_MODE      http (default) or https (needs `upsink serve --tls-listen`)
+#   VPS_MODE      https (default: the user's story) or http
 #   VPS_MEM       cgroup limit (256M)        VPS_CLIENTS  connections (10000)
 #   VPS_DURATION  load time (60s)            VPS_BODY     body size (1KiB)
 #   VPS_LOADERS   load processes (2)         BENCH_OUT    results directory
@@ -29,7 +29,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=deploy/mariadb.sh
 . deploy/mariadb.sh
 GO="${GO:-go}"
-MODE="${VPS_MODE:-http}"
+MODE="${VPS_MODE:-https}"
 MEM="${VPS_MEM:-256M}"
 CLIENTS="${VPS_CLIENTS:-10000}"
 DURATION="${VPS_DURATION:-60s}"
