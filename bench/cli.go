@@ -137,8 +137,11 @@ const Usage = `usage: upsink-bench COMMAND [flags]
         [--insecure | --cacert FILE] [--verify DSN] [--progress] [--json]
         [--watch PID,PID|NAME=PID ...] [--watch-tsv FILE] [--plot PREFIX]
         [--cgroup 256M --cgroup-pids PID,PID | --cgroup-path DIR]
-  idle  --url http://127.0.0.1:PORT/healthz -c N [--hold 5s] [--pid PID]
-        [--watch PID,PID] [--watch-tsv FILE] [--plot PREFIX] [--json]
+  idle  --url http(s)://127.0.0.1:PORT/healthz -c N [--hold 5s] [--pid PID] [--parallel 64]
+        [--insecure | --cacert FILE] [--watch PID,PID] [--watch-tsv FILE] [--plot PREFIX] [--json]
+  stall --url https://127.0.0.1:TLSPORT/ -c N [--hold 12s] [--pid PID] [--parallel 64]
+        [--probe http(s)://.../healthz ...] [--insecure | --cacert FILE] [--json]
+        (N connections that each send a ClientHello and then stall)
   rss   --pid PID [--json]
   wait  --url http(s)://127.0.0.1:PORT/readyz [--timeout 30s] [--insecure | --cacert FILE]
   cgroup create --limit 256M [--name NAME]   (prints the new cgroup's directory)
@@ -162,6 +165,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = mainLoad(args[1:], cmdline, stdout, stderr)
 	case "idle":
 		err = mainIdle(args[1:], cmdline, stdout, stderr)
+	case "stall":
+		err = mainStall(args[1:], cmdline, stdout, stderr)
 	case "rss":
 		err = mainRSS(args[1:], stdout, stderr)
 	case "wait":
@@ -313,7 +318,9 @@ func mainIdle(args []string, cmdline string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.Conns, "c", 1000, "connections to open and hold idle")
 	fs.DurationVar(&cfg.Hold, "hold", 5*time.Second, "how long to hold them (server idle timeout must be longer)")
 	fs.IntVar(&cfg.PID, "pid", 0, "server pid whose memory is sampled")
-	fs.IntVar(&cfg.Parallel, "parallel", 64, "concurrent dials")
+	fs.IntVar(&cfg.Parallel, "parallel", 64, "concurrent dials (and TLS handshakes)")
+	fs.BoolVar(&cfg.Insecure, "insecure", false, "https: do not verify the server's certificate")
+	fs.StringVar(&cfg.CACert, "cacert", "", "https: trust this PEM certificate (CA or self-signed)")
 	fs.Var(watchFlag{&cfg.Watch}, "watch", "more processes whose RSS/PSS is sampled every 100 ms: PID,PID or NAME=PID (repeatable)")
 	fs.StringVar(&cfg.WatchTSV, "watch-tsv", "", "write every memory sample to this TSV file")
 	fs.StringVar(&cfg.Plot, "plot", "", "draw memory over time to PREFIX.png and PREFIX.svg")
@@ -337,6 +344,50 @@ func mainIdle(args []string, cmdline string, stdout, stderr io.Writer) error {
 		return writeJSON(stdout, r)
 	}
 	FormatIdle(stdout, r)
+	return nil
+}
+
+type stringsFlag struct{ s *[]string }
+
+func (f stringsFlag) String() string     { return "" }
+func (f stringsFlag) Set(v string) error { *f.s = append(*f.s, v); return nil }
+
+func mainStall(args []string, cmdline string, stdout, stderr io.Writer) error {
+	fs := newFlags("stall", stderr)
+	var (
+		cfg StallConfig
+		js  bool
+	)
+	fs.StringVar(&cfg.URL, "url", "", "the TLS port, https://127.0.0.1:PORT/")
+	fs.IntVar(&cfg.Conns, "c", 1000, "connections that each send a ClientHello and then stall")
+	fs.DurationVar(&cfg.Hold, "hold", 12*time.Second, "how long from the first dial (exceed the server's handshake timeout to see it)")
+	fs.IntVar(&cfg.PID, "pid", 0, "server pid whose memory is sampled every 100 ms")
+	fs.IntVar(&cfg.Parallel, "parallel", 64, "concurrent dials")
+	fs.Var(stringsFlag{&cfg.Probe}, "probe", "GET this URL every 100 ms meanwhile on a fresh connection, wanting 200 within 2 s (repeatable)")
+	fs.BoolVar(&cfg.Insecure, "insecure", false, "https probes: do not verify the server's certificate")
+	fs.StringVar(&cfg.CACert, "cacert", "", "https probes: trust this PEM certificate")
+	fs.Var(watchFlag{&cfg.Watch}, "watch", "more processes sampled: PID,PID or NAME=PID (repeatable)")
+	fs.StringVar(&cfg.WatchTSV, "watch-tsv", "", "write every memory sample to this TSV file")
+	fs.BoolVar(&js, "json", false, "print the result as JSON")
+	jsonOut := fs.String("json-out", "", "also write the JSON result to this file")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if cfg.URL == "" {
+		return errors.New("--url is required")
+	}
+	cfg.Command = cmdline
+	r, err := Stall(cfg)
+	if err != nil {
+		return err
+	}
+	if err := saveJSON(*jsonOut, r); err != nil {
+		return err
+	}
+	if js {
+		return writeJSON(stdout, r)
+	}
+	FormatStall(stdout, r)
 	return nil
 }
 

@@ -10,12 +10,21 @@
 #   b. uploads/s, latency and peak RSS (server and mariadbd) of 1 KiB uploads
 #      over keep-alive at each of BENCH_CONNS, BENCH_DURATION each
 #   c. COUNT(*) of rows == number of 201s after each run
+#   a, b and c twice: plain HTTP, then HTTPS (upsink --tls-listen, the baseline
+#      --tls-cert; a self-signed cert from bin/upsink gencert in RESULTS/tls)
 #   d. go test -bench of ./parser ./conn ./server ./store
+#   e. go test -bench=Handshake ./tlsbridge: full and resumed handshakes/s of
+#      the bridge and of net/http + crypto/tls
+#   f. stall: BENCH_STALL_CONNS connections to each server's TLS port that send
+#      a ClientHello and then stall, held BENCH_STALL_HOLD, RSS sampled, /healthz
+#      probed over plain HTTP (upsink) and HTTPS meanwhile
 # then writes BENCHMARKS.md (BENCH_OUT) from the results in bench/results/DATE/.
 #
 # Environment: BENCH_DURATION (15s), BENCH_CONNS ("64 512"), BENCH_IDLE_CONNS
 # (10000), BENCH_HOLD (5s), BENCH_BODY (1KiB), BENCH_OUT (BENCHMARKS.md),
-# BENCH_GOBENCH_PKGS ("./parser ./conn ./server ./store"), GO (go).
+# BENCH_GOBENCH_PKGS ("./parser ./conn ./server ./store"), BENCH_MODES
+# ("plain tls"), BENCH_HS_BENCHTIME (2s), BENCH_HS_COUNT (3),
+# BENCH_STALL_CONNS (5000), BENCH_STALL_HOLD (13s), GO (go).
 # Only processes started here are stopped (by pid), also on failure or Ctrl-C.
 # shellcheck disable=SC2317 # cleanup is called from traps
 set -euo pipefail
@@ -29,6 +38,11 @@ HOLD="${BENCH_HOLD:-5s}"
 BODY="${BENCH_BODY:-1KiB}"
 OUT="${BENCH_OUT:-BENCHMARKS.md}"
 GOBENCH_PKGS="${BENCH_GOBENCH_PKGS:-./parser ./conn ./server ./store}"
+MODES="${BENCH_MODES:-plain tls}"
+HS_BENCHTIME="${BENCH_HS_BENCHTIME:-2s}"
+HS_COUNT="${BENCH_HS_COUNT:-3}"
+STALL_CONNS="${BENCH_STALL_CONNS:-5000}"
+STALL_HOLD="${BENCH_STALL_HOLD:-13s}" # longer than both servers' 10 s handshake timeout
 IDLE_TIMEOUT=120s # servers' idle timeout: must exceed the hold and the time to open the connections
 
 log() { printf 'bench: %s\n' "$*" >&2; }
@@ -120,6 +134,9 @@ B=bin/upsink-bench
 RES="bench/results/$(date -u +%Y%m%d-%H%M%S)"
 mkdir -p "$RES"
 echo "${BENCH_RUN_CMD:-bench/run.sh}" >"$RES/run.cmd"
+# HTTPS: one self-signed ECDSA P-256 certificate for both servers, kept with the results.
+CERT="$RES/tls/cert.pem" KEY="$RES/tls/key.pem"
+bin/upsink gencert --dir "$RES/tls" >/dev/null
 
 # Both the server and the idle tool hold IDLE_CONNS descriptors (+ slack).
 need=$((IDLE_CONNS + 512))
@@ -141,31 +158,51 @@ db_down() {
 # port_free PORT: nothing listens on 127.0.0.1:PORT.
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 pick_port() {
-	local p
-	for p in $(seq "${BENCH_PORT:-18480}" 1 $((${BENCH_PORT:-18480} + 200))); do
+	local p from="${1:-${BENCH_PORT:-18480}}"
+	for p in $(seq "$from" 1 $((from + 200))); do
 		if port_free "$p"; then echo "$p"; return 0; fi
 	done
 	die "no free port"
 }
 
-# start_server KIND NAME: fresh database b_NAME, server KIND on a free port.
-# Sets SRV_PID, SRV_BASE, DBNAME; writes $RES/NAME.server (command, DSN socket as $SOCK).
+# start_server KIND NAME [MODE]: fresh database b_NAME, server KIND on a free
+# port; MODE tls: upsink also serves HTTPS on a second port, the baseline
+# serves HTTPS only. Sets SRV_PID, SRV_BASE (plain URL; the baseline's is its
+# HTTPS one in tls mode), SRV_TLS (HTTPS URL, tls mode), DBNAME; writes
+# $RES/NAME.server (command, DSN socket as $SOCK).
 start_server() {
-	local kind="$1" name="$2" port dsn
+	local kind="$1" name="$2" mode="${3:-plain}" port tport dsn
 	DBNAME="b_${name//-/_}"
 	db_client -e "DROP DATABASE IF EXISTS \`$DBNAME\`; CREATE DATABASE \`$DBNAME\`"
 	dsn="$(db_dsn "$DBNAME")"
 	port="$(pick_port)"
-	SRV_BASE="http://127.0.0.1:$port"
-	local -a cmd
+	SRV_BASE="http://127.0.0.1:$port" SRV_TLS=""
+	local -a cmd wait_tls=()
 	case "$kind" in
 	upsink) cmd=(bin/upsink serve --listen "127.0.0.1:$port" --dsn "$dsn" --idle-timeout "$IDLE_TIMEOUT") ;;
 	baseline) cmd=(bin/upsink-baseline --listen "127.0.0.1:$port" --dsn "$dsn" --idle-timeout "$IDLE_TIMEOUT") ;;
 	esac
+	if [ "$mode" = tls ]; then
+		case "$kind" in
+		upsink)
+			tport="$(pick_port $((port + 1)))"
+			cmd+=(--tls-listen "127.0.0.1:$tport" --tls-cert "$CERT" --tls-key "$KEY")
+			SRV_TLS="https://127.0.0.1:$tport"
+			;;
+		baseline)
+			cmd+=(--tls-cert "$CERT" --tls-key "$KEY")
+			SRV_BASE="https://127.0.0.1:$port" SRV_TLS="https://127.0.0.1:$port"
+			wait_tls=(--cacert "$CERT")
+			;;
+		esac
+	fi
 	printf '%s\n' "${cmd[*]}" | sed "s#$DB_SOCK#\$SOCK#; s#--dsn \([^ ]*\)#--dsn '\1'#" >"$RES/$name.server"
 	"${cmd[@]}" >"$RES/$name.server.log" 2>&1 &
 	SRV_PID=$!
-	$B wait --url "$SRV_BASE/readyz" --timeout 60s || die "$kind did not become ready; see $RES/$name.server.log"
+	$B wait --url "$SRV_BASE/readyz" "${wait_tls[@]}" --timeout 60s || die "$kind did not become ready; see $RES/$name.server.log"
+	if [ -n "$SRV_TLS" ]; then
+		$B wait --url "$SRV_TLS/healthz" --cacert "$CERT" --timeout 20s || die "$kind: no HTTPS; see $RES/$name.server.log"
+	fi
 	sleep 1 # let start-up garbage settle before the first memory sample
 }
 stop_server() {
@@ -187,29 +224,41 @@ db_up
 	printf 'MariaDB config\t%s\n' "$DB_HOW"
 	printf 'MariaDB key settings\t%s\n' "$(db_client -N -e "SELECT GROUP_CONCAT(CONCAT(VARIABLE_NAME,'=',VARIABLE_VALUE) ORDER BY VARIABLE_NAME SEPARATOR ', ') FROM information_schema.GLOBAL_VARIABLES WHERE VARIABLE_NAME IN ('INNODB_BUFFER_POOL_SIZE','INNODB_FLUSH_LOG_AT_TRX_COMMIT','MAX_CONNECTIONS','INNODB_LOG_FILE_SIZE')")"
 	printf 'ulimit -n\t%s\n' "$(ulimit -n)"
-	printf 'commit\t%s\n' "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- cmd server store parser conn 2>/dev/null || echo ' (+ uncommitted changes in cmd/server/store/parser/conn)')"
+	printf 'commit\t%s\n' "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- cmd server store parser conn tlsbridge 2>/dev/null || echo ' (+ uncommitted changes in cmd/server/store/parser/conn/tlsbridge)')"
 } >"$RES/machine.tsv"
 tr '\0' ' ' </proc/"$DB_SERVER_PID"/cmdline | sed "s#$tmp#\$TMP#g" >"$RES/mariadbd.cmd"
 db_down
 
+# Result names: plain runs idle-KIND, load-KIND-cN; HTTPS runs idle-tls-KIND,
+# load-tls-KIND-cN (report reads both).
+prefix() { if [ "$1" = tls ]; then echo "tls-"; fi; }
+
 # --- a. idle ---------------------------------------------------------------
-for kind in upsink baseline; do
-	db_up
-	start_server "$kind" "idle-$kind"
-	log "idle: $kind, $IDLE_CONNS connections"
-	$B idle --url "$SRV_BASE/healthz" -c "$IDLE_CONNS" --hold "$HOLD" --pid "$SRV_PID" --json-out "$RES/idle-$kind.json"
-	stop_server
-	db_down
+for mode in $MODES; do
+	for kind in upsink baseline; do
+		name="idle-$(prefix "$mode")$kind"
+		db_up
+		start_server "$kind" "$name" "$mode"
+		url="$SRV_BASE/healthz" tlsargs=()
+		if [ "$mode" = tls ]; then url="$SRV_TLS/healthz" tlsargs=(--cacert "$CERT"); fi
+		log "idle ($mode): $kind, $IDLE_CONNS connections"
+		$B idle --url "$url" "${tlsargs[@]}" -c "$IDLE_CONNS" --hold "$HOLD" --pid "$SRV_PID" --json-out "$RES/$name.json"
+		stop_server
+		db_down
+	done
 done
 
 # --- b, c. load ------------------------------------------------------------
+for mode in $MODES; do
 for c in $CONNS; do
 	for kind in upsink baseline; do
-		name="load-$kind-c$c"
+		name="load-$(prefix "$mode")$kind-c$c"
 		db_up
-		start_server "$kind" "$name"
-		log "load: $kind c=$c $DURATION"
-		$B load --url "$SRV_BASE/upload/bench" -c "$c" -d "$DURATION" --body "$BODY" \
+		start_server "$kind" "$name" "$mode"
+		url="$SRV_BASE/upload/bench" tlsargs=()
+		if [ "$mode" = tls ]; then url="$SRV_TLS/upload/bench" tlsargs=(--cacert "$CERT"); fi
+		log "load ($mode): $kind c=$c $DURATION"
+		$B load --url "$url" "${tlsargs[@]}" -c "$c" -d "$DURATION" --body "$BODY" \
 			--watch server="$SRV_PID" --watch mariadbd="$DB_SERVER_PID" --json-out "$RES/$name.json"
 		stop_server
 		rows="$(db_client -N -e "SELECT COUNT(*) FROM \`$DBNAME\`.uploads")"
@@ -217,6 +266,7 @@ for c in $CONNS; do
 		log "rows in $DBNAME.uploads: $rows (201s: $(sed -n 's/.*"created": \([0-9]*\).*/\1/p' "$RES/$name.json"))"
 		db_down
 	done
+done
 done
 
 # --- d. go benchmarks ------------------------------------------------------
@@ -227,6 +277,27 @@ log "$gcmd"
 # shellcheck disable=SC2086
 UPSINK_TEST_DSN="$(db_dsn)" UPSINK_REQUIRE_DB=1 "$GO" test -run='^$' -bench=. -benchmem -timeout 8m $GOBENCH_PKGS 2>&1 | tee "$RES/gobench.txt" || log "go test -bench failed (output kept in the report)"
 db_down
+
+# --- e. TLS handshakes/s: the bridge beside net/http + crypto/tls ------------
+hcmd="$GO test -run='^\$' -bench=Handshake -benchtime=$HS_BENCHTIME -count=$HS_COUNT ./tlsbridge"
+echo "$hcmd" >"$RES/hsbench.cmd"
+log "$hcmd"
+"$GO" test -run='^$' -bench=Handshake -benchtime="$HS_BENCHTIME" -count="$HS_COUNT" ./tlsbridge 2>&1 | tee "$RES/hsbench.txt" || log "handshake benchmark failed (output kept in the report)"
+
+# --- f. handshakes in flight: ClientHello, then silence ----------------------
+for kind in upsink baseline; do
+	name="stall-$kind"
+	db_up
+	start_server "$kind" "$name" tls
+	probes=(--probe "$SRV_TLS/healthz")
+	if [ "$kind" = upsink ]; then probes=(--probe "$SRV_BASE/healthz" "${probes[@]}"); fi
+	log "stall: $kind, $STALL_CONNS stalled handshakes for $STALL_HOLD"
+	$B stall --url "$SRV_TLS/" -c "$STALL_CONNS" --hold "$STALL_HOLD" --pid "$SRV_PID" "${probes[@]}" --cacert "$CERT" --json-out "$RES/$name.json"
+	sleep 1
+	if ! kill -0 "$SRV_PID" 2>/dev/null; then log "$kind exited during the stall run"; fi
+	stop_server
+	db_down
+done
 
 $B report --dir "$RES" --out "$OUT"
 log "wrote $OUT (results in $RES)"
