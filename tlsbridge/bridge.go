@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"log/slog"
+	"net"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -22,7 +23,8 @@ import (
 type Config struct {
 	Certificate      *tls.Certificate // served until SetCertificate replaces it; required
 	HandshakeTimeout time.Duration    // from Open to a finished handshake, default 10 s
-	Workers          int              // handshake goroutines, default 2*GOMAXPROCS
+	Workers          int              // handshakes in progress at once (goroutines, started on demand, most waiting for the client), default 256
+	Computing        int              // of those, how many may run crypto at once, default 2*GOMAXPROCS
 	QueueLen         int              // handshakes waiting for a worker, default 1024
 	Logger           *slog.Logger     // default: discard
 }
@@ -53,6 +55,8 @@ type Bridge struct {
 	cert      atomic.Pointer[tls.Certificate]
 
 	queue     chan *Conn
+	cpu       chan struct{} // Computing slots
+	workers   atomic.Int32  // worker goroutines running
 	stop      chan struct{}
 	closeOnce sync.Once
 	wg        sync.WaitGroup
@@ -83,7 +87,10 @@ func New(cfg Config) (*Bridge, error) {
 		cfg.HandshakeTimeout = 10 * time.Second
 	}
 	if cfg.Workers <= 0 {
-		cfg.Workers = 2 * runtime.GOMAXPROCS(0)
+		cfg.Workers = 256
+	}
+	if cfg.Computing <= 0 {
+		cfg.Computing = 2 * runtime.GOMAXPROCS(0)
 	}
 	if cfg.QueueLen <= 0 {
 		cfg.QueueLen = 1024
@@ -95,6 +102,7 @@ func New(cfg Config) (*Bridge, error) {
 		cfg:   cfg,
 		log:   cfg.Logger,
 		queue: make(chan *Conn, cfg.QueueLen),
+		cpu:   make(chan struct{}, cfg.Computing),
 		stop:  make(chan struct{}),
 		epoch: time.Now(),
 	}
@@ -117,10 +125,7 @@ func New(cfg Config) (*Bridge, error) {
 	b.keys = [][32]byte{k}
 	b.tlsConfig.SetSessionTicketKeys(b.keys)
 
-	b.wg.Add(cfg.Workers + 1)
-	for range cfg.Workers {
-		go b.worker()
-	}
+	b.wg.Add(1)
 	go b.housekeeping()
 	return b, nil
 }
@@ -299,8 +304,20 @@ func (b *Bridge) submit(c *Conn) bool {
 	default:
 	}
 	b.inFlight.Add(1)
+	for {
+		n := b.workers.Load()
+		if n >= int32(b.cfg.Workers) {
+			break
+		}
+		if b.workers.CompareAndSwap(n, n+1) {
+			b.wg.Add(1)
+			go b.worker(c)
+			return true
+		}
+	}
 	select {
 	case b.queue <- c:
+		b.spawn() // every worker may have exited since we looked
 		return true
 	default:
 		b.inFlight.Add(-1)
@@ -312,17 +329,58 @@ func (b *Bridge) submit(c *Conn) bool {
 	}
 }
 
-func (b *Bridge) worker() {
-	defer b.wg.Done()
-	for {
-		select {
-		case <-b.stop:
+// spawn starts a worker if handshakes are queued and fewer than Workers run.
+// Workers exist only while there are handshakes: an idle server has none.
+func (b *Bridge) spawn() {
+	for len(b.queue) > 0 {
+		n := b.workers.Load()
+		if n >= int32(b.cfg.Workers) {
 			return
-		case c := <-b.queue:
-			b.handshake(c)
+		}
+		if b.workers.CompareAndSwap(n, n+1) {
+			b.wg.Add(1)
+			go b.worker(nil)
+			return
 		}
 	}
 }
+
+// worker runs first (if any), then queued handshakes one after the other, and
+// exits when the queue is empty.
+func (b *Bridge) worker(first *Conn) {
+	defer b.wg.Done()
+	if first != nil {
+		b.handshake(first)
+	}
+	for {
+		select {
+		case <-b.stop:
+			b.workers.Add(-1)
+			return
+		case c := <-b.queue:
+			b.handshake(c)
+		default:
+			b.workers.Add(-1)
+			b.spawn() // a handshake queued between our last look and the decrement
+			return
+		}
+	}
+}
+
+// compute takes one of the Computing slots: a handshake holds one while
+// crypto/tls works and gives it back while it waits for the client, so clients
+// that stall mid-handshake cost a parked goroutine, not a CPU slot. It reports
+// false when the bridge is closing.
+func (b *Bridge) compute() bool {
+	select {
+	case b.cpu <- struct{}{}:
+		return true
+	case <-b.stop:
+		return false
+	}
+}
+
+func (b *Bridge) uncompute() { <-b.cpu }
 
 // handshake runs on a worker. The outcome reaches the loop through Conn.Wake,
 // queued after every handshake write (AsyncWrite), so the loop sees them sent
@@ -333,7 +391,14 @@ func (b *Bridge) handshake(c *Conn) {
 		return // timed out or closed while queued
 	}
 	tc := c.tls
-	err := tc.Handshake()
+	var err error
+	if b.compute() {
+		c.hasCPU = true
+		err = tc.Handshake()
+		c.releaseCPU()
+	} else {
+		err = net.ErrClosed
+	}
 	if err == nil {
 		resumed := tc.ConnectionState().DidResume
 		if c.hs.CompareAndSwap(hsPending, hsDone) {

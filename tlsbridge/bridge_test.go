@@ -656,3 +656,52 @@ func TestChoppyClient(t *testing.T) {
 		t.Errorf("rawInput capacity %d, want the 576-byte minimum", rawIn)
 	}
 }
+
+// Clients stalled mid-handshake park a goroutine each but give back their
+// Computing slot, so with a single slot and dozens of stalled clients a
+// well-behaved client still completes its handshake (the slow-handshake
+// attack costs memory bounded by Workers, not the service). Before slots were
+// released while waiting, the one slot stayed with the first stalled client
+// until the (here 60 s) timeout.
+func TestStalledDoNotStarveHandshakes(t *testing.T) {
+	const stalled = 30
+	s := startServer(t, Config{Workers: stalled + 2, Computing: 1, QueueLen: 4, HandshakeTimeout: time.Minute}, nil)
+	base := settledGoroutines()
+	hello := clientHello(t)
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range stalled {
+		c, err := net.Dial("tcp", s.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		if _, err := c.Write(hello[:len(hello)/2]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, "stalled handshakes in flight", func() bool { return s.b.Stats().InFlight == stalled })
+	for i := range 3 {
+		c, err := dialTLS(s.addr, clientConfig(0))
+		if err != nil {
+			t.Fatalf("client %d behind %d stalled handshakes: %v", i, stalled, err)
+		}
+		if err := roundTrip(c, []byte("through")); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	if st := s.b.Stats(); st.InFlight != stalled || st.Rejected != 0 {
+		t.Fatalf("stalled handshakes should still be pending: %+v", st)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	conns = nil
+	waitFor(t, 10*time.Second, "stalled handshakes to fail", func() bool { return s.b.Stats().InFlight == 0 })
+	s.checkNoLeak(t, base)
+}

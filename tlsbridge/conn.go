@@ -83,6 +83,7 @@ type Conn struct {
 	closed   bool
 	heldBack bool // gnet holds more ciphertext than the inbox took
 	wakeup   chan struct{}
+	hasCPU   bool // the worker holds a Computing slot (worker goroutine only)
 
 	// Decrypted plaintext not yet consumed: plain.B[poff:]. Pooled, returned
 	// whenever it empties.
@@ -495,11 +496,25 @@ func (w *wire) Read(p []byte) (int, error) {
 		if more {
 			_ = tc.gc.Wake(nil) // the loop moves more into the inbox
 		}
+		tc.releaseCPU() // waiting for the client costs no CPU slot
 		select {
 		case <-ch:
 		case <-stop:
 			return 0, net.ErrClosed
 		}
+		if !tc.b.compute() {
+			return 0, net.ErrClosed
+		}
+		tc.hasCPU = true
+	}
+}
+
+// releaseCPU gives back the handshake's Computing slot if it holds one
+// (worker goroutine only).
+func (tc *Conn) releaseCPU() {
+	if tc.hasCPU {
+		tc.hasCPU = false
+		tc.b.uncompute()
 	}
 }
 
