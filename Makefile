@@ -57,7 +57,8 @@ test: tools-check
 	deploy/with-testdb.sh bash -c '$(GO) vet ./... && $(GO) test -race -count=1 -timeout 9m $(GOTESTFLAGS) ./... && $(GO) test -count=1 -run "$(ALLOCTESTS)" ./...'
 
 # The whole side-by-side run (upsink vs the net/http baseline, idle memory,
-# uploads/s, go test -bench) that writes BENCHMARKS.md; ~2 minutes.
+# uploads/s, handshakes, stalled handshakes, go test -bench; plain and HTTPS)
+# that writes BENCHMARKS.md; ~5 minutes on 2 cores.
 bench: tools-check
 	bench/run.sh
 
