@@ -29,7 +29,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=deploy/mariadb.sh
 . deploy/mariadb.sh
 GO="${GO:-go}"
-MODE="${VPS_MODE:-https}"
+MODE="${VPS_MODE:-https}" # VPS_UPSINK_FLAGS: extra flags for upsink serve
 MEM="${VPS_MEM:-256M}"
 CLIENTS="${VPS_CLIENTS:-10000}"
 DURATION="${VPS_DURATION:-60s}"
@@ -101,6 +101,8 @@ port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 PORT=18680
 while ! port_free "$PORT"; do PORT=$((PORT + 1)); done
 up=(bin/upsink serve --listen "127.0.0.1:$PORT" --dsn "$DSN" --idle-timeout 300s --massif "$OUT/upsink.massif" --massif-interval 500ms)
+# shellcheck disable=SC2206 # VPS_UPSINK_FLAGS is a list of flags, split on spaces
+up+=(${VPS_UPSINK_FLAGS:-})
 URL="http://127.0.0.1:$PORT"
 tlsflags=()
 if [ "$MODE" = https ]; then
