@@ -139,6 +139,7 @@ const Usage = `usage: upsink-bench COMMAND [flags]
         [--cgroup 256M --cgroup-pids PID,PID | --cgroup-path DIR]
   idle  --url http(s)://127.0.0.1:PORT/healthz -c N [--hold 5s] [--pid PID] [--parallel 64]
         [--insecure | --cacert FILE] [--watch PID,PID] [--watch-tsv FILE] [--plot PREFIX] [--json]
+  handshakes --addr 127.0.0.1:TLSPORT [-n 5000] [--parallel 64] [--resume] [--cacert F|--insecure]
   stall --url https://127.0.0.1:TLSPORT/ -c N [--hold 12s] [--pid PID] [--parallel 64]
         [--probe http(s)://.../healthz ...] [--insecure | --cacert FILE] [--json]
         (N connections that each send a ClientHello and then stall)
@@ -167,6 +168,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = mainIdle(args[1:], cmdline, stdout, stderr)
 	case "stall":
 		err = mainStall(args[1:], cmdline, stdout, stderr)
+	case "handshakes":
+		err = mainHandshakes(args[1:], cmdline, stdout, stderr)
 	case "rss":
 		err = mainRSS(args[1:], stdout, stderr)
 	case "wait":
@@ -344,6 +347,43 @@ func mainIdle(args []string, cmdline string, stdout, stderr io.Writer) error {
 		return writeJSON(stdout, r)
 	}
 	FormatIdle(stdout, r)
+	return nil
+}
+
+func mainHandshakes(args []string, cmdline string, stdout, stderr io.Writer) error {
+	fs := newFlags("handshakes", stderr)
+	var (
+		cfg HandshakeConfig
+		js  bool
+	)
+	fs.StringVar(&cfg.Addr, "addr", "", "host:port of the TLS listener, e.g. 127.0.0.1:8443")
+	fs.StringVar(&cfg.ServerName, "servername", "localhost", "SNI and the name the certificate must carry")
+	fs.IntVar(&cfg.N, "n", 5000, "handshakes")
+	fs.IntVar(&cfg.Parallel, "parallel", 64, "concurrent handshakes")
+	fs.BoolVar(&cfg.Resume, "resume", false, "resume every handshake from a session ticket obtained first")
+	fs.DurationVar(&cfg.Timeout, "timeout", 2*time.Minute, "bound on the whole run")
+	fs.BoolVar(&cfg.Insecure, "insecure", false, "do not verify the server's certificate")
+	fs.StringVar(&cfg.CACert, "cacert", "", "trust this PEM certificate (CA or self-signed)")
+	fs.BoolVar(&js, "json", false, "print the result as JSON")
+	jsonOut := fs.String("json-out", "", "also write the JSON result to this file")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if cfg.Addr == "" {
+		return errors.New("--addr is required")
+	}
+	cfg.Command = cmdline
+	r, err := Handshakes(cfg)
+	if err != nil {
+		return err
+	}
+	if err := saveJSON(*jsonOut, r); err != nil {
+		return err
+	}
+	if js {
+		return writeJSON(stdout, r)
+	}
+	FormatHandshakes(stdout, r)
 	return nil
 }
 

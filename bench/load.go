@@ -91,6 +91,16 @@ type CPU struct {
 	NCPU  int     `json:"ncpu"`
 }
 
+// cpuBetween is this process's CPU between two getrusage readings.
+func cpuBetween(ru0, ru1 *syscall.Rusage, elapsed time.Duration) CPU {
+	tv := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
+	c := CPU{User: tv(ru1.Utime) - tv(ru0.Utime), Sys: tv(ru1.Stime) - tv(ru0.Stime), NCPU: runtime.NumCPU()}
+	if s := elapsed.Seconds(); s > 0 {
+		c.Cores = (c.User + c.Sys) / s
+	}
+	return c
+}
+
 // LoadResult is what a load run saw.
 type LoadResult struct {
 	Command       string           `json:"command"`
@@ -508,9 +518,7 @@ func Load(cfg LoadConfig) (*LoadResult, error) {
 		res.UploadsPerSec = float64(res.Created) / s
 		res.RespPerSec = float64(res.Responses) / s
 	}
-	tv := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
-	res.CPU = CPU{User: tv(ru1.Utime) - tv(ru0.Utime), Sys: tv(ru1.Stime) - tv(ru0.Stime), NCPU: runtime.NumCPU()}
-	res.CPU.Cores = (res.CPU.User + res.CPU.Sys) / elapsed.Seconds()
+	res.CPU = cpuBetween(&ru0, &ru1, elapsed)
 	if cg != nil {
 		cgDone = true
 		if err := cg.Close(); err != nil {

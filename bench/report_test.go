@@ -206,12 +206,38 @@ func TestReportPlainOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"| ≤ 8 KiB RSS per idle TLS connection | not measured | — |", "| full TLS handshakes/s within 10 % of net/http's | not measured | — |", "| uploads/s, c=64 | — | — |"} {
+	for _, want := range []string{"| ≤ 8 KiB RSS per idle TLS connection | not measured | — |", "| full TLS handshakes/s within 10 % of net/http's (client in its own process) | not measured | — |", "| uploads/s, c=64 | — | — |"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q", want)
 		}
 	}
 	if strings.Contains(md, "## Handshakes in flight") || strings.Contains(md, "bounded memory") {
 		t.Error("stall section without stall results")
+	}
+}
+
+func TestWireHandshakeRates(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, r HandshakeResult) {
+		b, _ := json.Marshal(r)
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("hs-upsink-full-1.json", HandshakeResult{OK: 10, PerSec: 100})
+	write("hs-upsink-full-2.json", HandshakeResult{OK: 10, PerSec: 300})
+	write("hs-upsink-full-3.json", HandshakeResult{OK: 10, PerSec: 200})
+	write("hs-baseline-resumed-1.json", HandshakeResult{OK: 10, PerSec: 50})
+	write("hs-baseline-resumed-2.json", HandshakeResult{OK: 0, PerSec: 0}) // nothing succeeded: not a rate
+	write("hs-bad.json", HandshakeResult{OK: 10, PerSec: 1})
+	got := WireHandshakeRates(dir)
+	if len(got) != 2 {
+		t.Fatalf("keys %v", got)
+	}
+	if u := got["upsink/full"]; u == nil || u.Median != 200 || len(u.Runs) != 3 {
+		t.Fatalf("upsink/full %+v", u)
+	}
+	if b := got["baseline/resumed"]; b == nil || b.Median != 50 || len(b.Runs) != 1 {
+		t.Fatalf("baseline/resumed %+v", b)
 	}
 }

@@ -14,7 +14,9 @@
 #      --tls-cert; a self-signed cert from bin/upsink gencert in RESULTS/tls)
 #   d. go test -bench of ./parser ./conn ./server ./store
 #   e. go test -bench=Handshake ./tlsbridge: full and resumed handshakes/s of
-#      the bridge and of net/http + crypto/tls
+#      the bridge and of net/http + crypto/tls, in one process (a microbenchmark)
+#   e2. upsink-bench handshakes: full and resumed handshakes/s of upsink and the
+#      baseline with the client in its own process (the target's figure)
 #   f. stall: BENCH_STALL_CONNS connections to each server's TLS port that send
 #      a ClientHello and then stall, held BENCH_STALL_HOLD, RSS sampled, /healthz
 #      probed over plain HTTP (upsink) and HTTPS meanwhile
@@ -24,7 +26,7 @@
 # (10000), BENCH_HOLD (5s), BENCH_BODY (1KiB), BENCH_OUT (BENCHMARKS.md),
 # BENCH_GOBENCH_PKGS ("./parser ./conn ./server ./store"), BENCH_MODES
 # ("plain tls"), BENCH_HS_BENCHTIME (2s), BENCH_HS_COUNT (3),
-# BENCH_STALL_CONNS (5000), BENCH_STALL_HOLD (13s), GO (go).
+# BENCH_HS_N (4000), BENCH_HS_RUNS (3), BENCH_STALL_CONNS (5000), BENCH_STALL_HOLD (13s), GO (go).
 # Only processes started here are stopped (by pid), also on failure or Ctrl-C.
 # shellcheck disable=SC2317 # cleanup is called from traps
 set -euo pipefail
@@ -41,6 +43,8 @@ GOBENCH_PKGS="${BENCH_GOBENCH_PKGS:-./parser ./conn ./server ./store}"
 MODES="${BENCH_MODES:-plain tls}"
 HS_BENCHTIME="${BENCH_HS_BENCHTIME:-2s}"
 HS_COUNT="${BENCH_HS_COUNT:-3}"
+HS_N="${BENCH_HS_N:-4000}"
+HS_RUNS="${BENCH_HS_RUNS:-3}"
 STALL_CONNS="${BENCH_STALL_CONNS:-5000}"
 STALL_HOLD="${BENCH_STALL_HOLD:-13s}" # longer than both servers' 10 s handshake timeout
 IDLE_TIMEOUT=120s # servers' idle timeout: must exceed the hold and the time to open the connections
@@ -283,6 +287,27 @@ hcmd="$GO test -run='^\$' -bench=Handshake -benchtime=$HS_BENCHTIME -count=$HS_C
 echo "$hcmd" >"$RES/hsbench.cmd"
 log "$hcmd"
 "$GO" test -run='^$' -bench=Handshake -benchtime="$HS_BENCHTIME" -count="$HS_COUNT" ./tlsbridge 2>&1 | tee "$RES/hsbench.txt" || log "handshake benchmark failed (output kept in the report)"
+
+# --- e2. handshakes/s over the wire: the client in its own process ----------
+# As a server meets its clients (the in-process benchmark above shares one Go
+# scheduler between clients and servers): each server fresh, HS_RUNS runs of
+# HS_N full and of HS_N resumed handshakes, 64 at a time.
+for kind in upsink baseline; do
+	db_up
+	start_server "$kind" "hs-$kind" tls
+	addr="${SRV_TLS#https://}"
+	addr="${addr%%/*}"
+	for ((r = 1; r <= HS_RUNS; r++)); do
+		for mode in full resumed; do
+			flag=()
+			[ "$mode" = resumed ] && flag=(--resume)
+			log "handshakes: $kind $mode, run $r"
+			$B handshakes --addr "$addr" -n "$HS_N" --parallel 64 --cacert "$CERT" "${flag[@]}" --json-out "$RES/hs-$kind-$mode-$r.json"
+		done
+	done
+	stop_server
+	db_down
+done
 
 # --- f. handshakes in flight: ClientHello, then silence ----------------------
 for kind in upsink baseline; do
