@@ -340,14 +340,7 @@ func mainIdle(args []string, cmdline string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := saveJSON(*jsonOut, r); err != nil {
-		return err
-	}
-	if js {
-		return writeJSON(stdout, r)
-	}
-	FormatIdle(stdout, r)
-	return nil
+	return emit(r, *jsonOut, js, stdout, FormatIdle)
 }
 
 func mainHandshakes(args []string, cmdline string, stdout, stderr io.Writer) error {
@@ -377,13 +370,18 @@ func mainHandshakes(args []string, cmdline string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	if err := saveJSON(*jsonOut, r); err != nil {
+	return emit(r, *jsonOut, js, stdout, FormatHandshakes)
+}
+
+// emit saves a result to jsonOut (if set), then prints it as JSON or with format.
+func emit[R any](r R, jsonOut string, asJSON bool, stdout io.Writer, format func(io.Writer, R)) error {
+	if err := saveJSON(jsonOut, r); err != nil {
 		return err
 	}
-	if js {
+	if asJSON {
 		return writeJSON(stdout, r)
 	}
-	FormatHandshakes(stdout, r)
+	format(stdout, r)
 	return nil
 }
 
@@ -421,14 +419,7 @@ func mainStall(args []string, cmdline string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := saveJSON(*jsonOut, r); err != nil {
-		return err
-	}
-	if js {
-		return writeJSON(stdout, r)
-	}
-	FormatStall(stdout, r)
-	return nil
+	return emit(r, *jsonOut, js, stdout, FormatStall)
 }
 
 func saveJSON(path string, v any) error {
