@@ -304,16 +304,8 @@ func (b *Bridge) submit(c *Conn) bool {
 	default:
 	}
 	b.inFlight.Add(1)
-	for {
-		n := b.workers.Load()
-		if n >= int32(b.cfg.Workers) {
-			break
-		}
-		if b.workers.CompareAndSwap(n, n+1) {
-			b.wg.Add(1)
-			go b.worker(c)
-			return true
-		}
+	if b.startWorker(c) {
+		return true
 	}
 	select {
 	case b.queue <- c:
@@ -329,19 +321,27 @@ func (b *Bridge) submit(c *Conn) bool {
 	}
 }
 
-// spawn starts a worker if handshakes are queued and fewer than Workers run.
-// Workers exist only while there are handshakes: an idle server has none.
-func (b *Bridge) spawn() {
-	for len(b.queue) > 0 {
+// startWorker starts a worker goroutine for first (nil: for the queue) if
+// fewer than Workers run, and reports whether it did. Workers exist only
+// while there are handshakes: an idle server has none.
+func (b *Bridge) startWorker(first *Conn) bool {
+	for {
 		n := b.workers.Load()
 		if n >= int32(b.cfg.Workers) {
-			return
+			return false
 		}
 		if b.workers.CompareAndSwap(n, n+1) {
 			b.wg.Add(1)
-			go b.worker(nil)
-			return
+			go b.worker(first)
+			return true
 		}
+	}
+}
+
+// spawn starts a worker if handshakes are queued and fewer than Workers run.
+func (b *Bridge) spawn() {
+	if len(b.queue) > 0 {
+		b.startWorker(nil)
 	}
 }
 
