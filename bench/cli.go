@@ -251,8 +251,7 @@ func mainLoad(args []string, cmdline string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&cfg.NoKeepAlive, "no-keepalive", false, "one request per connection")
 	fs.DurationVar(&cfg.RetryWait, "retry-wait", 0, "after a 503 a connection pauses this long before its next upload (a client honouring Retry-After; 0: at once)")
 	fs.StringVar(&cfg.ContentType, "content-type", "application/octet-stream", "Content-Type of the uploads")
-	fs.BoolVar(&cfg.Insecure, "insecure", false, "https: do not verify the server's certificate")
-	fs.StringVar(&cfg.CACert, "cacert", "", "https: trust this PEM certificate (CA or self-signed)")
+	tlsFlags(fs, &cfg.Insecure, &cfg.CACert, "https")
 	fs.StringVar(&cfg.VerifyDSN, "verify", "", "after the run, check in this database (go-sql-driver DSN) that every acknowledged upload is stored exactly once with the same bytes; exit 1 if not")
 	fs.StringVar(&cfg.VerifyTable, "verify-table", "uploads", "table --verify reads")
 	fs.Var(watchFlag{&cfg.Watch}, "watch", "processes whose RSS/PSS is sampled during the run: PID,PID or NAME=PID (repeatable)")
@@ -263,8 +262,7 @@ func mainLoad(args []string, cmdline string, stdout, stderr io.Writer) error {
 	fs.Var(pidsFlag{&cgPIDs}, "cgroup-pids", "with --cgroup: move these processes into it for the run (moved back afterwards)")
 	fs.StringVar(&cgPath, "cgroup-path", "", "an existing memory cgroup directory whose usage is sampled and reported")
 	fs.BoolVar(&progress, "progress", false, "print a progress line on stderr once a second (default: only when stderr is a terminal)")
-	fs.BoolVar(&js, "json", false, "print the result as JSON")
-	jsonOut := fs.String("json-out", "", "also write the JSON result to this file")
+	jsonOut := jsonFlags(fs, &js)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -322,13 +320,11 @@ func mainIdle(args []string, cmdline string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&cfg.Hold, "hold", 5*time.Second, "how long to hold them (server idle timeout must be longer)")
 	fs.IntVar(&cfg.PID, "pid", 0, "server pid whose memory is sampled")
 	fs.IntVar(&cfg.Parallel, "parallel", 64, "concurrent dials (and TLS handshakes)")
-	fs.BoolVar(&cfg.Insecure, "insecure", false, "https: do not verify the server's certificate")
-	fs.StringVar(&cfg.CACert, "cacert", "", "https: trust this PEM certificate (CA or self-signed)")
+	tlsFlags(fs, &cfg.Insecure, &cfg.CACert, "https")
 	fs.Var(watchFlag{&cfg.Watch}, "watch", "more processes whose RSS/PSS is sampled every 100 ms: PID,PID or NAME=PID (repeatable)")
 	fs.StringVar(&cfg.WatchTSV, "watch-tsv", "", "write every memory sample to this TSV file")
 	fs.StringVar(&cfg.Plot, "plot", "", "draw memory over time to PREFIX.png and PREFIX.svg")
-	fs.BoolVar(&js, "json", false, "print the result as JSON")
-	jsonOut := fs.String("json-out", "", "also write the JSON result to this file")
+	jsonOut := jsonFlags(fs, &js)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -355,10 +351,8 @@ func mainHandshakes(args []string, cmdline string, stdout, stderr io.Writer) err
 	fs.IntVar(&cfg.Parallel, "parallel", 64, "concurrent handshakes")
 	fs.BoolVar(&cfg.Resume, "resume", false, "resume every handshake from a session ticket obtained first")
 	fs.DurationVar(&cfg.Timeout, "timeout", 2*time.Minute, "bound on the whole run")
-	fs.BoolVar(&cfg.Insecure, "insecure", false, "do not verify the server's certificate")
-	fs.StringVar(&cfg.CACert, "cacert", "", "trust this PEM certificate (CA or self-signed)")
-	fs.BoolVar(&js, "json", false, "print the result as JSON")
-	jsonOut := fs.String("json-out", "", "also write the JSON result to this file")
+	tlsFlags(fs, &cfg.Insecure, &cfg.CACert, "TLS")
+	jsonOut := jsonFlags(fs, &js)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -371,6 +365,18 @@ func mainHandshakes(args []string, cmdline string, stdout, stderr io.Writer) err
 		return err
 	}
 	return emit(r, *jsonOut, js, stdout, FormatHandshakes)
+}
+
+// tlsFlags declares --insecure and --cacert for what's TLS client.
+func tlsFlags(fs *flag.FlagSet, insecure *bool, cacert *string, what string) {
+	fs.BoolVar(insecure, "insecure", false, what+": do not verify the server's certificate")
+	fs.StringVar(cacert, "cacert", "", what+": trust this PEM certificate (CA or self-signed)")
+}
+
+// jsonFlags declares --json (into js) and --json-out, whose value it returns.
+func jsonFlags(fs *flag.FlagSet, js *bool) *string {
+	fs.BoolVar(js, "json", false, "print the result as JSON")
+	return fs.String("json-out", "", "also write the JSON result to this file")
 }
 
 // emit saves a result to jsonOut (if set), then prints it as JSON or with format.
@@ -402,12 +408,10 @@ func mainStall(args []string, cmdline string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.PID, "pid", 0, "server pid whose memory is sampled every 100 ms")
 	fs.IntVar(&cfg.Parallel, "parallel", 64, "concurrent dials")
 	fs.Var(stringsFlag{&cfg.Probe}, "probe", "GET this URL every 100 ms meanwhile on a fresh connection, wanting 200 within 2 s (repeatable)")
-	fs.BoolVar(&cfg.Insecure, "insecure", false, "https probes: do not verify the server's certificate")
-	fs.StringVar(&cfg.CACert, "cacert", "", "https probes: trust this PEM certificate")
+	tlsFlags(fs, &cfg.Insecure, &cfg.CACert, "https probes")
 	fs.Var(watchFlag{&cfg.Watch}, "watch", "more processes sampled: PID,PID or NAME=PID (repeatable)")
 	fs.StringVar(&cfg.WatchTSV, "watch-tsv", "", "write every memory sample to this TSV file")
-	fs.BoolVar(&js, "json", false, "print the result as JSON")
-	jsonOut := fs.String("json-out", "", "also write the JSON result to this file")
+	jsonOut := jsonFlags(fs, &js)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
