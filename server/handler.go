@@ -233,8 +233,22 @@ func (h *handler) drive(l *loop, c gnet.Conn, fd int, s *conn.Slot) gnet.Action 
 		if s.Generation() != gen {
 			return gnet.None // closed while serving
 		}
-		st := s.Flags.State()
-		if st == conn.StateCommit || st == conn.StateDrain || c.InboundBuffered() == 0 || tc.InboundBuffered() >= before {
+		if s.Flags.State() == conn.StateCommit && s.Flags&conn.FlagCloseAfter == 0 {
+			// serve charged the plaintext held ahead of the pending commit;
+			// what is still encrypted in gnet's buffer is held too, under
+			// the same bound as on a plain connection.
+			if h.hold(s, tc.InboundBuffered()+c.InboundBuffered(), maxPipelined) {
+				return gnet.None
+			}
+			h.unhold(s)
+			s.Flags |= conn.FlagCloseAfter
+			_, _ = tc.Discard(-1)
+		}
+		// Otherwise go on while the machine consumes and ciphertext is left;
+		// a connection that drains, or drops what was sent ahead, decrypts
+		// and discards it all (dropping ciphertext would break the stream
+		// before the pending answer is written).
+		if c.InboundBuffered() == 0 || tc.InboundBuffered() >= before {
 			return gnet.None
 		}
 	}
