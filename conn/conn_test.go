@@ -28,13 +28,14 @@ func TestFlagsPacking(t *testing.T) {
 		{StateBody, QueueIdle, 1, FlagOpen | FlagChunked},
 		{StateCommit, QueueHead, 255, FlagOpen | FlagKeepAlive | FlagSubmitted},
 		{StateDrain, QueueDrain, 7, FlagCloseAfter | FlagHTTP10},
+		{StateBody, QueueBody, 3, FlagOpen | FlagTLS | FlagChunked},
 	}
 	for _, tt := range tests {
 		f := tt.bits.WithState(tt.state).withQueue(tt.queue).WithLoop(tt.loop)
 		if f.State() != tt.state || f.Queue() != tt.queue || f.Loop() != tt.loop {
 			t.Errorf("%+v: got state %d queue %d loop %d", tt, f.State(), f.Queue(), f.Loop())
 		}
-		if f&(FlagOpen|FlagKeepAlive|FlagChunked|FlagCloseAfter|FlagHTTP10|FlagSubmitted) != tt.bits {
+		if f&(FlagOpen|FlagKeepAlive|FlagChunked|FlagCloseAfter|FlagHTTP10|FlagSubmitted|FlagTLS) != tt.bits {
 			t.Errorf("%+v: behaviour bits clobbered: %b", tt, f)
 		}
 	}
@@ -69,14 +70,14 @@ func TestPagesConcurrentGrowth(t *testing.T) {
 		go func(g int) {
 			defer wg.Done()
 			for i := g; i < s.Len(); i += 8 {
-				s.At(i).Left = uint32(i)
+				s.At(i).Scan = uint32(i)
 			}
 		}(g)
 	}
 	wg.Wait()
 	for i := 0; i < s.Len(); i++ {
-		if s.At(i).Left != uint32(i) {
-			t.Fatalf("slot %d = %d", i, s.At(i).Left)
+		if s.At(i).Scan != uint32(i) {
+			t.Fatalf("slot %d = %d", i, s.At(i).Scan)
 		}
 	}
 }
@@ -84,16 +85,16 @@ func TestPagesConcurrentGrowth(t *testing.T) {
 func TestResetBumpsGen(t *testing.T) {
 	s := NewSlab(10)
 	sl := s.At(3)
-	sl.Req, sl.Left, sl.Gen = 4, 100, 41
+	sl.Req, sl.Scan, sl.Gen = 4, 100, 41
 	sl.Reset(FlagOpen.WithLoop(1))
-	if sl.Gen != 42 || sl.Req != 0 || sl.Left != 0 || sl.Flags != FlagOpen.WithLoop(1) || sl.prev != -1 {
+	if sl.Gen != 42 || sl.Req != 0 || sl.Scan != 0 || sl.Flags != FlagOpen.WithLoop(1) || sl.prev != -1 {
 		t.Fatalf("after Reset: %+v", *sl)
 	}
 }
 
 func TestTimeoutsOrderAndExpiry(t *testing.T) {
 	s := NewSlab(100)
-	tq := NewTimeouts(s, 10*time.Second, 30*time.Second, 2*time.Second)
+	tq := NewTimeouts(s, 10*time.Second, 30*time.Second, 5*time.Second, 2*time.Second)
 	tq.Arm(5, QueueHead, 0)
 	tq.Arm(6, QueueIdle, 0)
 	tq.Arm(7, QueueHead, 1000)
@@ -146,7 +147,7 @@ func TestTimeoutsOrderAndExpiry(t *testing.T) {
 func TestTimeoutsRandom(t *testing.T) {
 	const fds = 200
 	s := NewSlab(fds)
-	tq := NewTimeouts(s, 100*time.Millisecond, 300*time.Millisecond, 50*time.Millisecond)
+	tq := NewTimeouts(s, 100*time.Millisecond, 300*time.Millisecond, 200*time.Millisecond, 50*time.Millisecond)
 	model := map[int]struct {
 		q  QueueID
 		dl Clock
@@ -157,7 +158,7 @@ func TestTimeoutsRandom(t *testing.T) {
 		fd := r.IntN(fds)
 		switch r.IntN(4) {
 		case 0, 1:
-			q := QueueID(1 + r.IntN(3))
+			q := QueueID(1 + r.IntN(int(numQueues)-1))
 			tq.Arm(fd, q, now)
 			model[fd] = struct {
 				q  QueueID
@@ -200,7 +201,7 @@ func TestClockWrap(t *testing.T) {
 
 func TestArmDoesNotAllocate(t *testing.T) {
 	s := NewSlab(PageSlots)
-	tq := NewTimeouts(s, time.Second, time.Second, time.Second)
+	tq := NewTimeouts(s, time.Second, time.Second, time.Second, time.Second)
 	s.At(0)
 	allocs := testing.AllocsPerRun(1000, func() {
 		tq.Arm(1, QueueIdle, 1)

@@ -24,8 +24,8 @@ type Slot struct {
 	Flags Flags  // state, timeout queue, loop index and behaviour bits
 	Gen   uint32 // bumped on open and close; completions compare it to spot a reused fd
 	Req   uint32 // index+1 of the connection's in-flight request record; 0 = none
-	Left  uint32 // body bytes still expected (Content-Length), or left in the current chunk
-	Aux   uint32 // chunk decoder state while a chunked body is read
+	Held  uint32 // bytes charged to the in-flight budget for what gnet (and the TLS bridge) keep for the connection: unparsed input, unsent answers
+	Scan  uint32 // bytes of an incomplete request head already searched for its end; 0 when none is pending
 
 	deadline Clock // when the slot's timeout queue expires it
 	prev     int32 // timeout queue links: fds, -1 = none
@@ -35,14 +35,14 @@ type Slot struct {
 // Flags packs a connection's state into one word:
 //
 //	bits 0-2   State
-//	bits 3-4   QueueID of the timeout queue the slot is on
-//	bits 5-15  behaviour bits (FlagOpen ...)
+//	bits 3-5   QueueID of the timeout queue the slot is on
+//	bits 6-15  behaviour bits (FlagOpen ...)
 //	bits 24-31 index of the event loop that owns the fd
 type Flags uint32
 
 // Behaviour bits.
 const (
-	FlagOpen       Flags = 1 << (5 + iota) // the fd is an open connection
+	FlagOpen       Flags = 1 << (6 + iota) // the fd is an open connection
 	FlagKeepAlive                          // the current request allows the connection to be reused
 	FlagChunked                            // the current body is chunked
 	FlagCloseAfter                         // close once the current response is written
@@ -53,7 +53,7 @@ const (
 
 const (
 	stateMask Flags = 0x7
-	queueMask Flags = 0x3 << 3
+	queueMask Flags = 0x7 << 3
 	loopShift       = 24
 )
 
@@ -96,7 +96,7 @@ func (f Flags) WithLoop(i int) Flags { return f&^(0xff<<loopShift) | Flags(uint8
 // write that failed) must look only at Generation.
 func (s *Slot) Reset(flags Flags) {
 	gen := atomic.LoadUint32(&s.Gen)
-	s.Flags, s.Req, s.Left, s.Aux = flags, 0, 0, 0
+	s.Flags, s.Req, s.Held, s.Scan = flags, 0, 0, 0
 	s.deadline, s.prev, s.next = 0, -1, -1
 	atomic.StoreUint32(&s.Gen, gen+1)
 }

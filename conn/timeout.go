@@ -9,7 +9,8 @@ type QueueID uint8
 const (
 	QueueNone  QueueID = iota
 	QueueHead          // a request head must be complete by the deadline (slowloris); armed once per request
-	QueueIdle          // idle keep-alive, and a body that makes no progress; re-armed on progress
+	QueueIdle          // idle keep-alive between requests; its head is the longest-idle connection
+	QueueBody          // a body being read: checked every period for its minimum rate and for stalls
 	QueueDrain         // lingering close after an error response
 	numQueues
 )
@@ -30,14 +31,16 @@ type Timeouts struct {
 	q    [numQueues]queue
 }
 
-// NewTimeouts returns queues over slab with the given timeouts.
-func NewTimeouts(slab *Slab, head, idle, drain time.Duration) *Timeouts {
+// NewTimeouts returns queues over slab with the given timeouts; body is the
+// period at which a body being read is checked.
+func NewTimeouts(slab *Slab, head, idle, body, drain time.Duration) *Timeouts {
 	t := &Timeouts{slab: slab}
 	for i := range t.q {
 		t.q[i] = queue{head: -1, tail: -1}
 	}
 	t.q[QueueHead].timeout = Clock(head / time.Millisecond)
 	t.q[QueueIdle].timeout = Clock(idle / time.Millisecond)
+	t.q[QueueBody].timeout = Clock(body / time.Millisecond)
 	t.q[QueueDrain].timeout = Clock(drain / time.Millisecond)
 	return t
 }
@@ -103,6 +106,10 @@ func (t *Timeouts) Expire(now Clock, fn func(fd int, q QueueID)) int {
 	return n
 }
 
+// Oldest returns the fd at the head of queue q (the one armed longest ago),
+// or -1 when the queue is empty.
+func (t *Timeouts) Oldest(q QueueID) int { return int(t.q[q].head) }
+
 // Len counts the slots on queue q (for tests and stats; O(n)).
 func (t *Timeouts) Len(q QueueID) int {
 	n := 0
@@ -111,3 +118,6 @@ func (t *Timeouts) Len(q QueueID) int {
 	}
 	return n
 }
+
+// Next returns the fd after fd on its queue, or -1 at the tail.
+func (t *Timeouts) Next(fd int) int { return int(t.slab.At(fd).next) }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"upsink/budget"
 	"upsink/conn"
 	"upsink/store"
 )
@@ -20,13 +21,14 @@ type fakeConn struct {
 	fd        int
 	in        []byte
 	out       bytes.Buffer
+	outHeld   int // what OutboundBuffered reports: answers gnet could not send yet
 	el        *fakeLoop
 	addr      net.Addr
 }
 
 func (f *fakeConn) Fd() int                   { return f.fd }
 func (f *fakeConn) InboundBuffered() int      { return len(f.in) }
-func (f *fakeConn) OutboundBuffered() int     { return 0 }
+func (f *fakeConn) OutboundBuffered() int     { return f.outHeld }
 func (f *fakeConn) RemoteAddr() net.Addr      { return f.addr }
 func (f *fakeConn) EventLoop() gnet.EventLoop { return f.el }
 func (f *fakeConn) Write(p []byte) (int, error) {
@@ -152,7 +154,7 @@ func TestRequestPathAllocs(t *testing.T) {
 			} else if allocs != 0 {
 				t.Fatalf("%.1f allocations per request", allocs)
 			}
-			if st := h.budget.used.Load(); st != 0 || h.reqs.inUse() != 0 {
+			if st := h.budget.Used(); st != 0 || h.reqs.inUse() != 0 {
 				t.Fatalf("leaked budget %d / records %d", st, h.reqs.inUse())
 			}
 		})
@@ -197,8 +199,8 @@ func TestCloseWhileCommitting(t *testing.T) {
 	if fc.out.Len() != 0 {
 		t.Fatalf("new connection got an answer meant for the old one: %q", fc.out.String())
 	}
-	if h.reqs.inUse() != 0 || h.budget.used.Load() != 0 {
-		t.Fatalf("leaked: records %d budget %d", h.reqs.inUse(), h.budget.used.Load())
+	if h.reqs.inUse() != 0 || h.budget.Used() != 0 {
+		t.Fatalf("leaked: records %d budget %d", h.reqs.inUse(), h.budget.Used())
 	}
 }
 
@@ -210,22 +212,22 @@ func TestHeldBytesCharged(t *testing.T) {
 	partial := []byte("POST /upload/s HTTP/1.1\r\nHost: x\r\n")
 	fc.in = partial
 	h.OnTraffic(fc)
-	if got := h.budget.used.Load(); got != int64(len(partial)) {
+	if got := h.budget.Used(); got != int64(len(partial)) {
 		t.Fatalf("incomplete head charged %d, want %d", got, len(partial))
 	}
 	fc.in = []byte("POST /upload/s HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nA" + "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
 	h.OnTraffic(fc)
 	ahead := int64(len("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"))
-	if got := h.budget.used.Load(); got != metaMax+1+ahead {
+	if got := h.budget.Used(); got != metaMax+1+ahead {
 		t.Fatalf("suspended: charged %d, want body %d + ahead %d", got, metaMax+1, ahead)
 	}
 	fs.flush()
 	fc.el.pending.Run(context.Background())
-	if got := h.budget.used.Load(); got != 0 || !strings.Contains(fc.out.String(), "200 OK") {
+	if got := h.budget.Used(); got != 0 || !strings.Contains(fc.out.String(), "200 OK") {
 		t.Fatalf("after resume: charged %d, answers %q", got, fc.out.String())
 	}
 	// Over budget: a head that cannot be held is refused.
-	h.budget.max = 10
+	h.budget = budget.New(10)
 	fc.out.Reset()
 	fc.in = partial
 	h.OnTraffic(fc)
@@ -233,7 +235,7 @@ func TestHeldBytesCharged(t *testing.T) {
 		t.Fatalf("over budget: %q", fc.out.String())
 	}
 	h.OnClose(fc, nil)
-	if got := h.budget.used.Load(); got != 0 {
+	if got := h.budget.Used(); got != 0 {
 		t.Fatalf("closed connection still charged %d", got)
 	}
 }
@@ -251,12 +253,12 @@ func TestHeadRescanOnlyOnNewLine(t *testing.T) {
 			if fc.out.Len() != 0 {
 				t.Fatalf("answered after %d bytes", i)
 			}
-			if int(s.Left) != i {
-				t.Fatalf("held %d bytes, want %d", s.Left, i)
+			if int(s.Scan) != i || int(s.Held) != i {
+				t.Fatalf("scanned %d, held %d bytes, want %d", s.Scan, s.Held, i)
 			}
 		}
 	}
-	if !strings.HasPrefix(fc.out.String(), "HTTP/1.1 200 OK") || s.Left != 0 || h.budget.used.Load() != 0 {
-		t.Fatalf("answer %q held %d budget %d", fc.out.String(), s.Left, h.budget.used.Load())
+	if !strings.HasPrefix(fc.out.String(), "HTTP/1.1 200 OK") || s.Held != 0 || h.budget.Used() != 0 {
+		t.Fatalf("answer %q held %d budget %d", fc.out.String(), s.Held, h.budget.Used())
 	}
 }

@@ -26,7 +26,7 @@ func TestMemoryBudget(t *testing.T) {
 	if metaMax != 383 {
 		t.Errorf("metaMax %d, budget says 383", metaMax)
 	}
-	if maxPipelined != 64<<10 || maxOutbound != 256<<10 {
+	if maxPipelined != 64<<10 || maxOutbound != 64<<10 {
 		t.Errorf("pipelining bounds changed: %d %d", maxPipelined, maxOutbound)
 	}
 	t.Logf("slot 32 B, ref 16 B, request record %d B", unsafe.Sizeof(request{}))

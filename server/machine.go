@@ -8,114 +8,136 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 	"github.com/valyala/bytebufferpool"
-	"golang.org/x/sys/unix"
 
 	"upsink/conn"
 	"upsink/parser"
 )
 
 // serve runs the connection's machine until it must wait: for bytes (return
-// None with the unread bytes left in gnet's buffer), for a commit (state
-// Commit), or until it closes. Request parse state lives on this stack.
-func (h *handler) serve(l *loop, c stream, fd int, s *conn.Slot) gnet.Action {
+// None with the unread bytes left in gnet's buffer, charged), for a commit
+// (state Commit), or until it closes. Request parse state lives on this stack.
+func (h *handler) serve(e *ev) gnet.Action {
+	s := e.s
 	for {
 		switch s.Flags.State() {
 		case conn.StateCommit:
-			if s.Flags&conn.FlagCloseAfter != 0 || !h.hold(s, c.InboundBuffered(), maxPipelined) {
+			if s.Flags&conn.FlagCloseAfter != 0 || !h.settle(e, maxPipelined) {
 				// Too much sent ahead: drop it and close after the answer.
-				h.unhold(s)
 				s.Flags |= conn.FlagCloseAfter
-				_, _ = c.Discard(-1)
+				_, _ = e.c.Discard(-1)
+				if !h.settle(e, 0) {
+					h.unhold(s)
+				}
 			}
 			return gnet.None
 		case conn.StateDrain:
-			_, _ = c.Discard(-1)
+			_, _ = e.c.Discard(-1)
 			return gnet.None
 		case conn.StateHead:
-			if c.OutboundBuffered() > maxOutbound {
-				return gnet.Close
-			}
-			n := c.InboundBuffered()
-			if n == 0 {
-				return gnet.None
-			}
-			buf, _ := c.Peek(n)
-			if held := int(s.Left); held > 0 && held < n && n < parser.MaxHeaderBytes &&
-				bytes.IndexByte(buf[held:], '\n') < 0 {
-				// No new line ended since the last parse: it cannot complete
-				// now, so do not rescan (a byte-at-a-time client would
-				// otherwise cost a full rescan per byte).
-				if !h.hold(s, n, parser.MaxHeaderBytes) {
-					return h.fail(l, c, fd, s, 503, "server busy: in-flight budget exhausted")
-				}
-				return gnet.None
-			}
-			var req parser.Request
-			hn, err := parser.Parse(buf, &req)
-			if err == parser.ErrNeedMore {
-				if !h.hold(s, n, parser.MaxHeaderBytes) {
-					return h.fail(l, c, fd, s, 503, "server busy: in-flight budget exhausted")
-				}
-				if s.Flags.Queue() != conn.QueueHead {
-					l.tq.Arm(fd, conn.QueueHead, h.slab.Now())
-				}
-				return gnet.None
-			}
-			h.unhold(s)
-			if err != nil {
-				pe, ok := err.(*parser.Error)
-				if !ok {
-					pe = &errInternal
-				}
-				return h.fail(l, c, fd, s, pe.Status, pe.Reason)
-			}
-			if act, more := h.route(l, c, fd, s, &req, buf, hn); !more {
+			if act, more := h.readHead(e); !more {
 				return act
 			}
 		case conn.StateBody:
-			if act, more := h.readBody(l, c, fd, s); !more {
+			if act, more := h.readBody(e); !more {
 				return act
 			}
 		}
 	}
 }
 
+// readHead parses the request head in the buffered input and routes it, or
+// charges the incomplete head and waits for more.
+func (h *handler) readHead(e *ev) (gnet.Action, bool) {
+	s, c := e.s, e.c
+	if e.gc.OutboundBuffered() > maxOutbound {
+		return gnet.Close, false // a client that sends requests but does not read the answers
+	}
+	n := c.InboundBuffered()
+	if n == 0 {
+		// Idle between requests: what is left to charge is an unsent
+		// answer (bounded above); if the budget cannot take it now, the
+		// previous charge stands until the next event.
+		s.Scan = 0
+		_ = h.settle(e, 0)
+		return gnet.None, false
+	}
+	buf, _ := c.Peek(n)
+	if scanned := int(s.Scan); scanned > 0 && scanned < n && n < parser.MaxHeaderBytes &&
+		bytes.IndexByte(buf[scanned:], '\n') < 0 {
+		// No new line ended since the last parse: it cannot complete now,
+		// so do not rescan (a byte-at-a-time client would otherwise cost a
+		// full rescan per byte).
+		return h.waitHead(e, n)
+	}
+	var req parser.Request
+	hn, err := parser.Parse(buf, &req)
+	if err == parser.ErrNeedMore {
+		return h.waitHead(e, n)
+	}
+	s.Scan = 0
+	if err != nil {
+		pe, ok := err.(*parser.Error)
+		if !ok {
+			pe = &errInternal
+		}
+		return h.fail(e, pe.Status, pe.Reason), false
+	}
+	return h.route(e, &req, hn)
+}
+
+// waitHead keeps an incomplete head of n bytes, charged, and arms the header
+// timeout for it once.
+func (h *handler) waitHead(e *ev, n int) (gnet.Action, bool) {
+	e.s.Scan = uint32(n)
+	if !h.settle(e, parser.MaxHeaderBytes) {
+		return h.fail(e, 503, "server busy: in-flight budget exhausted"), false
+	}
+	if e.s.Flags.Queue() != conn.QueueHead {
+		e.l.tq.Arm(e.fd, conn.QueueHead, h.slab.Now())
+	}
+	return gnet.None, false
+}
+
 var errInternal = parser.Error{Status: 500, Reason: "internal error"}
 
-// route answers or starts the request whose head is buf[:hn].
-func (h *handler) route(l *loop, c stream, fd int, s *conn.Slot, req *parser.Request, buf []byte, hn int) (gnet.Action, bool) {
-	h.setRequestFlags(s, req)
+// route answers or starts the request whose head is the first hn buffered bytes.
+func (h *handler) route(e *ev, req *parser.Request, hn int) (gnet.Action, bool) {
+	h.setRequestFlags(e.s, req)
 	hasBody := req.Chunked || req.ContentLength > 0
+	if h.draining.Load() {
+		e.s.Flags |= conn.FlagCloseAfter
+		return h.reject(e, hasBody, hn, 503, "server shutting down", hdrRetry)
+	}
 	path := pathOf(req.Target)
 	switch {
 	case bytes.HasPrefix(path, prefixUpload):
 		stream := path[len(prefixUpload):]
 		if !validStream(stream) {
-			return h.reject(l, c, fd, s, hasBody, hn, 404, "stream name must match [A-Za-z0-9_.-]{1,64}", hdrNone)
+			return h.reject(e, hasBody, hn, 404, "stream name must match [A-Za-z0-9_.-]{1,64}", hdrNone)
 		}
 		if !bytes.Equal(req.Method, methodPOST) {
-			return h.reject(l, c, fd, s, hasBody, hn, 405, "uploads take POST", hdrAllowPOST)
+			return h.reject(e, hasBody, hn, 405, "uploads take POST", hdrAllowPOST)
 		}
-		return h.startUpload(l, c, fd, s, req, stream, hn)
+		return h.startUpload(e, req, stream, hn)
 	case bytes.Equal(path, pathHealthz), bytes.Equal(path, pathReadyz):
 		if !bytes.Equal(req.Method, methodGET) && !bytes.Equal(req.Method, methodHEAD) {
-			return h.reject(l, c, fd, s, hasBody, hn, 405, "method not allowed", hdrAllowGET)
+			return h.reject(e, hasBody, hn, 405, "method not allowed", hdrAllowGET)
 		}
 		head := bytes.Equal(req.Method, methodHEAD)
 		if bytes.Equal(path, pathReadyz) && !h.st.Ready() {
-			return h.reject(l, c, fd, s, hasBody, hn, 503, "database unavailable", hdrRetry)
+			return h.reject(e, hasBody, hn, 503, "database unavailable", hdrRetry)
 		}
 		status, body := 200, "ok\n"
 		if bytes.Equal(path, pathReadyz) {
 			body = "ready\n"
 		}
 		if hasBody {
-			return h.reject(l, c, fd, s, true, hn, status, body[:len(body)-1], hdrNone)
+			return h.reject(e, true, hn, status, body[:len(body)-1], hdrNone)
 		}
-		_, _ = c.Discard(hn)
-		return gnet.None, h.answer(l, c, fd, s, status, textPlain, body, hdrNone, head)
+		_, _ = e.c.Discard(hn)
+		return gnet.None, h.answer(e, status, textPlain, body, hdrNone, head)
 	default:
-		return h.reject(l, c, fd, s, hasBody, hn, 404, "not found", hdrNone)
+		return h.reject(e, hasBody, hn, 404, "not found", hdrNone)
 	}
 }
 
@@ -132,41 +154,51 @@ func (h *handler) setRequestFlags(s *conn.Slot, req *parser.Request) {
 // reject answers a request that will not be served. If it has a body we have
 // not read, the connection is closed after the answer (lingering); otherwise
 // it stays usable.
-func (h *handler) reject(l *loop, c stream, fd int, s *conn.Slot, hasBody bool, hn, status int, reason string, extra hdr) (gnet.Action, bool) {
+func (h *handler) reject(e *ev, hasBody bool, hn, status int, reason string, extra hdr) (gnet.Action, bool) {
 	if hasBody {
-		return h.failWith(l, c, fd, s, status, reason, extra), false
+		return h.failWith(e, status, reason, extra), false
 	}
-	_, _ = c.Discard(hn)
-	return gnet.None, h.answer(l, c, fd, s, status, textPlain, reason, extra|hdrReasonLine, false)
+	_, _ = e.c.Discard(hn)
+	return gnet.None, h.answer(e, status, textPlain, reason, extra|hdrReasonLine, false)
 }
 
 // startUpload accepts an upload's head: limits, readiness, budget, record.
-func (h *handler) startUpload(l *loop, c stream, fd int, s *conn.Slot, req *parser.Request, stream []byte, hn int) (gnet.Action, bool) {
+func (h *handler) startUpload(e *ev, req *parser.Request, stream []byte, hn int) (gnet.Action, bool) {
+	s, c := e.s, e.c
 	if req.ContentLength > h.cfg.MaxBody {
-		return h.failWith(l, c, fd, s, 413, h.reason413, hdrNone), false
+		return h.failWith(e, 413, h.reason413, hdrNone), false
 	}
 	if !h.st.Ready() {
-		return h.failWith(l, c, fd, s, 503, "database unavailable", hdrRetry), false
+		return h.failWith(e, 503, "database unavailable", hdrRetry), false
 	}
-	reserve := int64(metaMax)
-	if req.ContentLength > 0 {
-		reserve += req.ContentLength
+	// The buffer is sized for the declared body at once when it is small or
+	// the budget has room; otherwise it grows as bytes arrive (growBody).
+	var size int64
+	if cl := req.ContentLength; cl > 0 && (cl <= smallBody || h.budget.Used()+cl <= h.budget.Max()/2) {
+		size = cl
 	}
-	if !h.budget.reserve(reserve) {
-		return h.failWith(l, c, fd, s, 503, "server busy: in-flight body budget exhausted", hdrRetry), false
+	// A body already here in full leaves with its commit: it may use the
+	// whole budget; one still arriving only the held tier.
+	whole := !req.Chunked && int64(c.InboundBuffered()-hn) >= max(req.ContentLength, 0)
+	charge := h.budget.Hold
+	if whole {
+		charge = h.budget.Reserve
+	}
+	if !charge(metaMax + size) {
+		return h.failWith(e, 503, "server busy: in-flight body budget exhausted", hdrRetry), false
 	}
 	idx, ok := h.reqs.get()
 	if !ok {
-		h.budget.release(reserve)
-		return h.failWith(l, c, fd, s, 503, "server busy: no request record free", hdrRetry), false
+		h.budget.Release(metaMax + size)
+		return h.failWith(e, 503, "server busy: no request record free", hdrRetry), false
 	}
 	r := h.reqs.at(idx)
-	r.reserved = reserve
-	r.c, r.fd, r.gen, r.loop = c, int32(fd), s.Gen, uint8(l.idx)
+	r.reserved = metaMax + size
+	r.fd, r.gen, r.loop = int32(e.fd), s.Gen, uint8(e.l.idx)
 	r.buf = bytebufferpool.Get()
 	b := append(r.buf.B[:0], stream...)
 	r.streamN = uint8(len(stream))
-	if ta, ok := (*h.conns.At(fd)).RemoteAddr().(*net.TCPAddr); ok {
+	if ta, ok := e.gc.RemoteAddr().(*net.TCPAddr); ok {
 		b = ta.AddrPort().AppendTo(b)
 	}
 	r.peerN = uint8(len(b) - int(r.streamN))
@@ -176,107 +208,109 @@ func (h *handler) startUpload(l *loop, c stream, fd int, s *conn.Slot, req *pars
 	}
 	b = append(b, ct...)
 	r.ctypeN = uint8(len(ct))
-	if req.ContentLength > 0 {
-		b = slices.Grow(b, int(req.ContentLength))
-	}
 	r.buf.B = b
+	if size > 0 {
+		r.buf.B = slices.Grow(b, int(size))
+	}
 	s.Req = idx + 1
-	s.Aux = 0
-	s.Left = 0
 	if req.Chunked {
 		s.Flags |= conn.FlagChunked
 	} else if req.ContentLength > 0 {
-		s.Left = uint32(req.ContentLength)
+		r.left = uint32(req.ContentLength)
 	}
 	_, _ = c.Discard(hn)
 	if req.Expect100 && req.Minor == 1 && (req.Chunked || req.ContentLength > 0) && c.InboundBuffered() == 0 {
-		if !h.write(c, s, continue100) {
+		if !h.write(e, continue100) {
 			return gnet.None, false
 		}
 	}
 	s.Flags = s.Flags.WithState(conn.StateBody)
-	l.tq.Arm(fd, conn.QueueIdle, h.slab.Now())
+	now := h.slab.Now()
+	r.start, r.progress = now, now
+	e.l.tq.Arm(e.fd, conn.QueueBody, now)
 	return gnet.None, true
 }
 
 var continue100 = []byte("HTTP/1.1 100 Continue\r\n\r\n")
 
-// readBody moves body bytes from gnet's buffer into the record's buffer.
-func (h *handler) readBody(l *loop, c stream, fd int, s *conn.Slot) (gnet.Action, bool) {
+// readBody moves body bytes from the input into the record's buffer.
+func (h *handler) readBody(e *ev) (gnet.Action, bool) {
+	s, c := e.s, e.c
 	r := h.reqs.at(s.Req - 1)
+	progress := false
 	if s.Flags&conn.FlagChunked == 0 {
-		n := c.InboundBuffered()
-		if k := int(s.Left); n > k {
-			n = k
-		}
+		n := min(c.InboundBuffered(), int(r.left))
 		if n > 0 {
+			if !h.growBody(r, n, int64(r.bodyLen())+int64(r.left), n == int(r.left)) {
+				return h.failWith(e, 503, "server busy: in-flight body budget exhausted", hdrRetry), false
+			}
 			buf, _ := c.Peek(n)
 			r.buf.B = append(r.buf.B, buf...)
 			_, _ = c.Discard(n)
-			s.Left -= uint32(n)
+			r.left -= uint32(n)
+			progress = true
 		}
-		if s.Left > 0 {
-			if n > 0 {
-				l.tq.Arm(fd, conn.QueueIdle, h.slab.Now())
+		if r.left == 0 {
+			return h.submit(e, r)
+		}
+	} else {
+		d := parser.RestoreChunked(r.chunk, r.left)
+		for !d.Done() {
+			n := c.InboundBuffered()
+			if n == 0 {
+				break
 			}
-			return gnet.None, false
+			buf, _ := c.Peek(n)
+			data, used, err := d.Decode(buf)
+			if err != nil {
+				pe, ok := err.(*parser.Error)
+				if !ok {
+					pe = &errInternal
+				}
+				return h.failWith(e, pe.Status, pe.Reason, hdrNone), false
+			}
+			if len(data) > 0 {
+				if int64(r.bodyLen()+len(data)) > h.cfg.MaxBody {
+					return h.failWith(e, 413, h.reason413, hdrNone), false
+				}
+				if !h.growBody(r, len(data), h.cfg.MaxBody, false) {
+					return h.failWith(e, 503, "server busy: in-flight body budget exhausted", hdrRetry), false
+				}
+				r.buf.B = append(r.buf.B, data...)
+			}
+			if used == 0 {
+				break
+			}
+			_, _ = c.Discard(used)
+			progress = true
 		}
-		return h.submit(l, c, fd, s, r)
+		if d.Done() {
+			return h.submit(e, r)
+		}
+		r.chunk, r.left = d.Save()
 	}
-	d := parser.RestoreChunked(uint8(s.Aux), s.Left)
-	progress := false
-	for !d.Done() {
-		n := c.InboundBuffered()
-		if n == 0 {
-			break
-		}
-		buf, _ := c.Peek(n)
-		data, used, err := d.Decode(buf)
-		if err != nil {
-			pe, ok := err.(*parser.Error)
-			if !ok {
-				pe = &errInternal
-			}
-			return h.failWith(l, c, fd, s, pe.Status, pe.Reason, hdrNone), false
-		}
-		if len(data) > 0 {
-			bodyLen := int64(len(r.buf.B) - r.metaLen() + len(data))
-			if bodyLen > h.cfg.MaxBody {
-				return h.failWith(l, c, fd, s, 413, h.reason413, hdrNone), false
-			}
-			if !h.budget.reserve(int64(len(data))) {
-				return h.failWith(l, c, fd, s, 503, "server busy: in-flight body budget exhausted", hdrRetry), false
-			}
-			r.reserved += int64(len(data))
-			r.buf.B = append(r.buf.B, data...)
-		}
-		if used == 0 {
-			break
-		}
-		_, _ = c.Discard(used)
-		progress = true
-	}
-	if d.Done() {
-		return h.submit(l, c, fd, s, r)
-	}
-	st, left := d.Save()
-	s.Aux, s.Left = uint32(st), left
 	if progress {
-		l.tq.Arm(fd, conn.QueueIdle, h.slab.Now())
+		r.progress = h.slab.Now()
+	}
+	// What is left below the machine is at most an incomplete chunk-size
+	// or trailer line (the decoder's own bound) and any unsent answer.
+	if !h.settle(e, parser.MaxHeaderBytes) {
+		return h.failWith(e, 503, "server busy: in-flight budget exhausted", hdrRetry), false
 	}
 	return gnet.None, false
 }
 
-func (r *request) metaLen() int { return int(r.streamN) + int(r.peerN) + int(r.ctypeN) }
-
 // submit hands a complete upload to the store and suspends the connection.
-func (h *handler) submit(l *loop, c stream, fd int, s *conn.Slot, r *request) (gnet.Action, bool) {
+func (h *handler) submit(e *ev, r *request) (gnet.Action, bool) {
+	s := e.s
 	b := r.buf.B
 	a, p, m := int(r.streamN), int(r.streamN)+int(r.peerN), r.metaLen()
 	r.job.Stream, r.job.RemoteAddr, r.job.ContentType, r.job.Body = b[:a], b[a:p], b[p:m], b[m:]
 	r.job.ReceivedAt = time.Now()
 	r.job.Tag = uint64(s.Req - 1)
 	r.job.ID, r.job.Err = 0, nil
+	r.left, r.chunk = 0, 0
+	e.l.tq.Disarm(e.fd)
 	if err := h.st.Submit(&r.job); err != nil {
 		h.reqs.free(h, s.Req-1)
 		s.Req = 0
@@ -285,12 +319,10 @@ func (h *handler) submit(l *loop, c stream, fd int, s *conn.Slot, r *request) (g
 			reason = "server busy: commit queue full"
 		}
 		s.Flags = s.Flags.WithState(conn.StateHead)
-		return gnet.None, h.answer(l, c, fd, s, 503, textPlain, reason, hdrRetry|hdrReasonLine, false)
+		return gnet.None, h.answer(e, 503, textPlain, reason, hdrRetry|hdrReasonLine, false)
 	}
 	s.Flags |= conn.FlagSubmitted
 	s.Flags = s.Flags.WithState(conn.StateCommit)
-	s.Left, s.Aux = 0, 0 // Left now counts bytes held while suspended
-	l.tq.Disarm(fd)
 	return gnet.None, true // on to StateCommit, which charges bytes sent ahead
 }
 
@@ -305,74 +337,31 @@ func (h *handler) complete(l *loop, idx uint32) {
 		h.reqs.free(h, idx) // the client went away; its row may be committed but was never acknowledged
 		return
 	}
-	c := r.c
-	var ok bool
-	h.unhold(s) // bytes sent ahead are parsed (and charged) afresh below
+	e := h.event(l, *h.conns.At(fd), fd, s)
+	if e.c == nil {
+		h.reqs.free(h, idx)
+		s.Req = 0
+		h.close(l, fd)
+		return
+	}
 	s.Flags = s.Flags.WithState(conn.StateHead)
+	var ok bool
 	if r.job.Err == nil {
 		l.jbuf = appendCreated(l.jbuf[:0], r.job.ID, r.job.Stream, len(r.job.Body))
 		h.reqs.free(h, idx)
 		s.Req = 0
-		ok = h.answerJSON(l, c, fd, s, 201, l.jbuf)
+		ok = h.answerJSON(&e, 201, l.jbuf)
 	} else {
 		h.reqs.free(h, idx)
 		s.Req = 0
-		ok = h.answer(l, c, fd, s, 503, textPlain, "database unavailable: upload not stored", hdrRetry|hdrReasonLine, false)
+		ok = h.answer(&e, 503, textPlain, "database unavailable: upload not stored", hdrRetry|hdrReasonLine, false)
 	}
 	if !ok {
 		return
 	}
-	if act := h.drive(l, *h.conns.At(fd), fd, s); act == gnet.Close {
+	if act := h.drive(&e); act == gnet.Close {
 		h.close(l, fd)
 	}
-}
-
-// failWith answers and then closes the connection gracefully: the write side
-// is shut down and input is drained until EOF or the drain timeout, so the
-// client reads the answer instead of a reset.
-func (h *handler) failWith(l *loop, c stream, fd int, s *conn.Slot, status int, reason string, extra hdr) gnet.Action {
-	if st := s.Flags.State(); st == conn.StateHead || st == conn.StateCommit {
-		h.unhold(s)
-	}
-	if s.Req != 0 && s.Flags&conn.FlagSubmitted == 0 {
-		h.reqs.free(h, s.Req-1)
-		s.Req = 0
-	}
-	s.Flags |= conn.FlagCloseAfter
-	s.Flags &^= conn.FlagKeepAlive
-	if !respond(h, l, c, s, status, textPlain, reason, extra|hdrReasonLine, false) {
-		return gnet.None
-	}
-	if c.OutboundBuffered() > 0 {
-		return gnet.Close // gnet flushes what it can before closing
-	}
-	_ = unix.Shutdown(fd, unix.SHUT_WR)
-	_, _ = c.Discard(-1)
-	s.Flags = s.Flags.WithState(conn.StateDrain)
-	l.tq.Arm(fd, conn.QueueDrain, h.slab.Now())
-	return gnet.None
-}
-
-// fail is failWith for a request that never got past its head.
-func (h *handler) fail(l *loop, c stream, fd int, s *conn.Slot, status int, reason string) gnet.Action {
-	return h.failWith(l, c, fd, s, status, reason, hdrNone)
-}
-
-// answerAndClose answers and closes at once (timeouts).
-func (h *handler) answerAndClose(l *loop, c stream, fd int, s *conn.Slot, status int, reason string) {
-	s.Flags |= conn.FlagCloseAfter
-	s.Flags &^= conn.FlagKeepAlive
-	if respond(h, l, c, s, status, textPlain, reason, hdrReasonLine, false) {
-		h.close(l, fd)
-	}
-}
-
-// write writes p and reports whether the connection is still open (a write
-// error makes gnet close it, and OnClose bumps the generation).
-func (h *handler) write(c stream, s *conn.Slot, p []byte) bool {
-	gen := s.Gen
-	_, _ = c.Write(p)
-	return s.Generation() == gen // a close bumps it; after one, the slot may be another loop's
 }
 
 var (
@@ -415,29 +404,4 @@ func validStream(b []byte) bool {
 		}
 	}
 	return true
-}
-
-// hold charges the n bytes a connection keeps in gnet's inbound buffer while
-// it waits (an incomplete head, or requests sent ahead of a pending commit) to
-// the in-flight budget, recording the charge in s.Left, which those states do
-// not otherwise use. It fails when n exceeds limit or the budget is spent.
-func (h *handler) hold(s *conn.Slot, n, limit int) bool {
-	if n > limit {
-		return false
-	}
-	delta := int64(n) - int64(s.Left)
-	if delta > 0 && !h.budget.reserve(delta) {
-		return false
-	}
-	if delta < 0 {
-		h.budget.release(-delta)
-	}
-	s.Left = uint32(n)
-	return true
-}
-
-// unhold releases what hold charged.
-func (h *handler) unhold(s *conn.Slot) {
-	h.budget.release(int64(s.Left))
-	s.Left = 0
 }

@@ -5,6 +5,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
+
 	"upsink/conn"
 	"upsink/store"
 )
@@ -30,30 +33,82 @@ var errStoreUnavailable = store.ErrUnavailable
 // answer writes a response and keeps the connection's machine going: it
 // returns true if the connection stays open for the next request, false if
 // it was closed (by a write error, or because keep-alive ends here).
-func (h *handler) answer(l *loop, c stream, fd int, s *conn.Slot, status int, ctype, body string, extra hdr, head bool) bool {
-	return h.finish(l, c, fd, s, respond(h, l, c, s, status, ctype, body, extra, head))
+func (h *handler) answer(e *ev, status int, ctype, body string, extra hdr, head bool) bool {
+	return h.finish(e, respond(h, e, status, ctype, body, extra, head))
 }
 
-func (h *handler) answerJSON(l *loop, c stream, fd int, s *conn.Slot, status int, body []byte) bool {
-	return h.finish(l, c, fd, s, respond(h, l, c, s, status, appJSON, body, hdrNone, false))
+func (h *handler) answerJSON(e *ev, status int, body []byte) bool {
+	return h.finish(e, respond(h, e, status, appJSON, body, hdrNone, false))
 }
 
-func (h *handler) finish(l *loop, c stream, fd int, s *conn.Slot, open bool) bool {
+func (h *handler) finish(e *ev, open bool) bool {
 	if !open {
 		return false
 	}
-	if s.Flags&(conn.FlagCloseAfter|conn.FlagKeepAlive) != conn.FlagKeepAlive {
-		h.close(l, fd) // keep-alive ends with this answer
+	if e.s.Flags&(conn.FlagCloseAfter|conn.FlagKeepAlive) != conn.FlagKeepAlive {
+		h.close(e.l, e.fd) // keep-alive ends with this answer
 		return false
 	}
-	l.tq.Arm(fd, conn.QueueIdle, h.slab.Now())
+	e.l.tq.Arm(e.fd, conn.QueueIdle, h.slab.Now())
 	return true
 }
 
+// failWith answers and then closes the connection gracefully: the write side
+// is shut down and input is drained until EOF or the drain timeout, so the
+// client reads the answer instead of a reset.
+func (h *handler) failWith(e *ev, status int, reason string, extra hdr) gnet.Action {
+	s := e.s
+	if s.Req != 0 && s.Flags&conn.FlagSubmitted == 0 {
+		h.reqs.free(h, s.Req-1)
+		s.Req = 0
+	}
+	s.Flags |= conn.FlagCloseAfter
+	s.Flags &^= conn.FlagKeepAlive
+	if !respond(h, e, status, textPlain, reason, extra|hdrReasonLine, false) {
+		return gnet.None
+	}
+	if e.c.OutboundBuffered() > 0 {
+		return gnet.Close // gnet flushes what it can before closing
+	}
+	_ = unix.Shutdown(e.fd, unix.SHUT_WR)
+	_, _ = e.c.Discard(-1)
+	h.unhold(s) // the input is discarded from here on; nothing is kept
+	s.Flags = s.Flags.WithState(conn.StateDrain)
+	e.l.tq.Arm(e.fd, conn.QueueDrain, h.slab.Now())
+	return gnet.None
+}
+
+// fail is failWith for a request that never got past its head.
+func (h *handler) fail(e *ev, status int, reason string) gnet.Action {
+	return h.failWith(e, status, reason, hdrNone)
+}
+
+// answerAndClose answers and closes at once (timeouts).
+func (h *handler) answerAndClose(e *ev, status int, reason string) {
+	e.s.Flags |= conn.FlagCloseAfter
+	e.s.Flags &^= conn.FlagKeepAlive
+	if respond(h, e, status, textPlain, reason, hdrReasonLine, false) {
+		h.close(e.l, e.fd)
+	}
+}
+
+// write writes p and reports whether the connection is still open (a write
+// error makes gnet close it, and OnClose bumps the generation).
+func (h *handler) write(e *ev, p []byte) bool {
+	gen := e.s.Gen
+	_, _ = e.c.Write(p)
+	return e.s.Generation() == gen // a close bumps it; after one, the slot may be another loop's
+}
+
 // respond formats one response into the loop's scratch buffer and writes it.
-// No fmt, no allocation once the scratch buffer has grown.
-func respond[T ~string | ~[]byte](h *handler, l *loop, c stream, s *conn.Slot, status int, ctype string, body T, extra hdr, head bool) bool {
+// No fmt, no allocation once the scratch buffer has grown. While the server
+// shuts down every answer closes its connection.
+func respond[T ~string | ~[]byte](h *handler, e *ev, status int, ctype string, body T, extra hdr, head bool) bool {
 	h.nreqs.Add(1)
+	s, l := e.s, e.l
+	if h.draining.Load() {
+		s.Flags |= conn.FlagCloseAfter
+	}
 	n := len(body)
 	if extra&hdrReasonLine != 0 {
 		n++
@@ -92,7 +147,7 @@ func respond[T ~string | ~[]byte](h *handler, l *loop, c stream, s *conn.Slot, s
 			b = append(b, '\n')
 		}
 	}
-	ok := h.write(c, s, b)
+	ok := h.write(e, b)
 	if cap(b) > cap(l.out) {
 		l.out = b[:0]
 	}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,10 +38,31 @@ type Config struct {
 	DrainTimeout  time.Duration    // lingering close after an error answer, default 2 s
 	RetryAfter    time.Duration    // Retry-After on 503, default 1 s
 	Loops         int              // event loops, default GOMAXPROCS
-	MaxConns      int              // slab size in fds; default RLIMIT_NOFILE
-	Store         store.Config     // the DSN and batching; OnDone is set by the server
-	Logger        *slog.Logger
+	// MaxConns caps open connections, default RLIMIT_NOFILE minus a
+	// reserve (fdReserve) for the database, logs, certificates and the
+	// reactor itself, so accept never runs out of fds. At the cap the
+	// longest-idle keep-alive connection is closed to admit a new one.
+	MaxConns int
+	// MinBodyRate is the least average rate, in bytes/s, a body must keep
+	// once BodyRateGrace has passed (Apache mod_reqtimeout's MinRate), or
+	// the client gets 408 and a close. Default 1 KiB/s; negative: none.
+	MinBodyRate   int64
+	BodyRateGrace time.Duration // default 5 s
+	// SocketRecvBuffer and SocketSendBuffer set SO_RCVBUF and SO_SNDBUF of
+	// accepted sockets (kernel memory, invisible in RSS); 0 keeps the
+	// kernel's autotuned defaults.
+	SocketRecvBuffer int
+	SocketSendBuffer int
+	Store            store.Config // the DSN and batching; OnDone is set by the server
+	Logger           *slog.Logger
+
+	fdLimit int // RLIMIT_NOFILE: the slab is indexed by fd up to it
 }
+
+// fdReserve is how many fds below RLIMIT_NOFILE are kept out of the
+// connection cap: the store's connections, the spool, logs, certificate
+// reloads, and per event loop its epoll fd, eventfd and listeners.
+func fdReserve(loops int) int { return 64 + 8*loops }
 
 func (c *Config) setDefaults() error {
 	if c.Listen == "" {
@@ -82,13 +104,28 @@ func (c *Config) setDefaults() error {
 	def(&c.IdleTimeout, 30*time.Second)
 	def(&c.DrainTimeout, 2*time.Second)
 	def(&c.RetryAfter, time.Second)
-	if c.MaxConns <= 0 {
+	def(&c.BodyRateGrace, 5*time.Second)
+	if c.MinBodyRate == 0 {
+		c.MinBodyRate = 1 << 10
+	}
+	if c.SocketRecvBuffer < 0 || c.SocketSendBuffer < 0 {
+		return fmt.Errorf("server: negative socket buffer size")
+	}
+	if c.fdLimit <= 0 {
+		// Go raises the soft limit to the hard one at start-up.
 		var rl unix.Rlimit
 		if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err == nil && rl.Cur > 0 && rl.Cur < 1<<24 {
-			c.MaxConns = int(rl.Cur)
+			c.fdLimit = int(rl.Cur)
 		} else {
-			c.MaxConns = 1 << 16
+			c.fdLimit = 1 << 16
 		}
+	}
+	loops := c.Loops
+	if loops <= 0 {
+		loops = runtime.GOMAXPROCS(0)
+	}
+	if limit := max(1, c.fdLimit-fdReserve(loops)); c.MaxConns <= 0 || c.MaxConns > limit {
+		c.MaxConns = limit
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -154,12 +191,20 @@ func (s *Server) Serve() error {
 	if s.cfg.TLSListen != "" {
 		addrs = append(addrs, "tcp://"+s.cfg.TLSListen)
 	}
+	// SO_REUSEPORT gives every event loop its own listener, so a loop
+	// accepts one connection per readiness event and calls OnOpen at once:
+	// the connection cap is checked before the next accept, never after a
+	// burst (with one shared acceptor gnet drains the whole backlog first,
+	// and EMFILE in accept is fatal to gnet's engine).
 	err := gnet.Rotate(s.h, addrs,
 		gnet.WithMulticore(s.cfg.Loops == 0),
 		gnet.WithNumEventLoop(s.cfg.Loops),
+		gnet.WithReusePort(true),
 		gnet.WithTicker(true),
 		gnet.WithReuseAddr(true),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+		gnet.WithSocketRecvBuffer(s.cfg.SocketRecvBuffer),
+		gnet.WithSocketSendBuffer(s.cfg.SocketSendBuffer),
 		gnet.WithLogger(gnetLogger{s.cfg.Logger}),
 	)
 	if err != nil {
@@ -178,16 +223,24 @@ func (s *Server) Booted() <-chan struct{} { return s.booted }
 // Store returns the server's store (for stats).
 func (s *Server) Store() *store.Store { return s.st }
 
-// Shutdown stops accepting, closes every connection (answers not yet written
-// are not sent: nothing is acknowledged that was not committed), then lets the
-// store finish what it was handed.
+// Shutdown stops the server gracefully: new connections are closed at once,
+// idle keep-alive connections are closed, a request head that completes on
+// an open connection is answered 503 with Connection: close, and every upload
+// already read is carried to its answer (201, or 503 as the store decides).
+// Once no request is left, or ctx ends, the engine stops (closing whatever
+// is still open), then the store finishes what it was handed and closes.
+// Shutdown returns ErrRequestsLeft (wrapped) if ctx ended with requests still
+// unanswered.
 func (s *Server) Shutdown(ctx context.Context) error {
 	var err error
 	s.once.Do(func() {
 		if e := s.eng.Load(); e != nil {
-			if e2 := e.Stop(ctx); e2 != nil {
+			err = s.h.drain(ctx)
+			stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if e2 := e.Stop(stopCtx); e2 != nil && err == nil {
 				err = fmt.Errorf("server: stop engine: %w", e2)
 			}
+			cancel()
 		}
 		if e2 := s.st.Close(); e2 != nil && err == nil {
 			err = fmt.Errorf("server: close store: %w", e2)
@@ -219,9 +272,13 @@ func (s *Server) TLSStats() tlsbridge.Stats {
 type Stats struct {
 	Conns         int64 // open connections
 	Requests      int64 // requests answered
-	InflightBytes int64 // bytes reserved from the in-flight budget
+	InflightBytes int64 // bytes charged to the in-flight budget
 	Records       int64 // request records in use
 	SlabPages     int   // slab pages allocated
+	MaxConns      int   // the connection cap
+	Evicted       int64 // idle keep-alive connections closed to admit new ones at the cap
+	Refused       int64 // new connections closed at once: at the cap with none idle, or while shutting down
+	SlowBodies    int64 // bodies answered 408 for falling below the minimum rate
 }
 
 // Stats returns a snapshot of the counters.
@@ -230,9 +287,13 @@ func (s *Server) Stats() Stats {
 	return Stats{
 		Conns:         h.nconns.Load(),
 		Requests:      h.nreqs.Load(),
-		InflightBytes: h.budget.used.Load(),
+		InflightBytes: h.budget.Used(),
 		Records:       h.reqs.inUse(),
 		SlabPages:     h.slab.Allocated(),
+		MaxConns:      h.cfg.MaxConns,
+		Evicted:       h.evicted.Load(),
+		Refused:       h.refused.Load(),
+		SlowBodies:    h.slowBodies.Load(),
 	}
 }
 

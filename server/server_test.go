@@ -45,8 +45,14 @@ func startServer(t testing.TB, dsn string, mod func(*Config)) (*Server, string) 
 			t.Cleanup(func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
-				_ = srv.Shutdown(ctx)
+				if err := srv.Shutdown(ctx); err != nil {
+					t.Errorf("Shutdown: %v", err)
+				}
 				<-errc
+				// Every connection is gone: the budget is exactly 0.
+				if st := srv.Stats(); st.Conns != 0 || st.InflightBytes != 0 || st.Records != 0 {
+					t.Errorf("after shutdown: %+v, want no connections, budget 0, no records", st)
+				}
 			})
 			return srv, addr
 		case err := <-errc:
@@ -482,24 +488,31 @@ func TestDatabaseDown(t *testing.T) {
 	}
 }
 
+// TestInflightBudget: bodies still arriving may take only the held tier
+// (three quarters) of --max-inflight, so a request that would go past it gets
+// 503 before its body is read (no 100 Continue), while an upload that arrives
+// whole still fits in the last quarter; every byte comes back at the end.
 func TestInflightBudget(t *testing.T) {
 	dsn := testdb.New(t)
-	srv, addr := startServer(t, dsn, func(c *Config) { c.MaxBody = 4000; c.MaxInflight = 5000 })
+	srv, addr := startServer(t, dsn, func(c *Config) { c.MaxBody = 4000; c.MaxInflight = 8000 })
 	waitReady(t, addr)
-	// Hold one body half-sent: it reserves ~4 KiB of the 5 KiB budget.
+	// Hold one body half-sent: it is small, so its buffer is sized and
+	// charged in full (4,000 + 383 metadata) of the 6,000-byte held tier.
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	io.WriteString(c, "POST /upload/hold HTTP/1.1\r\nHost: x\r\nContent-Length: 4000\r\n\r\npartial")
-	deadline := time.Now().Add(10 * time.Second)
-	for srv.Stats().InflightBytes == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFor(t, "the held body to be charged", func() bool { return srv.Stats().InflightBytes == 4000+metaMax })
 	out := rawExchange(t, addr, "POST /upload/b HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\nExpect: 100-continue\r\n\r\n", 10*time.Second)
 	if !strings.HasPrefix(out, "HTTP/1.1 503 ") || !strings.Contains(out, "Retry-After: ") || strings.Contains(out, "100 Continue") {
-		t.Fatalf("over budget: %q", out)
+		t.Fatalf("over the held tier: %q", out)
+	}
+	// A whole upload uses the last quarter.
+	out = rawExchange(t, addr, "POST /upload/whole HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 1000\r\n\r\n"+strings.Repeat("w", 1000), 10*time.Second)
+	if !strings.HasPrefix(out, "HTTP/1.1 201 ") {
+		t.Fatalf("whole upload beside a held body: %q", out)
 	}
 	// Finish the held body: it commits and the budget is returned.
 	io.WriteString(c, strings.Repeat("x", 4000-len("partial")))
@@ -507,12 +520,36 @@ func TestInflightBudget(t *testing.T) {
 	if resp.StatusCode != 201 {
 		t.Fatalf("held upload: %d %s", resp.StatusCode, body)
 	}
-	deadline = time.Now().Add(10 * time.Second)
-	for srv.Stats().InflightBytes != 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	c.Close()
+	waitBudgetZero(t, srv)
+}
+
+// waitFor waits (bounded) until cond holds.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
-	if st := srv.Stats(); st.InflightBytes != 0 || st.Records != 0 {
-		t.Fatalf("budget not returned: %+v", st)
+}
+
+// waitBudgetZero waits until every connection is gone and asserts that the
+// in-flight budget and the request records are back to exactly 0.
+func waitBudgetZero(t testing.TB, srv *Server) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st := srv.Stats()
+		if st.Conns == 0 && st.InflightBytes == 0 && st.Records == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("budget not back to 0 with every connection gone: %+v", st)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -112,6 +112,14 @@ func serve(args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.Store.QueueLen, "queue", 0, "commit queue length in uploads (default: one per possible connection, so it never fills before the byte budget does)")
 	fs.IntVar(&cfg.Store.MaxBatchRows, "batch-rows", 1000, "most rows per committed batch")
 	fs.IntVar(&cfg.Loops, "loops", 0, "event loops (default: one per CPU)")
+	fs.IntVar(&cfg.MaxConns, "max-conns", 0, "most open connections; at the cap the longest-idle keep-alive one is closed for a new one (default: the fd limit minus a reserve)")
+	minRate := int64(1 << 10)
+	fs.Var(size{&minRate}, "min-body-rate", "least average body rate in bytes/s after --body-rate-grace, else 408 (default 1KiB; 0 = none)")
+	fs.DurationVar(&cfg.BodyRateGrace, "body-rate-grace", 5*time.Second, "time a body has before --min-body-rate applies")
+	var rcvbuf, sndbuf int64
+	fs.Var(size{&rcvbuf}, "socket-rcvbuf", "SO_RCVBUF of client sockets (kernel memory per connection; default: the kernel's autotuning)")
+	fs.Var(size{&sndbuf}, "socket-sndbuf", "SO_SNDBUF of client sockets (default: the kernel's autotuning)")
+	shutdownTimeout := fs.Duration("shutdown-timeout", 10*time.Second, "on SIGTERM/SIGINT, how long uploads in progress have to be answered before upsink exits")
 	fs.StringVar(&logLevel, "log-level", logLevel, "debug, info, warn or error")
 	massifFile := fs.String("massif", "", "write valgrind massif-format heap snapshots to this file (ms_print FILE)")
 	massifEvery := fs.Duration("massif-interval", 100*time.Millisecond, "time between --massif snapshots")
@@ -133,6 +141,15 @@ func serve(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "upsink serve: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
+	cfg.MinBodyRate = minRate
+	if minRate == 0 {
+		cfg.MinBodyRate = -1
+	}
+	if rcvbuf > 1<<30 || sndbuf > 1<<30 {
+		fmt.Fprintln(stderr, "upsink serve: --socket-rcvbuf and --socket-sndbuf take at most 1GiB")
+		return 2
+	}
+	cfg.SocketRecvBuffer, cfg.SocketSendBuffer = int(rcvbuf), int(sndbuf)
 	if cfg.Store.DSN == "" {
 		fmt.Fprintln(stderr, "upsink serve: no database: pass --dsn or set UPSINK_DSN")
 		return 2
@@ -211,7 +228,7 @@ func serve(args []string, stderr io.Writer) int {
 	case err := <-errc:
 		return ended(err)
 	case <-srv.Booted():
-		log.Info("upsink: serving", "listen", "http://"+cfg.Listen, "max_body", cfg.MaxBody, "max_inflight", cfg.MaxInflight, "memory_limit", memLimit)
+		log.Info("upsink: serving", "listen", "http://"+cfg.Listen, "max_body", cfg.MaxBody, "max_inflight", cfg.MaxInflight, "memory_limit", memLimit, "max_conns", srv.Stats().MaxConns)
 		if cfg.TLSListen != "" {
 			log.Info("upsink: serving HTTPS", "listen", "https://"+cfg.TLSListen, "cert", certFile)
 		}
@@ -245,15 +262,16 @@ func serve(args []string, stderr io.Writer) int {
 		log.Warn("upsink: second signal, exiting without waiting for the store", "signal", sig.String())
 		os.Exit(1)
 	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), *shutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(ctx); err != nil {
+	err = srv.Shutdown(ctx)
+	<-errc
+	st := srv.Store().Stats()
+	if err != nil && !errors.Is(err, server.ErrRequestsLeft) {
 		log.Error("upsink: shutdown", "err", err)
 		return 1
 	}
-	<-errc
-	st := srv.Store().Stats()
-	log.Info("upsink: stopped", "batches", st.Batches, "rows", st.Rows)
+	log.Info("upsink: stopped", "batches", st.Batches, "rows", st.Rows, "unanswered", err != nil)
 	return 0
 }
 

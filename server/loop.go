@@ -1,0 +1,129 @@
+package server
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"upsink/conn"
+	"upsink/store"
+)
+
+// loop is one event loop's private state. Everything but the completion list
+// (mu, done, scheduled) and evictAsked is touched only on that loop.
+type loop struct {
+	h    *handler
+	idx  int
+	el   gnet.EventLoop
+	tq   *conn.Timeouts
+	out  []byte // response scratch
+	jbuf []byte // JSON body scratch
+	date []byte
+
+	mu        sync.Mutex
+	done      []uint32 // request records whose commit finished
+	spare     []uint32
+	scheduled bool
+
+	reaper     reaper
+	evictor    evictor
+	drainer    drainer
+	evictAsked atomic.Bool // an evictor run is posted and has not run yet
+	expire     func(fd int, q conn.QueueID)
+}
+
+func (h *handler) loopFor(el gnet.EventLoop) *loop {
+	for _, l := range *h.loops.Load() {
+		if l.el == el {
+			return l
+		}
+	}
+	h.loopsMu.Lock()
+	defer h.loopsMu.Unlock()
+	old := *h.loops.Load()
+	for _, l := range old {
+		if l.el == el {
+			return l
+		}
+	}
+	l := &loop{h: h, idx: len(old), el: el, out: make([]byte, 0, 512)}
+	l.tq = conn.NewTimeouts(h.slab, h.cfg.HeaderTimeout, h.cfg.IdleTimeout, h.bodyCheck, h.cfg.DrainTimeout)
+	l.reaper.l, l.evictor.l, l.drainer.l = l, l, l
+	l.expire = l.onExpire
+	l.date = appendDate(nil)
+	nl := append(append([]*loop(nil), old...), l)
+	h.loops.Store(&nl)
+	return l
+}
+
+func (h *handler) loopAt(i int) *loop { return (*h.loops.Load())[i] }
+
+// onDone runs on the store's writer goroutine. It hands finished records to
+// their loops; one Execute per loop per batch, never a touch of slot state.
+func (h *handler) onDone(batch []*store.Job) {
+	loops := *h.loops.Load()
+	for _, j := range batch {
+		idx := uint32(j.Tag)
+		l := loops[h.reqs.at(idx).loop]
+		l.mu.Lock()
+		l.done = append(l.done, idx)
+		sched := !l.scheduled
+		l.scheduled = true
+		l.mu.Unlock()
+		if sched {
+			if err := l.el.Execute(context.Background(), l); err != nil {
+				// The engine is stopping: the connections are gone and
+				// nothing will be answered.
+				l.mu.Lock()
+				l.scheduled = false
+				l.mu.Unlock()
+			}
+		}
+	}
+}
+
+// Run resumes, on the loop, every connection whose commit finished.
+func (l *loop) Run(context.Context) error {
+	l.mu.Lock()
+	l.done, l.spare = l.spare[:0], l.done
+	l.scheduled = false
+	l.mu.Unlock()
+	for _, idx := range l.spare {
+		l.h.complete(l, idx)
+	}
+	return nil
+}
+
+type reaper struct{ l *loop }
+
+// Run expires the loop's timeout queues.
+func (r *reaper) Run(context.Context) error {
+	l := r.l
+	l.date = appendDate(l.date[:0])
+	l.tq.Expire(l.h.slab.Now(), l.expire)
+	return nil
+}
+
+func (l *loop) onExpire(fd int, q conn.QueueID) {
+	h := l.h
+	s := h.slab.At(fd)
+	cp := h.conns.At(fd)
+	if s.Flags&conn.FlagOpen == 0 || *cp == nil {
+		return
+	}
+	e := h.event(l, *cp, fd, s)
+	if e.c == nil {
+		h.close(l, fd)
+		return
+	}
+	switch {
+	case q == conn.QueueHead && e.c.InboundBuffered() > 0:
+		h.answerAndClose(&e, 408, "request head not complete within the header timeout")
+	case q == conn.QueueBody && s.Flags.State() == conn.StateBody:
+		h.checkBody(&e)
+	default:
+		h.close(l, fd)
+	}
+}
