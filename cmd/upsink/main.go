@@ -116,9 +116,15 @@ func serve(args []string, stderr io.Writer) int {
 	minRate := int64(1 << 10)
 	fs.Var(size{&minRate}, "min-body-rate", "least average body rate in bytes/s after --body-rate-grace, else 408 (default 1KiB; 0 = none)")
 	fs.DurationVar(&cfg.BodyRateGrace, "body-rate-grace", 5*time.Second, "time a body has before --min-body-rate applies")
-	var rcvbuf, sndbuf int64
-	fs.Var(size{&rcvbuf}, "socket-rcvbuf", "SO_RCVBUF of client sockets (kernel memory per connection; default: the kernel's autotuning)")
-	fs.Var(size{&sndbuf}, "socket-sndbuf", "SO_SNDBUF of client sockets (default: the kernel's autotuning)")
+	// Measured (BENCHMARKS.md, kernel memory): with the kernel's autotuning
+	// a client that pipelines requests and never reads the answers makes
+	// the kernel queue up to 4 MiB of answers per socket (tcp_wmem) before
+	// upsink ever sees backpressure; answers are a few hundred bytes, so a
+	// 16 KiB send buffer costs nothing and lets the 64 KiB unsent-answer
+	// bound close such clients within a second.
+	var rcvbuf, sndbuf int64 = 0, 16 << 10
+	fs.Var(size{&rcvbuf}, "socket-rcvbuf", "SO_RCVBUF of client sockets (kernel memory per connection; 0 = the kernel's autotuning)")
+	fs.Var(size{&sndbuf}, "socket-sndbuf", "SO_SNDBUF of client sockets (default 16KiB; 0 = the kernel's autotuning)")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 10*time.Second, "on SIGTERM/SIGINT, how long uploads in progress have to be answered before upsink exits")
 	fs.StringVar(&logLevel, "log-level", logLevel, "debug, info, warn or error")
 	massifFile := fs.String("massif", "", "write valgrind massif-format heap snapshots to this file (ms_print FILE)")
