@@ -20,6 +20,7 @@ import (
 func (s *Store) attempt(id uint64, jobs []*Job, now time.Time) (first uint64, err error, unknown bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
 	defer cancel()
+	s.busy()
 	tx, err := s.conn.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, s.abort(nil, fmt.Errorf("store: begin: %w", err)), false
@@ -27,6 +28,7 @@ func (s *Store) attempt(id uint64, jobs []*Job, now time.Time) (first uint64, er
 	n := uint64(len(jobs))
 	s.loadedFirst, s.loadedN = 0, 0
 	s.rd.reset(jobs, now)
+	s.busy()
 	res, err := tx.ExecContext(ctx, s.loadSQL)
 	s.rd.reset(nil, time.Time{})
 	if err != nil {
@@ -40,6 +42,7 @@ func (s *Store) attempt(id uint64, jobs []*Job, now time.Time) (first uint64, er
 	// first one. Neither it nor @@warning_count resets the warning list (only
 	// statements that use tables do), so both are read in one round trip.
 	var warnings int
+	s.busy()
 	if err := tx.QueryRowContext(ctx, "SELECT LAST_INSERT_ID(), @@warning_count").Scan(&first, &warnings); err != nil {
 		return 0, s.abort(tx, fmt.Errorf("store: load batch: insert id: %w", err)), false
 	}
@@ -53,6 +56,7 @@ func (s *Store) attempt(id uint64, jobs []*Job, now time.Time) (first uint64, er
 		return 0, s.abort(tx, loadWarning(ctx, tx, warnings)), false
 	}
 	var maxID uint64
+	s.busy()
 	if err := tx.QueryRowContext(ctx, "SELECT MAX(id) FROM uploads").Scan(&maxID); err != nil {
 		return 0, s.abort(tx, fmt.Errorf("store: check ids: %w", err)), false
 	}
@@ -72,6 +76,7 @@ func (s *Store) attempt(id uint64, jobs []*Job, now time.Time) (first uint64, er
 	b = strconv.AppendUint(b, n, 10)
 	b = append(b, ",NOW(6))"...)
 	s.sqlBuf = b
+	s.busy()
 	if _, err := tx.ExecContext(ctx, string(b)); err != nil {
 		return 0, s.abort(tx, fmt.Errorf("store: ledger insert: %w", err)), false
 	}
@@ -79,6 +84,7 @@ func (s *Store) attempt(id uint64, jobs []*Job, now time.Time) (first uint64, er
 		h(s)
 	}
 	// From here on the outcome of any error is unknown: COMMIT may have run.
+	s.busy()
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("store: commit: %w", err), true
 	}
@@ -115,6 +121,7 @@ func (s *Store) abort(tx *sql.Tx, cause error) error {
 	var me *mysql.MySQLError
 	alive := errors.As(cause, &me)
 	if tx != nil {
+		s.busy()
 		alive = tx.Rollback() == nil
 	}
 	if !alive {

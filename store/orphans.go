@@ -22,6 +22,7 @@ func (s *Store) deleteOrphans() {
 	s.sqlBuf = b
 	ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
 	defer cancel()
+	s.busy()
 	if _, err := s.conn.ExecContext(ctx, string(b)); err != nil {
 		s.log.Error("store: could not delete the rows of a failed batch yet", "first_id", s.orphanFirst, "rows", s.orphanN, "err", err)
 		return

@@ -48,32 +48,13 @@ func (s *Store) resolve(id uint64, n int, oldID uint64, oldStart int64) (first u
 func (s *Store) lookup(id uint64, n int, oldID uint64, oldStart int64) (first uint64, committed bool, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
 	defer cancel()
-	// Same server instance (start times agree up to rounding)? Then the old
-	// session may still exist: kill it and wait until it has left. After a
-	// restart it is gone and its id may belong to someone else.
-	if oldID != 0 && oldID != s.connID && s.serverStart-oldStart <= 2 && oldStart-s.serverStart <= 2 {
-		_, err := s.conn.ExecContext(ctx, "KILL CONNECTION "+strconv.FormatUint(oldID, 10))
-		var me *mysql.MySQLError
-		if err != nil && !(errors.As(err, &me) && (me.Number == 1094 || me.Number == 1095)) { // no such thread / not ours
-			return 0, false, fmt.Errorf("store: kill old session %d: %w", oldID, err)
-		}
-		q := "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID=" + strconv.FormatUint(oldID, 10)
-		for {
-			var cnt int
-			if err := s.conn.QueryRowContext(ctx, q).Scan(&cnt); err != nil {
-				return 0, false, fmt.Errorf("store: wait for old session %d: %w", oldID, err)
-			}
-			if cnt == 0 {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return 0, false, fmt.Errorf("store: old session %d still present: %w", oldID, ctx.Err())
-			case <-time.After(10 * time.Millisecond):
-			}
-		}
+	// connect has normally done this already (the batch's connection was
+	// dropped, so its session was stale); doing it again costs one round trip.
+	if err := s.killSession(ctx, s.conn, oldID, oldStart); err != nil {
+		return 0, false, err
 	}
 	var rowCount int
+	s.busy()
 	err = s.conn.QueryRowContext(ctx, "SELECT first_id, row_count FROM upsink_batches WHERE batch_id="+strconv.FormatUint(id, 10)).Scan(&first, &rowCount)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
@@ -86,6 +67,42 @@ func (s *Store) lookup(id uint64, n int, oldID uint64, oldStart int64) (first ui
 		return 0, false, nil
 	}
 	return first, true, nil
+}
+
+// killSession makes sure session oldID of the server that started at
+// oldStart is gone, on c (whose server is s.serverStart): on the same server
+// instance (start times agree up to rounding) it may still exist, perhaps in
+// the middle of a statement or with a COMMIT still in its socket buffer, so
+// it is killed and waited for until it has left the process list. From then
+// on its transaction is finished one way or the other and nothing of it can
+// commit behind our back. After a restart it is gone and its id may belong to
+// someone else: nothing to do.
+func (s *Store) killSession(ctx context.Context, c *sql.Conn, oldID uint64, oldStart int64) error {
+	if oldID == 0 || oldID == s.connID || s.serverStart-oldStart > 2 || oldStart-s.serverStart > 2 {
+		return nil
+	}
+	s.busy()
+	_, err := c.ExecContext(ctx, "KILL CONNECTION "+strconv.FormatUint(oldID, 10))
+	var me *mysql.MySQLError
+	if err != nil && !(errors.As(err, &me) && (me.Number == 1094 || me.Number == 1095)) { // no such thread / not ours
+		return fmt.Errorf("store: kill old session %d: %w", oldID, err)
+	}
+	q := "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID=" + strconv.FormatUint(oldID, 10)
+	for {
+		var cnt int
+		s.busy()
+		if err := c.QueryRowContext(ctx, q).Scan(&cnt); err != nil {
+			return fmt.Errorf("store: wait for old session %d: %w", oldID, err)
+		}
+		if cnt == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("store: old session %d still present: %w", oldID, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // failQueued fails every job waiting in the queue right now (used while the
@@ -113,7 +130,7 @@ func (s *Store) failQueued() {
 		return
 	}
 	s.fail(s.spill)
-	s.cfg.OnDone(s.spill)
+	s.handBack(s.spill)
 	clear(s.spill)
 	s.spill = s.spill[:0]
 }

@@ -25,15 +25,25 @@ func (s *Store) connect() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
 	defer cancel()
+	s.busy()
 	c, err := s.db.Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("store: connect: %w", err)
 	}
-	if err := s.setup(ctx, c); err != nil {
+	err = s.setup(ctx, c)
+	if err == nil && s.staleID != 0 {
+		// A dropped connection's session may still be running a statement
+		// of a failed batch, holding its locks (the AUTO-INC lock of a LOAD)
+		// or, after a stall, have bytes still on their way to it. Nothing
+		// happens on the new connection before it is gone.
+		err = s.killSession(ctx, c, s.staleID, s.staleStart)
+	}
+	if err != nil {
 		_ = c.Raw(func(any) error { return driver.ErrBadConn })
 		_ = c.Close()
 		return err
 	}
+	s.staleID = 0
 	s.conn = c
 	s.backoff = minBackoff
 	s.lastOK = time.Now()
@@ -111,6 +121,7 @@ func (s *Store) dropConn() {
 	_ = s.conn.Raw(func(any) error { return driver.ErrBadConn })
 	_ = s.conn.Close()
 	s.conn = nil
+	s.staleID, s.staleStart = s.connID, s.serverStart
 	s.ready.Store(false)
 }
 
@@ -136,6 +147,14 @@ func openDB(dsn string, log *slog.Logger) (*sql.DB, error) {
 	mc.Loc = time.UTC
 	if mc.Timeout == 0 {
 		mc.Timeout = defaultDialTimeout
+	}
+	// Without them a stopped or blackholed server leaves the writer in a
+	// read until the batch's context ends; see defaultReadTimeout.
+	if mc.ReadTimeout == 0 {
+		mc.ReadTimeout = defaultReadTimeout
+	}
+	if mc.WriteTimeout == 0 {
+		mc.WriteTimeout = defaultWriteTimeout
 	}
 	mc.Logger = driverLogger{log}
 	connector, err := mysql.NewConnector(mc)

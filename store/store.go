@@ -53,6 +53,28 @@
 // queued meanwhile are failed fast with ErrUnavailable, and Submit rejects new
 // ones because Ready() is false. Each resolution counts in Stats.Recovered.
 //
+// The same kill, and the wait, happen at every reconnect after a connection was
+// dropped without a clean close, known failures included: a session left
+// behind may still run a statement of the failed batch and hold its locks
+// (a LOAD holds the table's AUTO-INC lock), or, after a stall, still receive
+// bytes in flight. Nothing is done on the new connection until it is gone.
+//
+// # Stalls
+//
+// A server that stops answering (SIGSTOP, a blackholed route, a lock that is
+// not released) is noticed in two ways. The driver's per-read and per-write
+// deadlines (readTimeout/writeTimeout, 5 s unless the DSN sets them; see
+// defaultReadTimeout for why that suits a healthy 8 MiB batch) end the call
+// that waits: before COMMIT was sent that is a known failure (the session's
+// open transaction is never committed, as no COMMIT was sent: the server rolls
+// it back when the session ends or is killed), after it an unknown outcome,
+// resolved as above. And a watchdog goroutine sees any database call of the
+// writer outstanding for Config.StallAfter (2 s): Ready turns false at once
+// (Submit refuses, /readyz says 503) and every job waiting in the queue is
+// failed with ErrUnavailable, and again while the stall lasts, so no upload
+// waits behind the stalled batch. The batch itself is answered by the writer
+// alone, only with what is known. Idle pings time out after StallAfter.
+//
 // On a non-transactional engine (Aria, the tight profile) acknowledgements stay
 // correct: the ledger row is written only after all rows are loaded and checked,
 // so "ledger row present" still implies "rows present". What is lost is the
@@ -69,6 +91,7 @@
 //	writer.go   the writer goroutine: idle ticks, gathering a batch, retry, hand-back
 //	batch.go    one batch transaction and the ledger row
 //	recover.go  unknown outcomes: kill the old session, ask the ledger
+//	watchdog.go stalls: not ready and queued jobs failed while a call hangs
 //	orphans.go  rows a failed batch leaves in a non-transactional table
 //	schema.go   DSN, connect, session setup, the tables
 //	tsv.go      the batch rendered as the LOAD DATA file
@@ -102,7 +125,8 @@ type Config struct {
 	MaxBatchBytes int                // sum of body bytes per batch; default 8 MiB
 	RetryAfter    time.Duration      // (informational for callers) default 1s
 	Logger        *slog.Logger       // default slog.Default()
-	OnDone        func(batch []*Job) // called on the writer goroutine once per finished batch, after every job's ID/Err is set; must not block; must not retain the slice
+	StallAfter    time.Duration      // a database call outstanding this long makes the store not ready and fails queued jobs; default 2s (see "Stalls" in the package doc)
+	OnDone        func(batch []*Job) // called once per finished batch after every job's ID/Err is set, by the writer goroutine or (jobs failed while the database stalls) its watchdog, one call at a time; must not block; must not retain the slice
 }
 
 // Job is one upload. The caller owns it and its byte slices until OnDone hands it back; the store only reads them.
@@ -139,6 +163,18 @@ const (
 	defaultMaxBatchBytes = 8 << 20
 	defaultRetryAfter    = time.Second
 	defaultDialTimeout   = 2 * time.Second
+	defaultStallAfter    = 2 * time.Second
+	// The driver's per-read and per-write deadlines (readTimeout and
+	// writeTimeout in the DSN, which override these). They bound how long
+	// the server may stay silent within one statement, not the statement:
+	// a LOAD DATA is streamed in 16 KiB packets, each write its own
+	// deadline, and the reply after the last packet only waits for the rows
+	// still buffered. The longest healthy silence is a COMMIT's log flush
+	// (one fsync of at most ~8 MiB of redo for the largest batch), well
+	// under a second on a working disk; 5 s leaves room for a slow one while
+	// a stopped or blackholed server is noticed within seconds.
+	defaultReadTimeout  = 5 * time.Second
+	defaultWriteTimeout = 5 * time.Second
 )
 
 // Timing of the writer; variables so tests can shorten them.
@@ -171,12 +207,20 @@ type Store struct {
 	done     chan struct{}
 	closeErr error // set by the writer before done is closed
 
+	doneMu    sync.Mutex   // held around each OnDone call (writer and watchdog)
+	epoch     time.Time    // monotonic reference for busySince
+	busySince atomic.Int64 // since epoch (+1) when the writer's current database call began; 0 = none
+	stopWatch chan struct{}
+	watchDone chan struct{}
+
 	batches, rows, failed, recovered atomic.Uint64
 
 	// Owned by the writer goroutine.
 	conn        *sql.Conn
 	connID      uint64 // CONNECTION_ID() of conn
 	serverStart int64  // server start time (unix s) as seen on conn
+	staleID     uint64 // session of a dropped connection that may still run on the server; killed at the next connect
+	staleStart  int64  // its server's start time
 	nextBatch   uint64
 	batch       []*Job // jobs drained for the current batch, handed to OnDone
 	valid       []*Job // the part of batch that goes to the database
@@ -214,7 +258,7 @@ func open(cfg Config, hooks *testHooks) (*Store, error) {
 	if cfg.OnDone == nil {
 		return nil, errors.New("store: Config.OnDone is required")
 	}
-	if cfg.QueueLen < 0 || cfg.MaxBatchRows < 0 || cfg.MaxBatchBytes < 0 || cfg.RetryAfter < 0 {
+	if cfg.QueueLen < 0 || cfg.MaxBatchRows < 0 || cfg.MaxBatchBytes < 0 || cfg.RetryAfter < 0 || cfg.StallAfter < 0 {
 		return nil, errors.New("store: negative Config value")
 	}
 	if cfg.QueueLen == 0 {
@@ -228,6 +272,9 @@ func open(cfg Config, hooks *testHooks) (*Store, error) {
 	}
 	if cfg.RetryAfter == 0 {
 		cfg.RetryAfter = defaultRetryAfter
+	}
+	if cfg.StallAfter == 0 {
+		cfg.StallAfter = defaultStallAfter
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -246,6 +293,9 @@ func open(cfg Config, hooks *testHooks) (*Store, error) {
 		readerName: "upsink_batch_" + strconv.FormatUint(readerSeq.Add(1), 10),
 		hooks:      hooks,
 		done:       make(chan struct{}),
+		epoch:      time.Now(),
+		stopWatch:  make(chan struct{}),
+		watchDone:  make(chan struct{}),
 		nextBatch:  uint64(uint32(time.Now().Unix())) << 32,
 		batch:      make([]*Job, 0, cfg.MaxBatchRows),
 		valid:      make([]*Job, 0, cfg.MaxBatchRows),
@@ -262,6 +312,7 @@ func open(cfg Config, hooks *testHooks) (*Store, error) {
 		rd.rewind()
 		return rd
 	})
+	go s.watch()
 	go s.run()
 	return s, nil
 }
@@ -287,13 +338,20 @@ func (s *Store) Submit(j *Job) error {
 }
 
 // Ready reports whether the writer's connection answers (refreshed by every
-// batch and by a ping about every second when idle).
+// batch and by a ping about every second when idle). It turns false when the
+// connection is lost and when a database call has been outstanding for
+// Config.StallAfter.
 func (s *Store) Ready() bool { return s.ready.Load() }
 
 // Close stops accepting jobs, finishes every job already submitted (each is
 // committed or failed and handed to OnDone) and closes the database. It is
-// idempotent. If a batch's outcome is unknown and the database stays down,
-// Close waits until it answers (see the package documentation).
+// idempotent. Against a stalled or unreachable database it returns once the
+// call in progress has hit the driver's read/write deadline (5 s by default)
+// and the batch's one retry has failed to connect (within another connect
+// timeout, 5 s); jobs still queued are failed at once. The one exception: if
+// a batch's outcome is unknown (COMMIT was sent), Close waits until the
+// database answers and the ledger tells, because any answer before that
+// would be a guess (see the package documentation).
 func (s *Store) Close() error {
 	s.mu.Lock()
 	if !s.closed {

@@ -15,6 +15,10 @@ import (
 // run is the writer goroutine.
 func (s *Store) run() {
 	defer close(s.done)
+	defer func() {
+		close(s.stopWatch)
+		<-s.watchDone
+	}()
 	timer := time.NewTimer(0) // connect right away
 	defer timer.Stop()
 	for {
@@ -51,6 +55,7 @@ func (s *Store) run() {
 // tick runs when the writer has been idle: it (re)connects or pings, and
 // returns when to tick next.
 func (s *Store) tick() time.Duration {
+	defer s.idle()
 	if s.conn == nil {
 		if err := s.connect(); err != nil {
 			s.log.Warn("store: database unreachable", "err", err, "retry_in", s.backoff)
@@ -61,7 +66,9 @@ func (s *Store) tick() time.Duration {
 		return idlePing
 	}
 	if time.Since(s.lastOK) >= idlePing-idlePing/10 {
-		ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
+		// A short timeout: a ping has nothing to wait for but the server.
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StallAfter)
+		s.busy()
 		err := s.conn.PingContext(ctx)
 		cancel()
 		if err != nil {
@@ -121,10 +128,19 @@ func (s *Store) handle() {
 			s.write(s.valid, now)
 		}
 	}
-	s.cfg.OnDone(s.batch)
+	s.idle()
+	s.handBack(s.batch)
 	clear(s.batch) // do not keep bodies alive until the next batch
 	clear(s.valid)
 	s.batch, s.valid = s.batch[:0], s.valid[:0]
+}
+
+// handBack calls OnDone; the mutex keeps the writer's and the watchdog's
+// calls apart.
+func (s *Store) handBack(jobs []*Job) {
+	s.doneMu.Lock()
+	defer s.doneMu.Unlock()
+	s.cfg.OnDone(jobs)
 }
 
 func (s *Store) fail(jobs []*Job) {
