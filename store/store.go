@@ -346,9 +346,10 @@ func (s *Store) Ready() bool { return s.ready.Load() }
 // Close stops accepting jobs, finishes every job already submitted (each is
 // committed or failed and handed to OnDone) and closes the database. It is
 // idempotent. Against a stalled or unreachable database it returns once the
-// call in progress has hit the driver's read/write deadline (5 s by default)
-// and the batch's one retry has failed to connect (within another connect
-// timeout, 5 s); jobs still queued are failed at once. The one exception: if
+// call in progress has hit the driver's read/write deadline (5 s by default),
+// the batch's one retry has failed to connect (within the connect timeout,
+// 5 s) and at most one more idle reconnect attempt has failed: about 15 s
+// with the defaults. Jobs still queued are failed at once. The one exception: if
 // a batch's outcome is unknown (COMMIT was sent), Close waits until the
 // database answers and the ledger tells, because any answer before that
 // would be a guess (see the package documentation).
