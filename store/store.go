@@ -53,6 +53,28 @@
 // queued meanwhile are failed fast with ErrUnavailable, and Submit rejects new
 // ones because Ready() is false. Each resolution counts in Stats.Recovered.
 //
+// The same kill, and the wait, happen at every reconnect after a connection was
+// dropped without a clean close, known failures included: a session left
+// behind may still run a statement of the failed batch and hold its locks
+// (a LOAD holds the table's AUTO-INC lock), or, after a stall, still receive
+// bytes in flight. Nothing is done on the new connection until it is gone.
+//
+// # Stalls
+//
+// A server that stops answering (SIGSTOP, a blackholed route, a lock that is
+// not released) is noticed in two ways. The driver's per-read and per-write
+// deadlines (readTimeout/writeTimeout, 5 s unless the DSN sets them; see
+// defaultReadTimeout for why that suits a healthy 8 MiB batch) end the call
+// that waits: before COMMIT was sent that is a known failure (the session's
+// open transaction is never committed, as no COMMIT was sent: the server rolls
+// it back when the session ends or is killed), after it an unknown outcome,
+// resolved as above. And a watchdog goroutine sees any database call of the
+// writer outstanding for Config.StallAfter (2 s): Ready turns false at once
+// (Submit refuses, /readyz says 503) and every job waiting in the queue is
+// failed with ErrUnavailable, and again while the stall lasts, so no upload
+// waits behind the stalled batch. The batch itself is answered by the writer
+// alone, only with what is known. Idle pings time out after StallAfter.
+//
 // On a non-transactional engine (Aria, the tight profile) acknowledgements stay
 // correct: the ledger row is written only after all rows are loaded and checked,
 // so "ledger row present" still implies "rows present". What is lost is the
@@ -63,6 +85,17 @@
 // server crashes in between, do they stay behind, and the client's retry makes
 // them duplicates. InnoDB has none of this.
 //
+// # Where things are
+//
+//	store.go    Config, Job, Store: Open, Submit, Ready, Close, Stats
+//	writer.go   the writer goroutine: idle ticks, gathering a batch, retry, hand-back
+//	batch.go    one batch transaction and the ledger row
+//	recover.go  unknown outcomes: kill the old session, ask the ledger
+//	watchdog.go stalls: not ready and queued jobs failed while a call hangs
+//	orphans.go  rows a failed batch leaves in a non-transactional table
+//	schema.go   DSN, connect, session setup, the tables
+//	tsv.go      the batch rendered as the LOAD DATA file
+//
 // # Batch ids
 //
 // batch_id = startup unix seconds << 32 | sequence. The writer also raises the
@@ -72,11 +105,8 @@
 package store
 
 import (
-	"context"
 	"database/sql"
-	"database/sql/driver"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"strconv"
@@ -95,7 +125,8 @@ type Config struct {
 	MaxBatchBytes int                // sum of body bytes per batch; default 8 MiB
 	RetryAfter    time.Duration      // (informational for callers) default 1s
 	Logger        *slog.Logger       // default slog.Default()
-	OnDone        func(batch []*Job) // called on the writer goroutine once per finished batch, after every job's ID/Err is set; must not block; must not retain the slice
+	StallAfter    time.Duration      // a database call outstanding this long makes the store not ready and fails queued jobs; default 2s (see "Stalls" in the package doc)
+	OnDone        func(batch []*Job) // called once per finished batch after every job's ID/Err is set, by the writer goroutine or (jobs failed while the database stalls) its watchdog, one call at a time; must not block; must not retain the slice
 }
 
 // Job is one upload. The caller owns it and its byte slices until OnDone hands it back; the store only reads them.
@@ -132,6 +163,18 @@ const (
 	defaultMaxBatchBytes = 8 << 20
 	defaultRetryAfter    = time.Second
 	defaultDialTimeout   = 2 * time.Second
+	defaultStallAfter    = 2 * time.Second
+	// The driver's per-read and per-write deadlines (readTimeout and
+	// writeTimeout in the DSN, which override these). They bound how long
+	// the server may stay silent within one statement, not the statement:
+	// a LOAD DATA is streamed in 16 KiB packets, each write its own
+	// deadline, and the reply after the last packet only waits for the rows
+	// still buffered. The longest healthy silence is a COMMIT's log flush
+	// (one fsync of at most ~8 MiB of redo for the largest batch), well
+	// under a second on a working disk; 5 s leaves room for a slow one while
+	// a stopped or blackholed server is noticed within seconds.
+	defaultReadTimeout  = 5 * time.Second
+	defaultWriteTimeout = 5 * time.Second
 )
 
 // Timing of the writer; variables so tests can shorten them.
@@ -164,12 +207,20 @@ type Store struct {
 	done     chan struct{}
 	closeErr error // set by the writer before done is closed
 
+	doneMu    sync.Mutex   // held around each OnDone call (writer and watchdog)
+	epoch     time.Time    // monotonic reference for busySince
+	busySince atomic.Int64 // since epoch (+1) when the writer's current database call began; 0 = none
+	stopWatch chan struct{}
+	watchDone chan struct{}
+
 	batches, rows, failed, recovered atomic.Uint64
 
 	// Owned by the writer goroutine.
 	conn        *sql.Conn
 	connID      uint64 // CONNECTION_ID() of conn
 	serverStart int64  // server start time (unix s) as seen on conn
+	staleID     uint64 // session of a dropped connection that may still run on the server; killed at the next connect
+	staleStart  int64  // its server's start time
 	nextBatch   uint64
 	batch       []*Job // jobs drained for the current batch, handed to OnDone
 	valid       []*Job // the part of batch that goes to the database
@@ -207,7 +258,7 @@ func open(cfg Config, hooks *testHooks) (*Store, error) {
 	if cfg.OnDone == nil {
 		return nil, errors.New("store: Config.OnDone is required")
 	}
-	if cfg.QueueLen < 0 || cfg.MaxBatchRows < 0 || cfg.MaxBatchBytes < 0 || cfg.RetryAfter < 0 {
+	if cfg.QueueLen < 0 || cfg.MaxBatchRows < 0 || cfg.MaxBatchBytes < 0 || cfg.RetryAfter < 0 || cfg.StallAfter < 0 {
 		return nil, errors.New("store: negative Config value")
 	}
 	if cfg.QueueLen == 0 {
@@ -222,32 +273,17 @@ func open(cfg Config, hooks *testHooks) (*Store, error) {
 	if cfg.RetryAfter == 0 {
 		cfg.RetryAfter = defaultRetryAfter
 	}
+	if cfg.StallAfter == 0 {
+		cfg.StallAfter = defaultStallAfter
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	mc, err := mysql.ParseDSN(cfg.DSN)
-	if err != nil {
-		return nil, fmt.Errorf("store: parse DSN: %w", err)
-	}
-	if mc.DBName == "" {
-		return nil, errors.New("store: DSN names no database")
-	}
-	mc.ParseTime = true
-	mc.InterpolateParams = false // nothing user-supplied is ever interpolated; bodies travel in the LOAD DATA stream
-	mc.AllowAllFiles = false     // Reader:: handlers need no file allowlist
-	mc.Loc = time.UTC
-	if mc.Timeout == 0 {
-		mc.Timeout = defaultDialTimeout
-	}
 	log := cfg.Logger.With("component", "store")
-	mc.Logger = driverLogger{log}
-	connector, err := mysql.NewConnector(mc)
+	db, err := openDB(cfg.DSN, log)
 	if err != nil {
-		return nil, fmt.Errorf("store: DSN: %w", err)
+		return nil, err
 	}
-	db := sql.OpenDB(connector)
-	db.SetMaxOpenConns(1)
-	db.SetMaxIdleConns(1)
 
 	s := &Store{
 		cfg:        cfg,
@@ -257,6 +293,9 @@ func open(cfg Config, hooks *testHooks) (*Store, error) {
 		readerName: "upsink_batch_" + strconv.FormatUint(readerSeq.Add(1), 10),
 		hooks:      hooks,
 		done:       make(chan struct{}),
+		epoch:      time.Now(),
+		stopWatch:  make(chan struct{}),
+		watchDone:  make(chan struct{}),
 		nextBatch:  uint64(uint32(time.Now().Unix())) << 32,
 		batch:      make([]*Job, 0, cfg.MaxBatchRows),
 		valid:      make([]*Job, 0, cfg.MaxBatchRows),
@@ -273,6 +312,7 @@ func open(cfg Config, hooks *testHooks) (*Store, error) {
 		rd.rewind()
 		return rd
 	})
+	go s.watch()
 	go s.run()
 	return s, nil
 }
@@ -298,13 +338,21 @@ func (s *Store) Submit(j *Job) error {
 }
 
 // Ready reports whether the writer's connection answers (refreshed by every
-// batch and by a ping about every second when idle).
+// batch and by a ping about every second when idle). It turns false when the
+// connection is lost and when a database call has been outstanding for
+// Config.StallAfter.
 func (s *Store) Ready() bool { return s.ready.Load() }
 
 // Close stops accepting jobs, finishes every job already submitted (each is
 // committed or failed and handed to OnDone) and closes the database. It is
-// idempotent. If a batch's outcome is unknown and the database stays down,
-// Close waits until it answers (see the package documentation).
+// idempotent. Against a stalled or unreachable database it returns once the
+// call in progress has hit the driver's read/write deadline (5 s by default),
+// the batch's one retry has failed to connect (within the connect timeout,
+// 5 s) and at most one more idle reconnect attempt has failed: about 15 s
+// with the defaults. Jobs still queued are failed at once. The one exception: if
+// a batch's outcome is unknown (COMMIT was sent), Close waits until the
+// database answers and the ledger tells, because any answer before that
+// would be a guess (see the package documentation).
 func (s *Store) Close() error {
 	s.mu.Lock()
 	if !s.closed {
@@ -326,568 +374,5 @@ func (s *Store) Stats() Stats {
 		QueueLen:  len(s.queue),
 	}
 }
-
-// run is the writer goroutine.
-func (s *Store) run() {
-	defer close(s.done)
-	timer := time.NewTimer(0) // connect right away
-	defer timer.Stop()
-	for {
-		var first *Job
-		switch {
-		case s.carry != nil:
-			first, s.carry = s.carry, nil
-		case s.qclosed:
-			s.shutdown()
-			return
-		default:
-			select {
-			case j, ok := <-s.queue:
-				if !ok {
-					s.qclosed = true
-					continue
-				}
-				first = j
-			case <-timer.C:
-				timer.Reset(s.tick())
-				continue
-			}
-		}
-		s.collect(first)
-		s.handle()
-		if s.conn != nil {
-			timer.Reset(idlePing)
-		} else {
-			timer.Reset(s.backoff)
-		}
-	}
-}
-
-// tick runs when the writer has been idle: it (re)connects or pings, and
-// returns when to tick next.
-func (s *Store) tick() time.Duration {
-	if s.conn == nil {
-		if err := s.connect(); err != nil {
-			s.log.Warn("store: database unreachable", "err", err, "retry_in", s.backoff)
-			d := s.backoff
-			s.backoff = min(2*s.backoff, maxBackoff)
-			return d
-		}
-		return idlePing
-	}
-	if time.Since(s.lastOK) >= idlePing-idlePing/10 {
-		ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
-		err := s.conn.PingContext(ctx)
-		cancel()
-		if err != nil {
-			s.log.Warn("store: ping failed", "err", err)
-			s.dropConn()
-			s.backoff = minBackoff
-			return 0
-		}
-		s.lastOK = time.Now()
-		s.ready.Store(true)
-	}
-	return idlePing
-}
-
-// collect fills s.batch starting with first, draining the queue without
-// blocking up to the batch limits.
-func (s *Store) collect(first *Job) {
-	s.batch = append(s.batch[:0], first)
-	size := len(first.Body)
-	for len(s.batch) < s.cfg.MaxBatchRows && !s.qclosed {
-		select {
-		case j, ok := <-s.queue:
-			if !ok {
-				s.qclosed = true
-				return
-			}
-			if size+len(j.Body) > s.cfg.MaxBatchBytes {
-				s.carry = j
-				return
-			}
-			s.batch = append(s.batch, j)
-			size += len(j.Body)
-		default:
-			return
-		}
-	}
-}
-
-// handle writes s.batch, sets every job's result and hands the batch to OnDone.
-func (s *Store) handle() {
-	now := time.Now()
-	s.valid = s.valid[:0]
-	for _, j := range s.batch {
-		j.ID, j.Err = 0, nil
-		if err := validate(j); err != nil {
-			s.log.Error("store: job rejected", "tag", j.Tag, "err", err)
-			j.Err = ErrUnavailable
-			s.failed.Add(1)
-			continue
-		}
-		s.valid = append(s.valid, j)
-	}
-	if len(s.valid) > 0 {
-		if s.conn == nil {
-			s.fail(s.valid) // fail fast while the database is down
-		} else {
-			s.write(s.valid, now)
-		}
-	}
-	s.cfg.OnDone(s.batch)
-	clear(s.batch) // do not keep bodies alive until the next batch
-	clear(s.valid)
-	s.batch, s.valid = s.batch[:0], s.valid[:0]
-}
-
-func (s *Store) fail(jobs []*Job) {
-	for _, j := range jobs {
-		j.ID, j.Err = 0, ErrUnavailable
-	}
-	s.failed.Add(uint64(len(jobs)))
-}
-
-// validate rejects jobs the table cannot hold exactly (in a LOAD DATA LOCAL
-// they would only raise warnings, failing the whole batch).
-func validate(j *Job) error {
-	if len(j.Stream) > 64 || !isASCII(j.Stream) {
-		return errors.New("stream longer than 64 bytes or not ASCII")
-	}
-	if len(j.RemoteAddr) > 64 || !isASCII(j.RemoteAddr) {
-		return errors.New("remote address longer than 64 bytes or not ASCII")
-	}
-	if len(j.ContentType) > 255 {
-		return errors.New("content type longer than 255 bytes")
-	}
-	if !j.ReceivedAt.IsZero() {
-		if y := j.ReceivedAt.UTC().Year(); y < 1000 || y > 9999 {
-			return errors.New("received_at outside years 1000..9999")
-		}
-	}
-	return nil
-}
-
-func isASCII(b []byte) bool {
-	for _, c := range b {
-		if c >= 0x80 {
-			return false
-		}
-	}
-	return true
-}
-
-// write commits jobs as one batch, resolving unknown outcomes through the
-// ledger, and sets every job's ID/Err.
-func (s *Store) write(jobs []*Job, now time.Time) {
-	for attempt := 0; ; attempt++ {
-		// A fresh batch id per attempt: on a non-transactional engine a failed
-		// attempt may have left its ledger row behind.
-		id := s.nextBatch
-		s.nextBatch++
-		oldID, oldStart := s.connID, s.serverStart
-		first, err, unknown := s.attempt(id, jobs, now)
-		if unknown {
-			s.log.Warn("store: batch outcome unknown, resolving via ledger", "batch", id, "rows", len(jobs), "err", err)
-			s.dropConn()
-			var committed bool
-			first, committed = s.resolve(id, len(jobs), oldID, oldStart)
-			s.recovered.Add(1)
-			s.log.Info("store: batch outcome resolved", "batch", id, "committed", committed, "first_id", first)
-			if committed {
-				err = nil
-			} else if s.nonTx && s.loadedN > 0 {
-				s.orphanFirst, s.orphanN = s.loadedFirst, s.loadedN
-				s.deleteOrphans()
-			}
-		}
-		if err == nil {
-			for i, j := range jobs {
-				j.ID, j.Err = first+uint64(i), nil
-			}
-			s.batches.Add(1)
-			s.rows.Add(uint64(len(jobs)))
-			s.lastOK = time.Now()
-			s.ready.Store(true)
-			return
-		}
-		s.log.Error("store: batch failed", "batch", id, "rows", len(jobs), "attempt", attempt+1, "err", err)
-		if attempt == 0 {
-			if s.conn == nil {
-				if cerr := s.connect(); cerr != nil {
-					s.log.Warn("store: reconnect failed", "err", cerr)
-				}
-			}
-			if s.conn != nil {
-				continue // nothing was committed: retry once
-			}
-		}
-		s.fail(jobs)
-		return
-	}
-}
-
-// attempt runs one batch transaction. unknown reports that COMMIT may have
-// been executed although an error came back. On a known failure the
-// transaction is rolled back and, if the connection may be broken, dropped.
-func (s *Store) attempt(id uint64, jobs []*Job, now time.Time) (first uint64, err error, unknown bool) {
-	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
-	defer cancel()
-	tx, err := s.conn.BeginTx(ctx, nil)
-	if err != nil {
-		return 0, s.abort(nil, fmt.Errorf("store: begin: %w", err)), false
-	}
-	n := uint64(len(jobs))
-	s.loadedFirst, s.loadedN = 0, 0
-	s.rd.reset(jobs, now)
-	res, err := tx.ExecContext(ctx, s.loadSQL)
-	s.rd.reset(nil, time.Time{})
-	if err != nil {
-		return 0, s.abort(tx, fmt.Errorf("store: load batch: %w", err)), false
-	}
-	affected, err := res.RowsAffected()
-	if err != nil {
-		return 0, s.abort(tx, fmt.Errorf("store: load batch: rows affected: %w", err)), false
-	}
-	// The OK packet of LOAD DATA carries no insert id; LAST_INSERT_ID() has the
-	// first one. Neither it nor @@warning_count resets the warning list (only
-	// statements that use tables do), so both are read in one round trip.
-	var warnings int
-	if err := tx.QueryRowContext(ctx, "SELECT LAST_INSERT_ID(), @@warning_count").Scan(&first, &warnings); err != nil {
-		return 0, s.abort(tx, fmt.Errorf("store: load batch: insert id: %w", err)), false
-	}
-	if first != 0 {
-		s.loadedFirst, s.loadedN = first, uint64(affected)
-	}
-	if uint64(affected) != n || first == 0 {
-		return 0, s.abort(tx, fmt.Errorf("store: load batch: %d rows affected, first id %d, want %d rows", affected, first, n)), false
-	}
-	if warnings != 0 {
-		return 0, s.abort(tx, loadWarning(ctx, tx, warnings)), false
-	}
-	var maxID uint64
-	if err := tx.QueryRowContext(ctx, "SELECT MAX(id) FROM uploads").Scan(&maxID); err != nil {
-		return 0, s.abort(tx, fmt.Errorf("store: check ids: %w", err)), false
-	}
-	if maxID != first+n-1 {
-		return 0, s.abort(tx, fmt.Errorf("store: check ids: max id %d, want %d (first %d + %d rows): ids not contiguous", maxID, first+n-1, first, n)), false
-	}
-	if h := s.hooks.afterLoad; h != nil {
-		if err := h(s); err != nil {
-			return 0, s.abort(tx, fmt.Errorf("store: after load (test hook): %w", err)), false
-		}
-	}
-	b := append(s.sqlBuf[:0], "INSERT INTO upsink_batches (batch_id, first_id, row_count, committed_at) VALUES ("...)
-	b = strconv.AppendUint(b, id, 10)
-	b = append(b, ',')
-	b = strconv.AppendUint(b, first, 10)
-	b = append(b, ',')
-	b = strconv.AppendUint(b, n, 10)
-	b = append(b, ",NOW(6))"...)
-	s.sqlBuf = b
-	if _, err := tx.ExecContext(ctx, string(b)); err != nil {
-		return 0, s.abort(tx, fmt.Errorf("store: ledger insert: %w", err)), false
-	}
-	if h := s.hooks.beforeCommit; h != nil {
-		h(s)
-	}
-	// From here on the outcome of any error is unknown: COMMIT may have run.
-	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("store: commit: %w", err), true
-	}
-	if h := s.hooks.afterCommit; h != nil {
-		if err := h(s); err != nil {
-			return 0, fmt.Errorf("store: commit (test hook): %w", err), true
-		}
-	}
-	return first, nil, false
-}
-
-// loadWarning builds the error for a LOAD DATA that raised warnings: with
-// LOCAL the server cannot stop the transfer, so it treats data errors
-// (truncation, bad values) as warnings even in strict mode. Any warning fails
-// the batch.
-func loadWarning(ctx context.Context, tx *sql.Tx, count int) error {
-	var level, msg string
-	var code int
-	if err := tx.QueryRowContext(ctx, "SHOW WARNINGS LIMIT 1").Scan(&level, &code, &msg); err != nil {
-		return fmt.Errorf("store: load batch: %d warnings (show warnings: %w)", count, err)
-	}
-	return fmt.Errorf("store: load batch: %d warnings, first: %s %d: %s", count, level, code, msg)
-}
-
-// abort rolls tx back after a failure that happened before COMMIT was sent and
-// drops the connection unless the server still answers. It returns cause.
-// On a non-transactional engine the rollback leaves the loaded rows in place,
-// so abort deletes them (they were never acknowledged; left behind they would
-// become duplicates when the client retries), at once or, if the connection is
-// gone, right after the next connect.
-func (s *Store) abort(tx *sql.Tx, cause error) error {
-	// The connection still works if the server answered: the ROLLBACK, or
-	// (no transaction yet) the failed statement with an error of its own.
-	var me *mysql.MySQLError
-	alive := errors.As(cause, &me)
-	if tx != nil {
-		alive = tx.Rollback() == nil
-	}
-	if !alive {
-		s.dropConn()
-	}
-	if s.nonTx && s.loadedN > 0 {
-		if s.orphanN > 0 {
-			s.log.Error("store: rows of a failed batch left in a non-transactional table", "first_id", s.orphanFirst, "rows", s.orphanN)
-		}
-		s.orphanFirst, s.orphanN = s.loadedFirst, s.loadedN
-		s.deleteOrphans()
-	}
-	s.loadedFirst, s.loadedN = 0, 0
-	return cause
-}
-
-// deleteOrphans deletes the rows of a failed attempt on a non-transactional
-// engine, if there is a connection; otherwise (or on error) they stay pending
-// for the next connect. The range holds only ids that attempt's LOAD returned,
-// which no one else can own, so deleting them is safe from any session.
-func (s *Store) deleteOrphans() {
-	if s.orphanN == 0 || s.conn == nil {
-		return
-	}
-	b := append(s.sqlBuf[:0], "DELETE FROM uploads WHERE id BETWEEN "...)
-	b = strconv.AppendUint(b, s.orphanFirst, 10)
-	b = append(b, " AND "...)
-	b = strconv.AppendUint(b, s.orphanFirst+s.orphanN-1, 10)
-	s.sqlBuf = b
-	ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
-	defer cancel()
-	if _, err := s.conn.ExecContext(ctx, string(b)); err != nil {
-		s.log.Error("store: could not delete the rows of a failed batch yet", "first_id", s.orphanFirst, "rows", s.orphanN, "err", err)
-		return
-	}
-	s.log.Info("store: deleted the rows of a failed batch (non-transactional engine)", "first_id", s.orphanFirst, "rows", s.orphanN)
-	s.orphanFirst, s.orphanN = 0, 0
-}
-
-// connect opens the pinned connection, sets the session up and creates the
-// tables if missing.
-func (s *Store) connect() error {
-	if h := s.hooks.connect; h != nil {
-		if err := h(); err != nil {
-			return fmt.Errorf("store: connect (test hook): %w", err)
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
-	defer cancel()
-	c, err := s.db.Conn(ctx)
-	if err != nil {
-		return fmt.Errorf("store: connect: %w", err)
-	}
-	if err := s.setup(ctx, c); err != nil {
-		_ = c.Raw(func(any) error { return driver.ErrBadConn })
-		_ = c.Close()
-		return err
-	}
-	s.conn = c
-	s.backoff = minBackoff
-	s.lastOK = time.Now()
-	s.log.Info("store: connected", "conn_id", s.connID)
-	s.deleteOrphans()
-	s.ready.Store(true)
-	return nil
-}
-
-const (
-	createUploads = `CREATE TABLE IF NOT EXISTS uploads (
-  id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
-  stream VARCHAR(64) CHARACTER SET ascii NOT NULL,
-  received_at DATETIME(6) NOT NULL,
-  remote_addr VARCHAR(64) CHARACTER SET ascii NOT NULL,
-  content_type VARBINARY(255) NOT NULL,
-  body LONGBLOB NOT NULL)`
-	createLedger = `CREATE TABLE IF NOT EXISTS upsink_batches (
-  batch_id BIGINT UNSIGNED NOT NULL PRIMARY KEY,
-  first_id BIGINT UNSIGNED NOT NULL,
-  row_count INT UNSIGNED NOT NULL,
-  committed_at DATETIME(6) NOT NULL)`
-)
-
-func (s *Store) setup(ctx context.Context, c *sql.Conn) error {
-	if _, err := c.ExecContext(ctx, "SET SESSION sql_mode='STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', time_zone='+00:00', auto_increment_increment=1, auto_increment_offset=1"); err != nil {
-		return fmt.Errorf("store: session setup: %w", err)
-	}
-	var id uint64
-	var start int64
-	var localInfile int
-	if err := c.QueryRowContext(ctx, "SELECT CONNECTION_ID(), CAST(UNIX_TIMESTAMP() AS SIGNED) - CAST(VARIABLE_VALUE AS SIGNED), @@GLOBAL.local_infile"+
-		" FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME='UPTIME'").Scan(&id, &start, &localInfile); err != nil {
-		return fmt.Errorf("store: session id: %w", err)
-	}
-	if localInfile == 0 {
-		// The driver always offers LOCAL INFILE (and needs no allowAllFiles
-		// for Reader:: names); the server must accept it.
-		return errors.New("store: the server has local_infile=OFF; upsink writes with LOAD DATA LOCAL and needs it ON")
-	}
-	for _, q := range []string{createUploads, createLedger} {
-		if _, err := c.ExecContext(ctx, q); err != nil {
-			return fmt.Errorf("store: create tables: %w", err)
-		}
-	}
-	var txCapable string
-	err := c.QueryRowContext(ctx, "SELECT e.TRANSACTIONS FROM information_schema.TABLES t JOIN information_schema.ENGINES e ON e.ENGINE = t.ENGINE"+
-		" WHERE t.TABLE_SCHEMA = DATABASE() AND t.TABLE_NAME = 'uploads'").Scan(&txCapable)
-	if err != nil {
-		return fmt.Errorf("store: table engine: %w", err)
-	}
-	if nonTx := txCapable != "YES"; nonTx != s.nonTx || s.connID == 0 {
-		s.nonTx = nonTx
-		if nonTx {
-			s.log.Warn("store: uploads uses a non-transactional engine: a batch that fails after its LOAD cannot be rolled back; its rows are deleted when the connection still works")
-		}
-	}
-	var maxBatch uint64
-	if err := c.QueryRowContext(ctx, "SELECT COALESCE(MAX(batch_id), 0) FROM upsink_batches").Scan(&maxBatch); err != nil {
-		return fmt.Errorf("store: read ledger: %w", err)
-	}
-	if maxBatch >= s.nextBatch {
-		s.nextBatch = maxBatch + 1
-	}
-	s.connID, s.serverStart = id, start
-	s.curConn.Store(id)
-	return nil
-}
-
-// dropConn discards the pinned connection (it is closed, not returned to the pool).
-func (s *Store) dropConn() {
-	if s.conn == nil {
-		return
-	}
-	_ = s.conn.Raw(func(any) error { return driver.ErrBadConn })
-	_ = s.conn.Close()
-	s.conn = nil
-	s.ready.Store(false)
-}
-
-// resolve finds out whether batch id committed after an unknown outcome. It
-// does not return until the database has answered; meanwhile jobs arriving in
-// the queue are failed fast. On return s.conn is a fresh connection.
-func (s *Store) resolve(id uint64, n int, oldID uint64, oldStart int64) (first uint64, committed bool) {
-	backoff := minBackoff
-	for {
-		if s.conn == nil {
-			if err := s.connect(); err != nil {
-				s.log.Warn("store: ledger lookup waiting for database", "batch", id, "err", err, "retry_in", backoff)
-				s.failQueued()
-				time.Sleep(backoff)
-				backoff = min(2*backoff, maxBackoff)
-				continue
-			}
-		}
-		first, committed, err := s.lookup(id, n, oldID, oldStart)
-		if err == nil {
-			return first, committed
-		}
-		s.log.Warn("store: ledger lookup failed", "batch", id, "err", err, "retry_in", backoff)
-		var me *mysql.MySQLError
-		if !errors.As(err, &me) {
-			s.dropConn()
-		}
-		s.failQueued()
-		time.Sleep(backoff)
-		backoff = min(2*backoff, maxBackoff)
-	}
-}
-
-// lookup makes sure the old session is gone and reads the ledger.
-func (s *Store) lookup(id uint64, n int, oldID uint64, oldStart int64) (first uint64, committed bool, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
-	defer cancel()
-	// Same server instance (start times agree up to rounding)? Then the old
-	// session may still exist: kill it and wait until it has left. After a
-	// restart it is gone and its id may belong to someone else.
-	if oldID != 0 && oldID != s.connID && s.serverStart-oldStart <= 2 && oldStart-s.serverStart <= 2 {
-		_, err := s.conn.ExecContext(ctx, "KILL CONNECTION "+strconv.FormatUint(oldID, 10))
-		var me *mysql.MySQLError
-		if err != nil && !(errors.As(err, &me) && (me.Number == 1094 || me.Number == 1095)) { // no such thread / not ours
-			return 0, false, fmt.Errorf("store: kill old session %d: %w", oldID, err)
-		}
-		q := "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID=" + strconv.FormatUint(oldID, 10)
-		for {
-			var cnt int
-			if err := s.conn.QueryRowContext(ctx, q).Scan(&cnt); err != nil {
-				return 0, false, fmt.Errorf("store: wait for old session %d: %w", oldID, err)
-			}
-			if cnt == 0 {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return 0, false, fmt.Errorf("store: old session %d still present: %w", oldID, ctx.Err())
-			case <-time.After(10 * time.Millisecond):
-			}
-		}
-	}
-	var rowCount int
-	err = s.conn.QueryRowContext(ctx, "SELECT first_id, row_count FROM upsink_batches WHERE batch_id="+strconv.FormatUint(id, 10)).Scan(&first, &rowCount)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return 0, false, nil
-	case err != nil:
-		return 0, false, fmt.Errorf("store: ledger lookup: %w", err)
-	case rowCount != n:
-		// Cannot happen with unique batch ids; never acknowledge on it.
-		s.log.Error("store: ledger row does not match batch", "batch", id, "rows", n, "ledger_rows", rowCount)
-		return 0, false, nil
-	}
-	return first, true, nil
-}
-
-// failQueued fails every job waiting in the queue right now (used while the
-// database is down during a resolution, so clients are not kept waiting).
-func (s *Store) failQueued() {
-	s.spill = s.spill[:0]
-	if s.carry != nil {
-		s.spill = append(s.spill, s.carry)
-		s.carry = nil
-	}
-	for !s.qclosed && len(s.spill) < s.cfg.MaxBatchRows {
-		select {
-		case j, ok := <-s.queue:
-			if !ok {
-				s.qclosed = true
-				continue
-			}
-			s.spill = append(s.spill, j)
-			continue
-		default:
-		}
-		break
-	}
-	if len(s.spill) == 0 {
-		return
-	}
-	s.fail(s.spill)
-	s.cfg.OnDone(s.spill)
-	clear(s.spill)
-	s.spill = s.spill[:0]
-}
-
-// shutdown runs on the writer after the queue is closed and drained.
-func (s *Store) shutdown() {
-	s.ready.Store(false)
-	if s.conn != nil {
-		_ = s.conn.Close()
-		s.conn = nil
-	}
-	mysql.DeregisterReaderHandler(s.readerName)
-	if err := s.db.Close(); err != nil {
-		s.closeErr = fmt.Errorf("store: close: %w", err)
-	}
-}
-
-// driverLogger routes the driver's own messages (e.g. broken pipes it then
-// reports as errors) to slog instead of its default stderr logger.
-type driverLogger struct{ log *slog.Logger }
-
-func (l driverLogger) Print(v ...any) { l.log.Warn("store: mysql driver", "msg", fmt.Sprint(v...)) }
 
 func (s *Store) connectionID() uint64 { return s.curConn.Load() }

@@ -88,6 +88,14 @@ func waitReady(t testing.TB, s *Store) {
 // Statements in setup run on the fresh database before the store opens.
 func openTest(t testing.TB, cfg Config, hooks *testHooks, setup ...string) (*Store, *collector, *sql.DB) {
 	t.Helper()
+	return openTestVia(t, nil, cfg, hooks, setup...)
+}
+
+// openTestVia is openTest with the store's DSN rewritten by via (if not nil),
+// e.g. to route the store's connections through a fault proxy; the checking
+// *sql.DB keeps the direct DSN.
+func openTestVia(t testing.TB, via func(*mysql.Config), cfg Config, hooks *testHooks, setup ...string) (*Store, *collector, *sql.DB) {
+	t.Helper()
 	dsn := testdb.New(t)
 	mc, err := mysql.ParseDSN(dsn)
 	if err != nil {
@@ -102,6 +110,14 @@ func openTest(t testing.TB, cfg Config, hooks *testHooks, setup ...string) (*Sto
 	}
 	col := newCollector()
 	cfg.DSN = dsn
+	if via != nil {
+		smc, err := mysql.ParseDSN(dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		via(smc)
+		cfg.DSN = smc.FormatDSN()
+	}
 	if cfg.OnDone == nil {
 		cfg.OnDone = col.onDone
 	}

@@ -1,0 +1,86 @@
+package store
+
+import (
+	"time"
+)
+
+// The stall watchdog: while the writer waits on the database, nothing else
+// would notice that the database stopped answering. The writer stamps the
+// time before each database call (busy) and clears it when it has nothing
+// outstanding (idle); the watchdog looks every StallAfter/4. A call
+// outstanding for longer than StallAfter makes the store not ready (Submit
+// refuses, /readyz answers 503) and fails every job waiting in the queue with
+// ErrUnavailable, again at each look while the stall lasts. Nothing in
+// flight is touched: the stalled call ends by the driver's read/write
+// timeout, and the batch it belongs to gets its true answer from the writer
+// (see "Stalls" in the package doc). Ready turns true again when a database
+// call of the writer succeeds.
+
+// busy records that the writer is about to wait on the database (a statement,
+// a ping, a connect). Each call restarts the stall clock: a batch of several
+// quick statements is not a stall however long it takes in all.
+func (s *Store) busy() { s.busySince.Store(int64(time.Since(s.epoch)) + 1) }
+
+// idle records that the writer waits on nothing.
+func (s *Store) idle() { s.busySince.Store(0) }
+
+// watch is the watchdog goroutine; it returns when stopWatch is closed.
+func (s *Store) watch() {
+	defer close(s.watchDone)
+	t := time.NewTicker(max(s.cfg.StallAfter/4, time.Millisecond))
+	defer t.Stop()
+	stalled := false
+	spill := make([]*Job, 0, s.cfg.MaxBatchRows)
+	for {
+		select {
+		case <-s.stopWatch:
+			return
+		case <-t.C:
+		}
+		since := s.busySince.Load()
+		d := time.Duration(int64(time.Since(s.epoch)) + 1 - since)
+		if since == 0 || d < s.cfg.StallAfter {
+			stalled = false
+			continue
+		}
+		wasReady := s.ready.Swap(false)
+		if !stalled {
+			stalled = true
+			if wasReady {
+				s.log.Warn("store: database stalled: not ready, failing queued jobs", "waiting_for", d.Round(time.Millisecond))
+			}
+		}
+		spill = s.drainFail(spill)
+	}
+}
+
+// drainFail takes every job waiting in the queue right now (without blocking
+// and without touching the writer's carry) and hands them back failed with
+// ErrUnavailable, MaxBatchRows per OnDone call. buf is scratch; it is
+// returned for reuse.
+func (s *Store) drainFail(buf []*Job) []*Job {
+	for {
+		buf = buf[:0]
+	drain:
+		for len(buf) < s.cfg.MaxBatchRows {
+			select {
+			case j, ok := <-s.queue:
+				if !ok {
+					break drain
+				}
+				buf = append(buf, j)
+			default:
+				break drain
+			}
+		}
+		if len(buf) == 0 {
+			return buf
+		}
+		s.fail(buf)
+		s.handBack(buf)
+		clear(buf)
+		if len(buf) < s.cfg.MaxBatchRows {
+			return buf[:0]
+		}
+	}
+}

@@ -1,0 +1,243 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+)
+
+// The writer goroutine: it waits for jobs or for its timer, gathers a batch,
+// writes it (retrying once, resolving unknown outcomes) and hands it back.
+
+// run is the writer goroutine.
+func (s *Store) run() {
+	defer close(s.done)
+	defer func() {
+		close(s.stopWatch)
+		<-s.watchDone
+	}()
+	timer := time.NewTimer(0) // connect right away
+	defer timer.Stop()
+	for {
+		var first *Job
+		switch {
+		case s.carry != nil:
+			first, s.carry = s.carry, nil
+		case s.qclosed:
+			s.shutdown()
+			return
+		default:
+			select {
+			case j, ok := <-s.queue:
+				if !ok {
+					s.qclosed = true
+					continue
+				}
+				first = j
+			case <-timer.C:
+				timer.Reset(s.tick())
+				continue
+			}
+		}
+		s.collect(first)
+		s.handle()
+		if s.conn != nil {
+			timer.Reset(idlePing)
+		} else {
+			timer.Reset(s.backoff)
+		}
+	}
+}
+
+// tick runs when the writer has been idle: it (re)connects or pings, and
+// returns when to tick next.
+func (s *Store) tick() time.Duration {
+	defer s.idle()
+	if s.conn == nil {
+		if err := s.connect(); err != nil {
+			s.log.Warn("store: database unreachable", "err", err, "retry_in", s.backoff)
+			d := s.backoff
+			s.backoff = min(2*s.backoff, maxBackoff)
+			return d
+		}
+		return idlePing
+	}
+	if time.Since(s.lastOK) >= idlePing-idlePing/10 {
+		// A short timeout: a ping has nothing to wait for but the server.
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StallAfter)
+		s.busy()
+		err := s.conn.PingContext(ctx)
+		cancel()
+		if err != nil {
+			s.log.Warn("store: ping failed", "err", err)
+			s.dropConn()
+			s.backoff = minBackoff
+			return 0
+		}
+		s.lastOK = time.Now()
+		s.ready.Store(true)
+	}
+	return idlePing
+}
+
+// collect fills s.batch starting with first, draining the queue without
+// blocking up to the batch limits.
+func (s *Store) collect(first *Job) {
+	s.batch = append(s.batch[:0], first)
+	size := len(first.Body)
+	for len(s.batch) < s.cfg.MaxBatchRows && !s.qclosed {
+		select {
+		case j, ok := <-s.queue:
+			if !ok {
+				s.qclosed = true
+				return
+			}
+			if size+len(j.Body) > s.cfg.MaxBatchBytes {
+				s.carry = j
+				return
+			}
+			s.batch = append(s.batch, j)
+			size += len(j.Body)
+		default:
+			return
+		}
+	}
+}
+
+// handle writes s.batch, sets every job's result and hands the batch to OnDone.
+func (s *Store) handle() {
+	now := time.Now()
+	s.valid = s.valid[:0]
+	for _, j := range s.batch {
+		j.ID, j.Err = 0, nil
+		if err := validate(j); err != nil {
+			s.log.Error("store: job rejected", "tag", j.Tag, "err", err)
+			j.Err = ErrUnavailable
+			s.failed.Add(1)
+			continue
+		}
+		s.valid = append(s.valid, j)
+	}
+	if len(s.valid) > 0 {
+		if s.conn == nil {
+			s.fail(s.valid) // fail fast while the database is down
+		} else {
+			s.write(s.valid, now)
+		}
+	}
+	s.idle()
+	s.handBack(s.batch)
+	clear(s.batch) // do not keep bodies alive until the next batch
+	clear(s.valid)
+	s.batch, s.valid = s.batch[:0], s.valid[:0]
+}
+
+// handBack calls OnDone; the mutex keeps the writer's and the watchdog's
+// calls apart.
+func (s *Store) handBack(jobs []*Job) {
+	s.doneMu.Lock()
+	defer s.doneMu.Unlock()
+	s.cfg.OnDone(jobs)
+}
+
+func (s *Store) fail(jobs []*Job) {
+	for _, j := range jobs {
+		j.ID, j.Err = 0, ErrUnavailable
+	}
+	s.failed.Add(uint64(len(jobs)))
+}
+
+// validate rejects jobs the table cannot hold exactly (in a LOAD DATA LOCAL
+// they would only raise warnings, failing the whole batch).
+func validate(j *Job) error {
+	if len(j.Stream) > 64 || !isASCII(j.Stream) {
+		return errors.New("stream longer than 64 bytes or not ASCII")
+	}
+	if len(j.RemoteAddr) > 64 || !isASCII(j.RemoteAddr) {
+		return errors.New("remote address longer than 64 bytes or not ASCII")
+	}
+	if len(j.ContentType) > 255 {
+		return errors.New("content type longer than 255 bytes")
+	}
+	if !j.ReceivedAt.IsZero() {
+		if y := j.ReceivedAt.UTC().Year(); y < 1000 || y > 9999 {
+			return errors.New("received_at outside years 1000..9999")
+		}
+	}
+	return nil
+}
+
+func isASCII(b []byte) bool {
+	for _, c := range b {
+		if c >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// write commits jobs as one batch, resolving unknown outcomes through the
+// ledger, and sets every job's ID/Err.
+func (s *Store) write(jobs []*Job, now time.Time) {
+	for attempt := 0; ; attempt++ {
+		// A fresh batch id per attempt: on a non-transactional engine a failed
+		// attempt may have left its ledger row behind.
+		id := s.nextBatch
+		s.nextBatch++
+		oldID, oldStart := s.connID, s.serverStart
+		first, err, unknown := s.attempt(id, jobs, now)
+		if unknown {
+			s.log.Warn("store: batch outcome unknown, resolving via ledger", "batch", id, "rows", len(jobs), "err", err)
+			s.dropConn()
+			var committed bool
+			first, committed = s.resolve(id, len(jobs), oldID, oldStart)
+			s.recovered.Add(1)
+			s.log.Info("store: batch outcome resolved", "batch", id, "committed", committed, "first_id", first)
+			if committed {
+				err = nil
+			} else if s.nonTx && s.loadedN > 0 {
+				s.orphanFirst, s.orphanN = s.loadedFirst, s.loadedN
+				s.deleteOrphans()
+			}
+		}
+		if err == nil {
+			for i, j := range jobs {
+				j.ID, j.Err = first+uint64(i), nil
+			}
+			s.batches.Add(1)
+			s.rows.Add(uint64(len(jobs)))
+			s.lastOK = time.Now()
+			s.ready.Store(true)
+			return
+		}
+		s.log.Error("store: batch failed", "batch", id, "rows", len(jobs), "attempt", attempt+1, "err", err)
+		if attempt == 0 {
+			if s.conn == nil {
+				if cerr := s.connect(); cerr != nil {
+					s.log.Warn("store: reconnect failed", "err", cerr)
+				}
+			}
+			if s.conn != nil {
+				continue // nothing was committed: retry once
+			}
+		}
+		s.fail(jobs)
+		return
+	}
+}
+
+// shutdown runs on the writer after the queue is closed and drained.
+func (s *Store) shutdown() {
+	s.ready.Store(false)
+	if s.conn != nil {
+		_ = s.conn.Close()
+		s.conn = nil
+	}
+	mysql.DeregisterReaderHandler(s.readerName)
+	if err := s.db.Close(); err != nil {
+		s.closeErr = fmt.Errorf("store: close: %w", err)
+	}
+}
