@@ -20,7 +20,7 @@ import (
 	"syscall"
 	"time"
 
-	"upsink/bench/massif"
+	"upsink/massif"
 	"upsink/server"
 	"upsink/tlsbridge"
 )
