@@ -3,13 +3,52 @@ package server
 import (
 	"slices"
 
+	"github.com/panjf2000/gnet/v2"
+
 	"upsink/conn"
+	"upsink/parser"
 )
 
 // This file is the connection side of the in-flight budget: what a
 // connection keeps in buffers below the machine (Slot.Held), and what its
 // request's body buffer holds (request.reserved). Every byte is charged
 // while it is kept and released once.
+
+// wait runs when the machine has stopped for this event and the connection
+// waits for its next one: it charges (settle) what the connection keeps, under
+// the bound of its state. Past the bound a connection suspended on a commit
+// drops what it sent ahead and closes after its answer (again: over TLS drive
+// must decrypt and drop the rest of the ciphertext too); one reading a head or
+// a body is answered 503.
+func (h *handler) wait(e *ev) (act gnet.Action, again bool) {
+	s := e.s
+	switch s.Flags.State() {
+	case conn.StateDrain:
+		h.unhold(s)
+		return gnet.None, false
+	case conn.StateCommit:
+		if s.Flags&conn.FlagCloseAfter == 0 && h.settle(e, maxPipelined) {
+			return gnet.None, false
+		}
+		s.Flags |= conn.FlagCloseAfter
+		_, _ = e.c.Discard(-1)
+		h.unhold(s)
+		return gnet.None, e.tls() && e.gc.InboundBuffered() > 0
+	case conn.StateHead:
+		if e.c.InboundBuffered() == 0 {
+			// Idle between requests: what is left to charge is an
+			// unsent answer (bounded by readHead); if the budget cannot
+			// take it now, the previous charge stands until the next event.
+			_ = h.settle(e, 0)
+			return gnet.None, false
+		}
+	}
+	// An incomplete head, or an incomplete chunk-size or trailer line.
+	if h.settle(e, parser.MaxHeaderBytes) {
+		return gnet.None, false
+	}
+	return h.failWith(e, 503, "server busy: in-flight budget exhausted", hdrRetry), false
+}
 
 // settle charges what the connection keeps while it waits for its next
 // event: input the machine has not consumed (over TLS the plaintext plus the

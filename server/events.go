@@ -114,12 +114,19 @@ func (h *handler) event(l *loop, c gnet.Conn, fd int, s *conn.Slot) ev {
 // alternates between the bridge (handshake, then decrypting at most a bounded
 // amount of plaintext ahead) and the machine, as long as the machine consumes
 // and ciphertext is left: one code path for HTTP and HTTPS after the bridge.
+//
+// When the machine stops, wait charges what the connection keeps until its
+// next event.
 func (h *handler) drive(e *ev) gnet.Action {
+	gen := e.s.Gen
 	if !e.tls() {
-		return h.serve(e)
+		if act := h.serve(e); act != gnet.None || e.s.Generation() != gen {
+			return act
+		}
+		act, _ := h.wait(e)
+		return act
 	}
 	tc := e.c.(*tlsbridge.Conn)
-	gen := e.s.Gen
 	for {
 		ready, act := tc.Process()
 		if act != gnet.None || !ready {
@@ -137,7 +144,10 @@ func (h *handler) drive(e *ev) gnet.Action {
 		// and discards it all (dropping ciphertext would break the stream
 		// before the pending answer is written).
 		if e.gc.InboundBuffered() == 0 || tc.InboundBuffered() >= before {
-			return gnet.None
+			act, again := h.wait(e)
+			if !again || e.s.Generation() != gen {
+				return act
+			}
 		}
 	}
 }

@@ -14,20 +14,16 @@ import (
 )
 
 // serve runs the connection's machine until it must wait: for bytes (return
-// None with the unread bytes left in gnet's buffer, charged), for a commit
-// (state Commit), or until it closes. Request parse state lives on this stack.
+// None with the unread bytes left in gnet's buffer; drive then charges them),
+// for a commit (state Commit), or until it closes. Request parse state lives
+// on this stack.
 func (h *handler) serve(e *ev) gnet.Action {
 	s := e.s
 	for {
 		switch s.Flags.State() {
 		case conn.StateCommit:
-			if s.Flags&conn.FlagCloseAfter != 0 || !h.settle(e, maxPipelined) {
-				// Too much sent ahead: drop it and close after the answer.
-				s.Flags |= conn.FlagCloseAfter
-				_, _ = e.c.Discard(-1)
-				if !h.settle(e, 0) {
-					h.unhold(s)
-				}
+			if s.Flags&conn.FlagCloseAfter != 0 {
+				_, _ = e.c.Discard(-1) // sent ahead past the bound: dropped
 			}
 			return gnet.None
 		case conn.StateDrain:
@@ -54,11 +50,7 @@ func (h *handler) readHead(e *ev) (gnet.Action, bool) {
 	}
 	n := c.InboundBuffered()
 	if n == 0 {
-		// Idle between requests: what is left to charge is an unsent
-		// answer (bounded above); if the budget cannot take it now, the
-		// previous charge stands until the next event.
 		s.Scan = 0
-		_ = h.settle(e, 0)
 		return gnet.None, false
 	}
 	buf, _ := c.Peek(n)
@@ -85,13 +77,10 @@ func (h *handler) readHead(e *ev) (gnet.Action, bool) {
 	return h.route(e, &req, hn)
 }
 
-// waitHead keeps an incomplete head of n bytes, charged, and arms the header
-// timeout for it once.
+// waitHead keeps an incomplete head of n bytes (drive charges it) and arms
+// the header timeout for it once.
 func (h *handler) waitHead(e *ev, n int) (gnet.Action, bool) {
 	e.s.Scan = uint32(n)
-	if !h.settle(e, parser.MaxHeaderBytes) {
-		return h.fail(e, 503, "server busy: in-flight budget exhausted"), false
-	}
 	if e.s.Flags.Queue() != conn.QueueHead {
 		e.l.tq.Arm(e.fd, conn.QueueHead, h.slab.Now())
 	}
@@ -291,11 +280,6 @@ func (h *handler) readBody(e *ev) (gnet.Action, bool) {
 	}
 	if progress {
 		r.progress = h.slab.Now()
-	}
-	// What is left below the machine is at most an incomplete chunk-size
-	// or trailer line (the decoder's own bound) and any unsent answer.
-	if !h.settle(e, parser.MaxHeaderBytes) {
-		return h.failWith(e, 503, "server busy: in-flight budget exhausted", hdrRetry), false
 	}
 	return gnet.None, false
 }
