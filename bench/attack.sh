@@ -7,8 +7,9 @@
 # bench/results/attack-DATE/.
 #
 # Environment: ATTACK_KINDS (all), ATTACK_DURATION (45s: the bound of each
-# attack), ATTACK_NOFILE (upsink's fd limit, soft = hard; 8192, so the fd flood
-# can pass it from one client process), ATTACK_OUT (BENCHMARKS.md), GO (go),
+# attack), ATTACK_NOFILE (upsink's fd limit in the fd flood, soft = hard; 8192,
+# so the flood can pass it from one client process), ATTACK_SERVER_NOFILE
+# (upsink's fd limit in every other attack: this shell's hard limit), ATTACK_OUT (BENCHMARKS.md), GO (go),
 # and the scales: ATTACK_SLOWLORIS (4000), ATTACK_SLOWBODY (4000),
 # ATTACK_SLOWREAD (2000), ATTACK_FDFLOOD (ATTACK_NOFILE + 1000),
 # ATTACK_STALLED (300), ATTACK_EARLY (1000), ATTACK_STORM (10000),
@@ -25,6 +26,7 @@ GO="${GO:-go}"
 KINDS="${ATTACK_KINDS:-slowloris slowbody slowread fdflood tlsearly storm headerflood trailerflood fuzz push slowhttptest-H slowhttptest-B slowhttptest-X}"
 DUR="${ATTACK_DURATION:-45s}"
 NOFILE="${ATTACK_NOFILE:-8192}"
+SERVER_NOFILE="${ATTACK_SERVER_NOFILE:-$(ulimit -Hn)}"
 OUT="${ATTACK_OUT:-BENCHMARKS.md}"
 
 log() { printf 'attack: %s\n' "$*" >&2; }
@@ -61,7 +63,7 @@ bin/upsink gencert --dir "$RES/tls" >/dev/null
 # exceed upsink's by the flood's margin.
 need=$((NOFILE + 3000))
 if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$need" ]; then
-	ulimit -n "$need" 2>/dev/null || die "ulimit -n $(ulimit -n) < $need and cannot be raised; lower ATTACK_NOFILE"
+	ulimit -Sn "$need" 2>/dev/null || die "ulimit -n $(ulimit -n) < $need and cannot be raised (hard limit $(ulimit -Hn)); lower ATTACK_NOFILE"
 fi
 
 tmp="$(mktemp -d /tmp/upsink-attack.XXXXXX)"
@@ -74,7 +76,7 @@ SOCK="$DB_SOCK"
 	printf 'nproc\t%s\n' "$(nproc)"
 	printf 'kernel\t%s\n' "$(uname -sr)"
 	printf 'page size\t%s\n' "$(getconf PAGESIZE)"
-	printf 'upsink nofile\t%s\n' "$NOFILE"
+	printf 'upsink nofile\t%s in the fd flood, %s otherwise\n' "$NOFILE" "$SERVER_NOFILE"
 	if command -v slowhttptest >/dev/null; then printf 'slowhttptest\t%s\n' "$(dpkg-query -W -f '${Version}' slowhttptest 2>/dev/null || echo installed)"; fi
 } >"$RES/info.tsv"
 
@@ -87,10 +89,10 @@ pick_port() {
 	die "no free port"
 }
 
-# start_upsink NAME: a fresh database a_NAME and upsink on a plain and a TLS
-# port, with NOFILE descriptors at most. Sets SRV_PID, PLAIN, HTTPS.
+# start_upsink NAME NOFILE: a fresh database a_NAME and upsink on a plain and
+# a TLS port, with NOFILE descriptors at most. Sets SRV_PID, PLAIN, HTTPS.
 start_upsink() {
-	local name="$1" db="a_${1//[^A-Za-z0-9]/_}" port tport
+	local name="$1" nofile="$2" db="a_${1//[^A-Za-z0-9]/_}" port tport
 	db_client -e "DROP DATABASE IF EXISTS \`$db\`; CREATE DATABASE \`$db\`" >/dev/null
 	port="$(pick_port 18580)"
 	tport="$(pick_port $((port + 1)))"
@@ -98,8 +100,8 @@ start_upsink() {
 	local -a cmd=(bin/upsink serve --listen "127.0.0.1:$port" --tls-listen "127.0.0.1:$tport" --tls-cert "$CERT" --tls-key "$KEY"
 		--dsn "root@unix($SOCK)/$db")
 	printf "(ulimit -n %s; bin/upsink serve --listen 127.0.0.1:%s --tls-listen 127.0.0.1:%s --tls-cert %s --tls-key %s --dsn 'root@unix(\$SOCK)/%s') &\n" \
-		"$NOFILE" "$port" "$tport" "$CERT" "$KEY" "$db" >"$RES/$name.server"
-	( ulimit -n "$NOFILE" && exec "${cmd[@]}" ) >"$RES/$name.server.log" 2>&1 &
+		"$nofile" "$port" "$tport" "$CERT" "$KEY" "$db" >"$RES/$name.server"
+	( ulimit -n "$nofile" && exec "${cmd[@]}" ) >"$RES/$name.server.log" 2>&1 &
 	SRV_PID=$!
 	$B wait --url "$PLAIN/readyz" --timeout 60s || die "upsink did not become ready; see $RES/$name.server.log"
 	$B wait --url "$HTTPS/healthz" --cacert "$CERT" --timeout 20s || die "upsink: no HTTPS; see $RES/$name.server.log"
@@ -116,7 +118,9 @@ n=0
 for kind in $KINDS; do
 	n=$((n + 1))
 	name="$(printf '%02d' "$n")-$kind"
-	start_upsink "$name"
+	nofile="$SERVER_NOFILE"
+	[ "$kind" = fdflood ] && nofile="$NOFILE"
+	start_upsink "$name" "$nofile"
 	common=(-d "$DUR" --pid "$SRV_PID" --json-out "$RES/$name.json")
 	log "$name (upsink pid $SRV_PID)"
 	case "$kind" in
