@@ -6,6 +6,8 @@
 #   make test    go vet + go test -race against a throwaway MariaDB in /tmp
 #   make bench   side-by-side measurements into BENCHMARKS.md (bench/run.sh)
 #   make bench-go  go test -bench against a throwaway MariaDB in /tmp
+#   make attack  the attack suite at full scale into BENCHMARKS.md's "## Attacks"
+#                (bench/attack.sh; make bench runs it last; ~12 minutes)
 #   make bench-vps upsink + MariaDB in one 256 MiB memory cgroup under 10,000
 #                keep-alive uploaders (bench/vps.sh; root; VPS_MODE=https)
 #   make build   bin/upsink
@@ -25,7 +27,7 @@ DBDIR ?= var/mysql
 BENCH ?= .
 GOTESTFLAGS ?=
 
-.PHONY: all run build vet test bench bench-go bench-vps tools-check db-start db-stop db-status clean
+.PHONY: all run build vet test bench bench-go bench-vps attack tools-check db-start db-stop db-status clean
 
 all: build
 
@@ -64,6 +66,11 @@ test: tools-check
 # that writes BENCHMARKS.md; ~5 minutes on 2 cores.
 bench: tools-check
 	bench/run.sh
+
+# Every upsink-bench attack kind and slowhttptest -H/-B/-X, each against a
+# fresh upsink with a polite client uploading beside it (bench/attack.sh).
+attack: tools-check
+	bench/attack.sh
 
 # Only the go test benchmarks, on a throwaway MariaDB.
 bench-go: tools-check

@@ -147,6 +147,11 @@ const Usage = `usage: upsink-bench COMMAND [flags]
   wait  --url http(s)://127.0.0.1:PORT/readyz [--timeout 30s] [--insecure | --cacert FILE]
   cgroup create --limit 256M [--name NAME]   (prints the new cgroup's directory)
   cgroup add --path DIR --pids PID,PID | stats --path DIR [--json] | remove --path DIR
+  attack KIND --url http(s)://127.0.0.1:PORT/upload/STREAM [-c N] [-d 20s] [--pid PID]
+        [--polite-url URL] [--polite-rate 20] [--polite-keepalive] [--json] [kind flags]
+        KIND: slowloris slowbody slowread fdflood tlsearly storm headerflood trailerflood
+        fuzz push external ("upsink-bench attack KIND -h" lists every flag)
+  attack-report --dir RESULTS [--into BENCHMARKS.md]   (the ## Attacks section)
   report --dir RESULTS [--out BENCHMARKS.md]
   report-vps --dir RESULTS   (the summary of bench/vps.sh)
 
@@ -180,6 +185,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = mainCgroup(args[1:], stdout, stderr)
 	case "report-vps":
 		err = mainReportVPS(args[1:], stdout, stderr)
+	case "attack":
+		err = mainAttack(args[1:], cmdline, stdout, stderr)
+	case "attack-report":
+		err = mainAttackReport(args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, Usage)
 		return 0

@@ -20,7 +20,9 @@
 #   f. stall: BENCH_STALL_CONNS connections to each server's TLS port that send
 #      a ClientHello and then stall, held BENCH_STALL_HOLD, RSS sampled, /healthz
 #      probed over plain HTTP (upsink) and HTTPS meanwhile
-# then writes BENCHMARKS.md (BENCH_OUT) from the results in bench/results/DATE/.
+# then writes BENCHMARKS.md (BENCH_OUT) from the results in bench/results/DATE/,
+# and last runs bench/attack.sh (BENCH_ATTACKS=0 skips it), which writes the
+# "## Attacks" section into the same file.
 #
 # Environment: BENCH_DURATION (15s), BENCH_CONNS ("64 512"), BENCH_IDLE_CONNS
 # (10000), BENCH_HOLD (5s), BENCH_BODY (1KiB), BENCH_OUT (BENCHMARKS.md),
@@ -326,3 +328,9 @@ done
 
 $B report --dir "$RES" --out "$OUT"
 log "wrote $OUT (results in $RES)"
+
+# --- g. the attack suite (its own MariaDB and upsinks; the "## Attacks" section) --
+if [ "${BENCH_ATTACKS:-1}" != 0 ]; then
+	log "attacks: bench/attack.sh (BENCH_ATTACKS=0 skips them)"
+	ATTACK_OUT="$OUT" bench/attack.sh
+fi

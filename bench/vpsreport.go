@@ -52,11 +52,16 @@ const (
 // spliceSection replaces the text between the bench-vps markers of doc with
 // section (or appends the markers and section after KeptMarker, adding that
 // marker at the end if needed).
-func spliceSection(doc, section string) string {
-	block := vpsBegin + "\n" + strings.TrimRight(section, "\n") + "\n" + vpsEnd
-	i, j := strings.Index(doc, vpsBegin), strings.Index(doc, vpsEnd)
+func spliceSection(doc, section string) string { return spliceMarked(doc, vpsBegin, vpsEnd, section) }
+
+// spliceMarked replaces the text between begin and end in doc with section
+// (or appends the markers and section after KeptMarker, adding that marker
+// at the end if needed).
+func spliceMarked(doc, begin, end, section string) string {
+	block := begin + "\n" + strings.TrimRight(section, "\n") + "\n" + end
+	i, j := strings.Index(doc, begin), strings.Index(doc, end)
 	if i >= 0 && j > i {
-		return doc[:i] + block + doc[j+len(vpsEnd):]
+		return doc[:i] + block + doc[j+len(end):]
 	}
 	if !strings.Contains(doc, KeptMarker) {
 		doc = strings.TrimRight(doc, "\n") + "\n\n" + KeptMarker + "\n"

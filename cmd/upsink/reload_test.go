@@ -5,11 +5,14 @@ import (
 	"bytes"
 	"crypto/tls"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -70,40 +73,26 @@ func TestSIGHUPReload(t *testing.T) {
 	oldLeaf := leafOf(t, liveCert, liveKey)
 	newLeaf := leafOf(t, filepath.Join(other, "cert.pem"), filepath.Join(other, "key.pem"))
 
-	httpAddr, tlsAddr := freePort(t), freePort(t)
-	cmd := exec.Command(bin, "serve", "--listen", httpAddr, "--tls-listen", tlsAddr, "--tls-cert", liveCert, "--tls-key", liveKey,
-		"--dsn", "root@unix("+dir+"/no.sock)/x")
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	lines := make(chan string, 100)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			lines <- sc.Text()
+	// freePort's port may be taken by another process before upsink binds
+	// it (other test binaries run beside this one): then upsink exits 2
+	// saying so, and the test tries again with new ports, at most 3 times.
+	var (
+		u       *child
+		tlsAddr string
+	)
+	for try := 0; ; try++ {
+		var httpAddr string
+		httpAddr, tlsAddr = freePort(t), freePort(t)
+		u = startChild(t, bin, "serve", "--listen", httpAddr, "--tls-listen", tlsAddr, "--tls-cert", liveCert, "--tls-key", liveKey,
+			"--dsn", "root@unix("+dir+"/no.sock)/x")
+		if u.waitMsg("upsink: serving HTTPS") {
+			break
 		}
-		close(lines)
-	}()
-	defer cmd.Process.Kill()
-	waitLine := func(want string) string {
-		t.Helper()
-		timeout := time.After(20 * time.Second)
-		for {
-			select {
-			case l, ok := <-lines:
-				if !ok {
-					t.Fatalf("upsink exited before logging %q", want)
-				}
-				if strings.Contains(l, want) {
-					return l
-				}
-			case <-timeout:
-				t.Fatalf("no %q in the log", want)
-			}
+		if try == 2 || !strings.Contains(u.log.all(), "address already in use") {
+			t.Fatalf("upsink exited before serving; its log:\n%s", u.log.all())
 		}
 	}
-	waitLine("serving HTTPS")
+	defer u.stop()
 	if !bytes.Equal(servedCert(t, tlsAddr), oldLeaf) {
 		t.Fatal("not serving the configured certificate")
 	}
@@ -117,10 +106,10 @@ func TestSIGHUPReload(t *testing.T) {
 	if err := os.WriteFile(liveKey, []byte("not a key\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd.Process.Signal(syscall.SIGHUP)
-	if l := waitLine("SIGHUP"); !strings.Contains(l, "keeping the current certificate") {
-		t.Fatalf("bad key: %s", l)
+	if err := u.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
 	}
+	u.mustMsg("upsink: SIGHUP: keeping the current certificate")
 	if !bytes.Equal(servedCert(t, tlsAddr), oldLeaf) {
 		t.Fatal("a bad key replaced the certificate in service")
 	}
@@ -131,10 +120,10 @@ func TestSIGHUPReload(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cmd.Process.Signal(syscall.SIGHUP)
-	if l := waitLine("SIGHUP"); !strings.Contains(l, "certificate reloaded") {
-		t.Fatalf("good pair: %s", l)
+	if err := u.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
 	}
+	u.mustMsg("upsink: SIGHUP: certificate reloaded")
 	if !bytes.Equal(servedCert(t, tlsAddr), newLeaf) {
 		t.Fatal("new connections do not get the reloaded certificate")
 	}
@@ -144,15 +133,191 @@ func TestSIGHUPReload(t *testing.T) {
 		t.Fatalf("connection from before the reload: %q %v", line, err)
 	}
 
-	cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	if err := u.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
 	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v", err)
+	case <-u.done:
+		if u.err != nil {
+			t.Fatalf("exit after SIGTERM: %v; its log:\n%s", u.err, u.log.all())
 		}
 	case <-time.After(20 * time.Second):
-		t.Fatal("upsink did not stop on SIGTERM")
+		t.Fatalf("upsink did not stop on SIGTERM; its log:\n%s", u.log.all())
+	}
+}
+
+// child is a started upsink whose stderr is collected line by line.
+type child struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	log  *logLines
+	next int           // the first log line waitMsg has not looked at
+	done chan struct{} // closed when the process has exited (and its log is complete)
+	err  error         // Wait's result, once done is closed
+}
+
+func startChild(t *testing.T, bin string, args ...string) *child {
+	t.Helper()
+	c := &child{t: t, cmd: exec.Command(bin, args...), log: &logLines{changed: make(chan struct{}, 1)}, done: make(chan struct{})}
+	// exec copies stderr through the writer and Wait returns once the copy
+	// is complete, so the log is whole when done is closed and upsink never
+	// blocks on a pipe nobody reads.
+	c.cmd.Stderr = c.log
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		c.err = c.cmd.Wait()
+		c.log.close()
+		close(c.done)
+	}()
+	return c
+}
+
+// stop kills the process if it is still running and waits for it.
+func (c *child) stop() {
+	select {
+	case <-c.done:
+	default:
+		_ = c.cmd.Process.Kill()
+		<-c.done
+	}
+}
+
+// waitMsg waits up to 20 s for the next log line whose msg field is exactly
+// want; false if the process exited first. A substring match is not enough:
+// the store's "database unreachable" warning prints the DSN, whose path holds
+// the test's name.
+func (c *child) waitMsg(want string) bool {
+	c.t.Helper()
+	timeout := time.After(20 * time.Second)
+	for {
+		lines, closed := c.log.since(c.next)
+		for _, l := range lines {
+			c.next++
+			if m, ok := slogMsg(l); ok && m == want {
+				return true
+			}
+		}
+		if closed {
+			return false
+		}
+		select {
+		case <-c.log.changed:
+		case <-timeout:
+			c.t.Fatalf("no msg=%q in upsink's log within 20 s; its log:\n%s", want, c.log.all())
+		}
+	}
+}
+
+func (c *child) mustMsg(want string) {
+	c.t.Helper()
+	if !c.waitMsg(want) {
+		c.t.Fatalf("upsink exited (%v) before logging msg=%q; its log:\n%s", c.err, want, c.log.all())
+	}
+}
+
+// logLines collects a child's log lines as they are written.
+type logLines struct {
+	mu      sync.Mutex
+	lines   []string
+	partial []byte // an unterminated last line
+	closed  bool
+	changed chan struct{} // a token after new lines and at the end
+}
+
+func (l *logLines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	l.partial = append(l.partial, p...)
+	for {
+		i := bytes.IndexByte(l.partial, '\n')
+		if i < 0 {
+			break
+		}
+		l.lines = append(l.lines, string(l.partial[:i]))
+		l.partial = l.partial[i+1:]
+	}
+	l.mu.Unlock()
+	l.notify()
+	return len(p), nil
+}
+
+func (l *logLines) close() {
+	l.mu.Lock()
+	if len(l.partial) > 0 {
+		l.lines = append(l.lines, string(l.partial))
+		l.partial = nil
+	}
+	l.closed = true
+	l.mu.Unlock()
+	l.notify()
+}
+
+func (l *logLines) notify() {
+	select {
+	case l.changed <- struct{}{}:
+	default:
+	}
+}
+
+// since returns the lines from index i on and whether the log has ended.
+func (l *logLines) since(i int) ([]string, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.lines[min(i, len(l.lines)):]...), l.closed
+}
+
+func (l *logLines) all() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.lines, "\n")
+}
+
+// slogMsg returns the msg field of a line written by slog's TextHandler
+// (time=… level=… msg=VALUE attrs…), unquoting VALUE if it is quoted.
+func slogMsg(line string) (string, bool) {
+	var rest string
+	if r, ok := strings.CutPrefix(line, "msg="); ok {
+		rest = r
+	} else if i := strings.Index(line, " msg="); i >= 0 {
+		rest = line[i+len(" msg="):]
+	} else {
+		return "", false
+	}
+	if strings.HasPrefix(rest, `"`) {
+		q, err := strconv.QuotedPrefix(rest)
+		if err != nil {
+			return "", false
+		}
+		s, err := strconv.Unquote(q)
+		return s, err == nil
+	}
+	if i := strings.IndexByte(rest, ' '); i >= 0 {
+		rest = rest[:i]
+	}
+	return rest, true
+}
+
+// slogMsg reads the msg field slog's TextHandler writes, and only that.
+func TestSlogMsg(t *testing.T) {
+	var b bytes.Buffer
+	l := slog.New(slog.NewTextHandler(&b, nil))
+	l.Warn("store: database unreachable", "err", `dial unix /tmp/TestSIGHUPReload1/no.sock msg="upsink: SIGHUP: certificate reloaded"`)
+	l.Info("upsink: SIGHUP: certificate reloaded", "cert", "x")
+	l.Info("plain")
+	var got []string
+	for _, line := range strings.Split(strings.TrimSpace(b.String()), "\n") {
+		m, ok := slogMsg(line)
+		if !ok {
+			t.Fatalf("no msg in %q", line)
+		}
+		got = append(got, m)
+	}
+	want := []string{"store: database unreachable", "upsink: SIGHUP: certificate reloaded", "plain"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+	if _, ok := slogMsg("no fields here"); ok {
+		t.Fatal("msg found in a line without one")
 	}
 }
