@@ -193,8 +193,8 @@ func TestAttacksShort(t *testing.T) {
 				t.Errorf("the attack opened no connection: %v", r.Attack.ErrorSamples)
 			}
 			// Issue 7 point 4: polite uploads get 201 (≥ 99 %) whatever the
-			// attack. failsToday names the attacks where today's server
-			// does not (see the table above); the assertion stays.
+			// attack. failsToday names the attacks where the server before
+			// the hardening did not (see the table above).
 			if r.Polite.Sent < 20 || r.Polite.CreatedPct < 99 {
 				t.Errorf("polite uploads: %d of %d answered 201 (%.1f %%; statuses %v, errors %v)%s", r.Polite.Created, r.Polite.Sent,
 					r.Polite.CreatedPct, r.Polite.Status, r.Polite.ErrorSamples, known(tc.failsToday == "polite"))
@@ -298,7 +298,7 @@ func TestAttackFDFloodShort(t *testing.T) {
 	var b bytes.Buffer
 	FormatAttack(&b, r)
 	t.Log("\n" + b.String())
-	// Issue 7 point 2. Both fail against today's server (see above).
+	// Issue 7 point 2. Both failed before the hardening (see above).
 	if !r.Server.Alive || r.Server.HealthzAfter != "200" {
 		t.Errorf("upsink after a flood past its fd limit: alive %v, /healthz %s [known failure before issue 7's hardening]\n%s",
 			r.Server.Alive, r.Server.HealthzAfter, tail(log.String(), 2000))

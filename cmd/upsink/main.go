@@ -230,15 +230,8 @@ func serve(args []string, stderr io.Writer) int {
 		}
 		return 0
 	}
-	select {
-	case err := <-errc:
-		return ended(err)
-	case <-srv.Booted():
-		log.Info("upsink: serving", "listen", "http://"+cfg.Listen, "max_body", cfg.MaxBody, "max_inflight", cfg.MaxInflight, "memory_limit", memLimit, "max_conns", srv.Stats().MaxConns)
-		if cfg.TLSListen != "" {
-			log.Info("upsink: serving HTTPS", "listen", "https://"+cfg.TLSListen, "cert", certFile)
-		}
-	}
+	// SIGHUP is caught before "serving" is logged: a reload sent as soon as
+	// upsink says it serves must not kill it.
 	if cfg.TLSListen != "" {
 		hup := make(chan os.Signal, 1)
 		signal.Notify(hup, syscall.SIGHUP)
@@ -253,6 +246,15 @@ func serve(args []string, stderr io.Writer) int {
 				log.Info("upsink: SIGHUP: certificate reloaded", "cert", certFile)
 			}
 		}()
+	}
+	select {
+	case err := <-errc:
+		return ended(err)
+	case <-srv.Booted():
+		log.Info("upsink: serving", "listen", "http://"+cfg.Listen, "max_body", cfg.MaxBody, "max_inflight", cfg.MaxInflight, "memory_limit", memLimit, "max_conns", srv.Stats().MaxConns)
+		if cfg.TLSListen != "" {
+			log.Info("upsink: serving HTTPS", "listen", "https://"+cfg.TLSListen, "cert", certFile)
+		}
 	}
 	select {
 	case err := <-errc:

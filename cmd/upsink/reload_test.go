@@ -20,6 +20,16 @@ import (
 	"upsink/tlsbridge"
 )
 
+// buildUpsink builds the binary into a temp dir.
+func buildUpsink(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "upsink")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
 func freePort(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -59,10 +69,7 @@ func TestSIGHUPReload(t *testing.T) {
 		t.Skip("builds the binary")
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "upsink")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildUpsink(t)
 	live, other := filepath.Join(dir, "live"), filepath.Join(dir, "other")
 	for _, d := range []string{live, other} {
 		if _, _, err := tlsbridge.GenerateSelfSigned(d); err != nil {
