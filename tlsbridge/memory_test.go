@@ -212,7 +212,7 @@ func TestIdleMemory(t *testing.T) {
 		{"  same, unlimited feed", "tls", true, unlimited, false},
 	}
 	for _, c := range cases {
-		s := startServer(t, Config{QueueLen: n}, c.tweak)
+		s := startServer(t, Config{}, c.tweak)
 		r := measureIdle(t, s, n, c.mode, c.traffic)
 		s.stop()
 		t.Logf("%-85s %6.0f B/conn total, %6.0f B/conn TLS (over plain); server tls.Conn hand cap %5d, rawInput cap %5d; client saw %s",
