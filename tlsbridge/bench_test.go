@@ -14,7 +14,7 @@ import (
 // Go's default client (TLS 1.3, X25519MLKEM768). Clients run in this process
 // too (b.RunParallel), so both servers share the CPU with the same clients.
 func BenchmarkHandshake(b *testing.B) {
-	s := startServer(b, Config{QueueLen: 4096}, nil)
+	s := startServer(b, Config{}, nil)
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -3,6 +3,40 @@
 // pool over an in-memory transport fed from the event loop; after it, records
 // are decrypted and encrypted on the event loop, fed to crypto/tls at most one
 // record at a time so an idle connection holds a few KiB.
+//
+// # Handshakes: the wait list and the pool
+//
+// A connection is submitted once its first record (the ClientHello) is
+// complete; a client that sends half a hello and stalls costs its buffered
+// bytes, never a worker. Submitted connections wait in a FIFO wait list
+// linked through their Conn (no channel, no goroutine, no bound on its length:
+// only the budget below and the handshake timeout limit it). At most
+// Config.Workers goroutines take connections from it, started on demand, and
+// of those at most Config.Computing run crypto at once; a worker waiting for
+// its client gives its computing slot back. The tls.Conn is created when a
+// worker takes the connection, so a connection on the wait list costs its
+// Conn struct and its ClientHello bytes. The handshake timeout (one sweeper
+// goroutine, one list in deadline order) closes connections wherever they
+// are: waiting for their hello, on the wait list, or on a worker.
+//
+// # Bytes held before the hand-over: capped and charged
+//
+// Until its handshake is handed over to the event loop, the ciphertext a
+// connection holds - what gnet buffers for it plus the inbox handed to its
+// worker - is capped at maxEarly (64 KiB; beyond it the connection is closed
+// and counted in Stats.OverCap) and charged to Config.Budget's Hold tier while
+// it is held (if the budget refuses, the connection is closed and counted in
+// Stats.OverBudget). The charge follows the bytes: it grows when bytes arrive
+// (loop) and shrinks when the worker consumes them, and is released exactly
+// once - at the hand-over, when the handshake fails, times out or is aborted,
+// or on Release.
+//
+// From the hand-over on (Process first reports ready) the bridge charges
+// nothing: the server owns the accounting of what the connection holds, which
+// is the plaintext (Conn.InboundBuffered) and the ciphertext not yet
+// decrypted (Conn.CiphertextBuffered: gnet's buffer plus handshake leftovers
+// the bridge still holds, e.g. application data the client pipelined after its
+// Finished).
 package tlsbridge
 
 import (
@@ -17,16 +51,21 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
+
+	"upsink/budget"
 )
 
 // Config configures a Bridge. Zero values take the defaults.
 type Config struct {
 	Certificate      *tls.Certificate // served until SetCertificate replaces it; required
 	HandshakeTimeout time.Duration    // from Open to a finished handshake, default 10 s
-	Workers          int              // handshakes in progress at once (goroutines, started on demand, most waiting for the client), default 256
+	Workers          int              // handshakes in progress at once (goroutines, started on demand, most waiting for the client), default 256; the rest wait on the wait list
 	Computing        int              // of those, how many may run crypto at once, default 2*GOMAXPROCS
-	QueueLen         int              // handshakes waiting for a worker, default 1024
-	Logger           *slog.Logger     // default: discard
+	// Budget is charged (Hold tier) for the ciphertext each connection holds
+	// until its handshake is handed over to the loop. Nil: the bridge uses
+	// its own, effectively unlimited (the per-connection cap still applies).
+	Budget *budget.Budget
+	Logger *slog.Logger // default: discard
 }
 
 // Stats are cumulative counters, except InFlight.
@@ -34,10 +73,13 @@ type Stats struct {
 	Handshakes int64 // completed handshakes
 	Resumed    int64 // of those, resumed from a session ticket
 	Failed     int64 // handshakes that failed: bad ClientHello, alert, client gone mid-handshake
-	Rejected   int64 // connections closed because the handshake queue was full (or the bridge closed)
+	Rejected   int64 // connections closed because the bridge was closed (Close) before their handshake finished
 	TimedOut   int64 // connections closed by the handshake timeout
 	PlainHTTP  int64 // plain HTTP requests answered with 400 and closed
-	InFlight   int64 // handshakes queued or running now
+	OverCap    int64 // connections closed for holding more than 64 KiB of ciphertext before their hand-over
+	OverBudget int64 // connections closed because the budget's Hold tier refused their ciphertext before their hand-over
+	InFlight   int64 // handshakes on the wait list or on a worker now
+	Waiting    int64 // of those, on the wait list (no worker yet)
 }
 
 // Session ticket keys: a new one every ticketRotate, the newest ticketKeysKept
@@ -51,16 +93,24 @@ var ticketRotate = time.Hour // a var for tests
 type Bridge struct {
 	cfg       Config
 	log       *slog.Logger
+	budget    *budget.Budget
 	tlsConfig *tls.Config
 	cert      atomic.Pointer[tls.Certificate]
 
-	queue     chan *Conn
 	cpu       chan struct{} // Computing slots
-	workers   atomic.Int32  // worker goroutines running
 	stop      chan struct{}
 	closeOnce sync.Once
 	wg        sync.WaitGroup
 	epoch     time.Time
+	skew      atomic.Int64 // tests only: added to now(), to expire handshakes without waiting
+
+	// The wait list: submitted handshakes no worker has taken yet, oldest
+	// first, linked through Conn.qprev/qnext (O(1) removal when one times
+	// out or goes away). Guarded by qmu, as are workers and closing.
+	qmu          sync.Mutex
+	qhead, qtail *Conn
+	workers      int  // worker goroutines running (at most cfg.Workers)
+	closing      bool // Close has begun: nothing is submitted, workers exit
 
 	// Handshakes not yet finished, oldest first. All share one timeout, so
 	// the list is ordered by deadline and one sweeper serves them all.
@@ -69,7 +119,7 @@ type Bridge struct {
 
 	keys [][32]byte // housekeeping goroutine only
 
-	handshakes, resumed, failed, rejected, timedOut, plainHTTP, inFlight atomic.Int64
+	handshakes, resumed, failed, rejected, timedOut, plainHTTP, overCap, overBudget, inFlight, waiting atomic.Int64
 
 	unlimitedFeed bool // tests only: hand crypto/tls everything buffered, not one record at a time
 	noHelloSplit  bool // tests only: pass a large ClientHello record on whole
@@ -92,19 +142,19 @@ func New(cfg Config) (*Bridge, error) {
 	if cfg.Computing <= 0 {
 		cfg.Computing = 2 * runtime.GOMAXPROCS(0)
 	}
-	if cfg.QueueLen <= 0 {
-		cfg.QueueLen = 1024
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Budget == nil {
+		cfg.Budget = budget.New(1 << 62)
+	}
 	b := &Bridge{
-		cfg:   cfg,
-		log:   cfg.Logger,
-		queue: make(chan *Conn, cfg.QueueLen),
-		cpu:   make(chan struct{}, cfg.Computing),
-		stop:  make(chan struct{}),
-		epoch: time.Now(),
+		cfg:    cfg,
+		log:    cfg.Logger,
+		budget: cfg.Budget,
+		cpu:    make(chan struct{}, cfg.Computing),
+		stop:   make(chan struct{}),
+		epoch:  time.Now(),
 	}
 	b.cert.Store(cfg.Certificate)
 	b.tlsConfig = &tls.Config{
@@ -158,26 +208,33 @@ func (b *Bridge) Stats() Stats {
 		Rejected:   b.rejected.Load(),
 		TimedOut:   b.timedOut.Load(),
 		PlainHTTP:  b.plainHTTP.Load(),
+		OverCap:    b.overCap.Load(),
+		OverBudget: b.overBudget.Load(),
 		InFlight:   b.inFlight.Load(),
+		Waiting:    b.waiting.Load(),
 	}
 }
 
-// Close stops the workers and the timers. Handshakes still queued or running
-// are abandoned and their connections closed; established connections keep
-// working. Idempotent.
+// Close stops the workers and the timers. Handshakes still waiting, running
+// or not yet submitted are abandoned and their connections closed (counted in
+// Rejected); established connections keep working. Idempotent.
 func (b *Bridge) Close() {
 	b.closeOnce.Do(func() {
-		close(b.stop)
+		b.qmu.Lock()
+		b.closing = true // no submission and no new worker from here on
+		b.qmu.Unlock()
+		close(b.stop) // running handshakes fail, workers exit
 		b.wg.Wait()
-		for drained := false; !drained; {
-			select {
-			case c := <-b.queue:
-				b.inFlight.Add(-1)
-				b.unlist(c)
-				b.abort(c, &b.rejected)
-			default:
-				drained = true
+		for {
+			b.qmu.Lock()
+			c := b.popLocked()
+			b.qmu.Unlock()
+			if c == nil {
+				break
 			}
+			b.inFlight.Add(-1)
+			b.unlist(c)
+			b.abort(c, &b.rejected)
 		}
 		b.pmu.Lock()
 		var all []*Conn
@@ -193,17 +250,21 @@ func (b *Bridge) Close() {
 }
 
 // abort ends a handshake that has not finished, from any goroutine: counts it
-// in ctr if it was still pending, unblocks its worker, closes the connection.
-func (b *Bridge) abort(c *Conn, ctr *atomic.Int64) {
+// in ctr if it was still pending, takes it off the wait list, unblocks its
+// worker, releases its charge, closes the connection. False: the handshake
+// was decided already and nothing was done.
+func (b *Bridge) abort(c *Conn, ctr *atomic.Int64) bool {
 	if !c.hs.CompareAndSwap(hsPending, hsAborted) {
-		return
+		return false
 	}
 	ctr.Add(1)
+	b.dequeue(c)
 	c.closeInbox()
 	_ = c.gc.CloseWithCallback(nil)
+	return true
 }
 
-func (b *Bridge) now() int64 { return int64(time.Since(b.epoch)) }
+func (b *Bridge) now() int64 { return int64(time.Since(b.epoch)) + b.skew.Load() }
 
 // list appends c to the pending list with its deadline.
 func (b *Bridge) list(c *Conn) {
@@ -294,76 +355,94 @@ func (b *Bridge) rotateTicketKeys() {
 	b.log.Debug("tls session ticket keys rotated", "kept", len(keys))
 }
 
-// submit queues c's handshake (loop). False: the queue is full or the bridge
-// closed, and c must be closed.
+// submit puts c's handshake on the wait list and starts a worker if fewer
+// than Workers run (loop). False: the bridge is closed (c was aborted and
+// counted in Rejected) and c must be closed. Never refused for lack of room:
+// what a waiting connection holds is capped and charged (see the package doc).
 func (b *Bridge) submit(c *Conn) bool {
-	select {
-	case <-b.stop:
+	b.qmu.Lock()
+	if b.closing {
+		b.qmu.Unlock()
+		b.unlist(c)
 		b.abort(c, &b.rejected)
 		return false
-	default:
 	}
+	c.qprev, c.qnext, c.queued = b.qtail, nil, true
+	if b.qtail != nil {
+		b.qtail.qnext = c
+	} else {
+		b.qhead = c
+	}
+	b.qtail = c
+	b.waiting.Add(1)
 	b.inFlight.Add(1)
-	if b.startWorker(c) {
-		return true
+	start := b.workers < b.cfg.Workers
+	if start {
+		b.workers++
+		b.wg.Add(1) // under qmu, before Close can set closing and Wait
 	}
-	select {
-	case b.queue <- c:
-		b.spawn() // every worker may have exited since we looked
-		return true
-	default:
+	b.qmu.Unlock()
+	if start {
+		go b.worker()
+	}
+	return true
+}
+
+// popLocked takes the oldest connection off the wait list (qmu held).
+func (b *Bridge) popLocked() *Conn {
+	c := b.qhead
+	if c != nil {
+		b.unqueueLocked(c)
+	}
+	return c
+}
+
+func (b *Bridge) unqueueLocked(c *Conn) {
+	if c.qprev != nil {
+		c.qprev.qnext = c.qnext
+	} else {
+		b.qhead = c.qnext
+	}
+	if c.qnext != nil {
+		c.qnext.qprev = c.qprev
+	} else {
+		b.qtail = c.qprev
+	}
+	c.qprev, c.qnext, c.queued = nil, nil, false
+	b.waiting.Add(-1)
+}
+
+// dequeue takes c off the wait list if it is still there (any goroutine): its
+// handshake will not run.
+func (b *Bridge) dequeue(c *Conn) {
+	b.qmu.Lock()
+	if c.queued {
+		b.unqueueLocked(c)
 		b.inFlight.Add(-1)
-		b.unlist(c)
-		if c.hs.CompareAndSwap(hsPending, hsAborted) {
-			b.rejected.Add(1)
-		}
-		return false
 	}
+	b.qmu.Unlock()
 }
 
-// startWorker starts a worker goroutine for first (nil: for the queue) if
-// fewer than Workers run, and reports whether it did. Workers exist only
-// while there are handshakes: an idle server has none.
-func (b *Bridge) startWorker(first *Conn) bool {
-	for {
-		n := b.workers.Load()
-		if n >= int32(b.cfg.Workers) {
-			return false
-		}
-		if b.workers.CompareAndSwap(n, n+1) {
-			b.wg.Add(1)
-			go b.worker(first)
-			return true
-		}
-	}
-}
-
-// spawn starts a worker if handshakes are queued and fewer than Workers run.
-func (b *Bridge) spawn() {
-	if len(b.queue) > 0 {
-		b.startWorker(nil)
-	}
-}
-
-// worker runs first (if any), then queued handshakes one after the other, and
-// exits when the queue is empty.
-func (b *Bridge) worker(first *Conn) {
+// worker runs handshakes from the wait list one after the other and exits
+// when it is empty (or the bridge closes): an idle server has no worker. Its
+// wake channel is lent to the connection it serves (Conn.wakeup), so a
+// connection costs no channel of its own.
+func (b *Bridge) worker() {
 	defer b.wg.Done()
-	if first != nil {
-		b.handshake(first)
-	}
+	wake := make(chan struct{}, 1)
 	for {
-		select {
-		case <-b.stop:
-			b.workers.Add(-1)
-			return
-		case c := <-b.queue:
-			b.handshake(c)
-		default:
-			b.workers.Add(-1)
-			b.spawn() // a handshake queued between our last look and the decrement
+		b.qmu.Lock()
+		var c *Conn
+		if !b.closing {
+			c = b.popLocked()
+		}
+		if c == nil {
+			b.workers--
+			b.qmu.Unlock()
 			return
 		}
+		b.qmu.Unlock()
+		b.handshake(c, wake)
 	}
 }
 
@@ -382,15 +461,30 @@ func (b *Bridge) compute() bool {
 
 func (b *Bridge) uncompute() { <-b.cpu }
 
-// handshake runs on a worker. The outcome reaches the loop through Conn.Wake,
+// handshake runs on a worker. It creates the tls.Conn (so a connection on the
+// wait list has none) and publishes it through hs: the loop reads tc.tls only
+// after it has seen hsDone. The outcome reaches the loop through Conn.Wake,
 // queued after every handshake write (AsyncWrite), so the loop sees them sent
 // before it writes anything itself.
-func (b *Bridge) handshake(c *Conn) {
+func (b *Bridge) handshake(c *Conn, wake chan struct{}) {
 	defer b.inFlight.Add(-1)
 	if c.hs.Load() != hsPending {
-		return // timed out or closed while queued
+		return // decided while it waited (only an abort does that, and it dequeues)
 	}
-	tc := c.tls
+	select {
+	case <-wake: // a stale signal from the previous connection
+	default:
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.wakeup = wake
+	c.mu.Unlock()
+	c.landed = c.onLanded
+	tc := tls.Server((*wire)(c), b.tlsConfig)
+	c.tls = tc
 	var err error
 	if b.compute() {
 		c.hasCPU = true
@@ -399,9 +493,12 @@ func (b *Bridge) handshake(c *Conn) {
 	} else {
 		err = net.ErrClosed
 	}
+	c.landed = nil
+	done := false
 	if err == nil {
 		resumed := tc.ConnectionState().DidResume
 		if c.hs.CompareAndSwap(hsPending, hsDone) {
+			done = true
 			b.handshakes.Add(1)
 			if resumed {
 				b.resumed.Add(1)
@@ -409,15 +506,25 @@ func (b *Bridge) handshake(c *Conn) {
 		}
 	} else if c.hs.CompareAndSwap(hsPending, hsFailed) {
 		b.failed.Add(1)
-		b.log.Debug("tls handshake failed", "remote", c.raddr, "err", err)
+		b.log.Debug("tls handshake failed", "remote", c.gc.RemoteAddr(), "err", err)
 	}
+	if !done {
+		c.tls = nil // never published: the loop reads tls only after hsDone
+	}
+	c.mu.Lock()
+	c.wakeup = nil // wake leaves with this worker
+	if !done {
+		c.closed, c.inbox = true, nil
+		c.settleLocked()
+	}
+	c.mu.Unlock()
 	_ = c.gc.Wake(nil)
 }
 
 // Open starts the TLS side of a new connection (loop, OnOpen). The handshake
 // timeout runs from now.
 func (b *Bridge) Open(c gnet.Conn) *Conn {
-	tc := &Conn{b: b, gc: c, laddr: c.LocalAddr(), raddr: c.RemoteAddr()}
+	tc := &Conn{b: b, gc: c}
 	b.list(tc)
 	return tc
 }

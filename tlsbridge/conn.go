@@ -25,8 +25,9 @@ const (
 // Loop-side phase, Conn.phase.
 const (
 	phaseNew       uint8 = iota // waiting for the first byte
-	phaseHandshake              // handshake queued or running on a worker
-	phaseReady                  // records are decrypted on the loop
+	phaseHello                  // waiting for the rest of the first record (no worker, not submitted)
+	phaseHandshake              // handshake on the wait list or running on a worker
+	phaseReady                  // handed over: records are decrypted on the loop
 	phaseClosed                 // released
 )
 
@@ -34,8 +35,8 @@ const (
 	recordHeaderLen = 5
 	maxPlaintext    = 16384    // largest plaintext in one TLS record
 	readAhead       = 16 << 10 // decrypt while less plaintext than this is buffered
-	maxInbox        = 32 << 10 // ciphertext handed to a running handshake at once
-	maxEarlyData    = 1 << 20  // ciphertext a client may send before its handshake is done
+	maxInbox        = 32 << 10 // ciphertext handed to a handshake's inbox at once
+	maxEarly        = 64 << 10 // ciphertext a connection may hold before its hand-over (gnet's buffer + inbox)
 	helloFragment   = 512      // largest ClientHello fragment handed to crypto/tls (see takeHello)
 	recordTypeHS    = 0x16     // first byte of a TLS handshake record
 	maxDecryptPass  = 1 << 16  // bound on one Process's decrypt loop (each pass consumes bytes)
@@ -50,50 +51,63 @@ var plainHTTPResponse = []byte("HTTP/1.0 400 Bad Request\r\n" +
 	"Client sent an HTTP request to an HTTPS server.\n")
 
 // Conn is the TLS side of one gnet connection. The server keeps the *Conn in
-// gnet's Conn.SetContext. Its methods are loop-only.
+// gnet's Conn.SetContext. Its exported methods are loop-only.
+//
+// Who touches what: "loop" is the connection's event loop (Process, Release,
+// the stream methods); "worker" is the handshake worker that took it off the
+// wait list; "any" includes the sweeper and Close. The hand-over from worker
+// to loop is ordered by hs (the worker's CAS to hsDone, the loop's Load).
 type Conn struct {
-	b     *Bridge
-	gc    gnet.Conn
-	tls   *tls.Conn
-	laddr net.Addr
-	raddr net.Addr
+	b  *Bridge   // immutable
+	gc gnet.Conn // immutable; loop-only methods on the loop, AsyncWrite/Wake/CloseWithCallback from any
 
-	hs       atomic.Int32 // hsPending until the worker, the timeout or Release decides
+	// Created and written by the worker while hs is hsPending; read by the
+	// loop only after it has seen hsDone. Nobody else reads it.
+	tls    *tls.Conn
+	landed gnet.AsyncCallback // worker only: the callback of its handshake writes
+
+	hs       atomic.Int32 // hsPending until the worker, the timeout or Release decides (CAS, any)
 	hsQueued atomic.Int32 // handshake writes the worker queued with AsyncWrite
 	hsLanded int32        // ... and those the loop has executed (loop only)
-	landed   gnet.AsyncCallback
 
-	phase     uint8
-	released  bool
-	helloSeen bool // the first record has gone to the inbox
-	busy      bool // inside a call that may re-enter Release through gnet's close
+	phase    uint8 // loop only
+	released bool  // loop only
+	busy     bool  // loop only: inside a call that may re-enter Release through gnet's close
+	hasCPU   bool  // worker only: it holds a Computing slot
 
 	// Record framing of the ciphertext handed to crypto/tls: the header
 	// bytes of the current record seen so far and the body bytes left.
 	// Touched by whoever feeds crypto/tls: the worker during the handshake,
-	// the loop after it (the handover is ordered by hs and Wake).
+	// the loop after it (ordered by hs).
 	hdr     [recordHeaderLen]byte
-	hdrN    int
-	bodyRem int
-	loop    atomic.Bool // the wire is read and written on the loop now
+	hdrN    uint8
+	bodyRem uint16
+	loop    atomic.Bool // the wire is read and written on the loop now (set by the loop at the hand-over)
 
-	// Ciphertext for the handshake, from the loop to the worker.
+	// The handshake's side of the loop/worker exchange, guarded by mu (loop,
+	// worker, sweeper, Close). After the hand-over the loop alone reads the
+	// inbox, without mu.
 	mu       sync.Mutex
-	inbox    []byte
-	closed   bool
-	heldBack bool // gnet holds more ciphertext than the inbox took
-	wakeup   chan struct{}
-	hasCPU   bool // the worker holds a Computing slot (worker goroutine only)
+	closed   bool          // aborted, failed or released: the worker's reads fail
+	settled  bool          // the charge is released for good; nothing more is charged
+	heldBack bool          // gnet holds more ciphertext than the inbox took
+	held     int64         // bytes charged to the budget's Hold tier now (gnet's buffer + inbox)
+	inbox    []byte        // ciphertext from the loop to the worker
+	wakeup   chan struct{} // the worker's wake channel, lent while it runs this handshake
 
 	// Decrypted plaintext not yet consumed: plain.B[poff:]. Pooled, returned
-	// whenever it empties.
+	// whenever it empties. Loop only.
 	plain *bytebufferpool.ByteBuffer
 	poff  int
 
-	// Pending-handshake list (Bridge.pmu).
+	// Pending-handshake list (Bridge.pmu): from Open to the hand-over or the end.
 	pprev, pnext *Conn
 	deadline     int64
 	listed       bool
+
+	// Wait list (Bridge.qmu): submitted, no worker yet.
+	queued       bool
+	qprev, qnext *Conn
 }
 
 // Process moves ciphertext from gnet's inbound buffer into the TLS machinery
@@ -117,9 +131,14 @@ func (tc *Conn) Process() (ready bool, action gnet.Action) {
 		if first[0] != recordTypeHS {
 			return false, tc.answerPlainHTTP()
 		}
-		tc.tls = tls.Server((*wire)(tc), tc.b.tlsConfig)
-		tc.wakeup = make(chan struct{}, 1)
-		tc.landed = tc.onLanded
+		tc.phase = phaseHello
+		fallthrough
+	case phaseHello:
+		if !tc.takeHello() {
+			// Not submitted yet: the partial record stays in gnet's
+			// buffer, capped and charged.
+			return false, tc.charge()
+		}
 		tc.phase = phaseHandshake
 		if !tc.b.submit(tc) {
 			return false, gnet.Close
@@ -134,6 +153,102 @@ func (tc *Conn) Process() (ready bool, action gnet.Action) {
 		return true, tc.decrypt()
 	}
 	return false, gnet.Close
+}
+
+// charge sets the connection's charge to what it holds while it waits for
+// its first record (loop, phaseHello): gnet's buffer only.
+func (tc *Conn) charge() gnet.Action {
+	tc.mu.Lock()
+	if tc.closed {
+		tc.mu.Unlock()
+		return gnet.Close
+	}
+	over := tc.setHeldLocked(tc.gc.InboundBuffered())
+	tc.mu.Unlock()
+	if over != nil {
+		tc.refuse(over)
+		return gnet.Close
+	}
+	return gnet.None
+}
+
+// refuse closes a connection over the cap or the budget before its hand-over
+// (loop): aborted and counted in ctr if its handshake is pending, counted
+// alone if it has finished but not been handed over (the caller returns
+// gnet.Close; Release releases the charge).
+func (tc *Conn) refuse(ctr *atomic.Int64) {
+	if !tc.b.abort(tc, ctr) && tc.hs.Load() == hsDone {
+		ctr.Add(1)
+	}
+}
+
+// setHeldLocked makes the connection's charge n bytes (mu held). It returns
+// the counter to abort the connection with when n is over the cap or the
+// budget refuses the difference, else nil.
+func (tc *Conn) setHeldLocked(n int) *atomic.Int64 {
+	if tc.settled {
+		return nil
+	}
+	if n > maxEarly {
+		return &tc.b.overCap
+	}
+	d := int64(n) - tc.held
+	if d > 0 && !tc.b.budget.Hold(d) {
+		return &tc.b.overBudget
+	}
+	tc.b.budget.Release(-d) // no-op unless d < 0
+	tc.held = int64(n)
+	return nil
+}
+
+// unchargeLocked lowers the charge by n bytes the worker consumed from the
+// inbox (mu held).
+func (tc *Conn) unchargeLocked(n int) {
+	if tc.settled {
+		return
+	}
+	d := min(int64(n), tc.held)
+	tc.b.budget.Release(d)
+	tc.held -= d
+}
+
+// settleLocked releases the charge for good (mu held): at the hand-over, on
+// failure, abort or Release, whichever comes first.
+func (tc *Conn) settleLocked() {
+	if !tc.settled {
+		tc.settled = true
+		tc.b.budget.Release(tc.held)
+		tc.held = 0
+	}
+}
+
+// Held is the number of bytes the bridge charges to the budget for this
+// connection now: what it holds of the ciphertext (gnet's buffer and the
+// inbox, as of the loop's last look) before the hand-over, 0 after it. Safe
+// from any goroutine.
+func (tc *Conn) Held() int64 {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	return tc.held
+}
+
+// CiphertextBuffered is the ciphertext held for this connection and not yet
+// decrypted: gnet's inbound buffer plus handshake leftovers in the bridge's
+// inbox (records the client pipelined after its Finished). After the
+// hand-over the server charges it, with InboundBuffered, as what the
+// connection holds (loop).
+func (tc *Conn) CiphertextBuffered() int {
+	if tc.released {
+		return 0
+	}
+	n := tc.gc.InboundBuffered()
+	if tc.phase == phaseReady {
+		return n + len(tc.inbox) // the loop's alone now
+	}
+	tc.mu.Lock()
+	n += len(tc.inbox)
+	tc.mu.Unlock()
+	return n
 }
 
 func (tc *Conn) answerPlainHTTP() gnet.Action {
@@ -152,35 +267,36 @@ func (tc *Conn) onLanded(gnet.Conn, error) error {
 	return nil
 }
 
-// handshakeStep passes new ciphertext to the handshake worker and, once the
-// worker has finished and its writes have landed, switches to phaseReady.
+// handshakeStep passes new ciphertext to the handshake's inbox (worker or
+// not yet), keeps the charge equal to what the connection holds and, once the
+// worker has finished and its writes have landed, hands the connection over
+// to the loop (phaseReady).
 func (tc *Conn) handshakeStep() gnet.Action {
-	// Until the first record is complete (takeHello), nothing moves.
-	if n := tc.gc.InboundBuffered(); n > 0 && (tc.helloSeen || tc.takeHello()) {
-		n = tc.gc.InboundBuffered() // takeHello may have taken the first record
-		tc.mu.Lock()
-		if tc.closed || n+len(tc.inbox) > maxEarlyData {
-			tc.mu.Unlock()
-			tc.b.abort(tc, &tc.b.failed)
-			return gnet.Close
-		}
-		// Hand the worker at most maxInbox; the rest stays in gnet's buffer
-		// (usually application data pipelined after the client's Finished)
-		// and is fetched when the worker runs dry (heldBack, Wake).
-		take := max(0, min(n, maxInbox-len(tc.inbox)))
-		if take > 0 {
-			buf, _ := tc.gc.Peek(take)
-			tc.inbox = append(tc.inbox, buf...)
-		}
-		tc.heldBack = take < n
+	n := tc.gc.InboundBuffered()
+	tc.mu.Lock()
+	if tc.closed {
 		tc.mu.Unlock()
-		if take > 0 {
-			_, _ = tc.gc.Discard(take)
-			select {
-			case tc.wakeup <- struct{}{}:
-			default:
-			}
-		}
+		return gnet.Close
+	}
+	// Hand the inbox at most maxInbox; the rest stays in gnet's buffer
+	// (usually application data pipelined after the client's Finished) and
+	// is fetched when the worker runs dry (heldBack, Wake).
+	take := max(0, min(n, maxInbox-len(tc.inbox)))
+	if take > 0 {
+		buf, _ := tc.gc.Peek(take)
+		tc.inbox = append(tc.inbox, buf...)
+	}
+	tc.heldBack = take < n
+	over := tc.setHeldLocked(n - take + len(tc.inbox))
+	ch := tc.wakeup
+	tc.mu.Unlock()
+	if over != nil {
+		tc.refuse(over)
+		return gnet.Close
+	}
+	if take > 0 {
+		_, _ = tc.gc.Discard(take)
+		signal(ch)
 	}
 	switch tc.hs.Load() {
 	case hsPending:
@@ -189,15 +305,16 @@ func (tc *Conn) handshakeStep() gnet.Action {
 		if tc.hsLanded != tc.hsQueued.Load() {
 			return gnet.None // the worker's Wake comes after the remaining writes
 		}
+		// The hand-over: the loop owns the wire, and the server the
+		// accounting of what the connection holds (CiphertextBuffered).
 		tc.b.unlist(tc)
 		tc.mu.Lock()
-		tc.wakeup = nil
+		tc.settleLocked()
 		if len(tc.inbox) == 0 {
 			tc.inbox = nil
 		}
 		tc.mu.Unlock()
 		tc.loop.Store(true)
-		tc.landed = nil
 		tc.phase = phaseReady
 		return gnet.None
 	default:
@@ -205,56 +322,73 @@ func (tc *Conn) handshakeStep() gnet.Action {
 	}
 }
 
-// takeHello moves the client's first record to the inbox once it is complete,
-// cut into records of at most helloFragment bytes if it is one large
-// ClientHello. The handshake is the same (the transcript covers messages, not
-// records), but crypto/tls then never holds the whole record in its rawInput
-// (which keeps its capacity for the life of the connection): with equal
-// fragments c.hand still grows by doubling to about the message size, and
-// rawInput stays at its 576-byte minimum instead of ~2 KiB for a 1.5 KiB
-// X25519MLKEM768 hello. False: wait for more bytes.
+// signal wakes the worker waiting on ch, if any.
+func signal(ch chan struct{}) {
+	if ch != nil {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// takeHello reports whether the client's first record is complete (loop,
+// phaseHello); the connection is submitted only then, so a client that stalls
+// inside its hello costs its buffered bytes, not a worker. The record goes to
+// the inbox, cut into records of at most helloFragment bytes if it is one
+// large ClientHello. The handshake is the same (the transcript covers
+// messages, not records), but crypto/tls then never holds the whole record in
+// its rawInput (which keeps its capacity for the life of the connection):
+// with equal fragments c.hand still grows by doubling to about the message
+// size, and rawInput stays at its 576-byte minimum instead of ~2 KiB for a
+// 1.5 KiB X25519MLKEM768 hello. A header crypto/tls rejects by itself (not
+// TLS, longer than any record) is passed on at once, for it to say so.
 func (tc *Conn) takeHello() bool {
 	n := tc.gc.InboundBuffered()
 	if n < recordHeaderLen {
-		return n == 0 // nothing yet: nothing to move either
+		return false
 	}
 	hdr, _ := tc.gc.Peek(recordHeaderLen)
 	bodyLen := int(hdr[3])<<8 | int(hdr[4])
-	if tc.b.unlimitedFeed || tc.b.noHelloSplit || hdr[0] != recordTypeHS || hdr[1] != 3 ||
-		bodyLen <= helloFragment || bodyLen > maxPlaintext {
-		tc.helloSeen = true
-		return true
+	if hdr[1] != 3 || bodyLen > maxPlaintext {
+		return true // handshakeStep moves what there is
 	}
 	if n < recordHeaderLen+bodyLen {
 		return false
 	}
 	rec, _ := tc.gc.Peek(recordHeaderLen + bodyLen)
 	body := rec[recordHeaderLen:]
-	if body[0] != 1 || 4+(int(body[1])<<16|int(body[2])<<8|int(body[3])) != bodyLen {
-		tc.helloSeen = true // not exactly one ClientHello: pass it on as it is
-		return true
-	}
 	frag := bodyLen
-	for frag > helloFragment {
-		frag = (frag + 1) / 2
+	if !tc.b.unlimitedFeed && !tc.b.noHelloSplit && bodyLen > helloFragment &&
+		body[0] == 1 && 4+(int(body[1])<<16|int(body[2])<<8|int(body[3])) == bodyLen {
+		for frag > helloFragment {
+			frag = (frag + 1) / 2
+		}
+	}
+	frags := 1
+	if frag > 0 {
+		frags = (bodyLen + frag - 1) / frag
 	}
 	tc.mu.Lock()
 	if tc.closed {
 		tc.mu.Unlock()
 		return true // handshakeStep closes
 	}
-	for off := 0; off < bodyLen; off += frag {
-		k := min(frag, bodyLen-off)
-		tc.inbox = append(tc.inbox, rec[0], rec[1], rec[2], byte(k>>8), byte(k))
-		tc.inbox = append(tc.inbox, body[off:off+k]...)
+	inbox := make([]byte, 0, len(tc.inbox)+bodyLen+frags*recordHeaderLen)
+	inbox = append(inbox, tc.inbox...)
+	if frags == 1 {
+		inbox = append(inbox, rec...)
+	} else {
+		for off := 0; off < bodyLen; off += frag {
+			k := min(frag, bodyLen-off)
+			inbox = append(inbox, rec[0], rec[1], rec[2], byte(k>>8), byte(k))
+			inbox = append(inbox, body[off:off+k]...)
+		}
 	}
+	tc.inbox = inbox
 	tc.mu.Unlock()
+	// Charged by handshakeStep, right after, before anything can consume it.
 	_, _ = tc.gc.Discard(recordHeaderLen + bodyLen)
-	tc.helloSeen = true
-	select {
-	case tc.wakeup <- struct{}{}:
-	default:
-	}
 	return true
 }
 
@@ -283,7 +417,7 @@ func (tc *Conn) decrypt() gnet.Action {
 				break // the rest of the record has not arrived yet
 			}
 			if !errors.Is(err, io.EOF) {
-				tc.b.log.Debug("tls read failed", "remote", tc.raddr, "err", err)
+				tc.b.log.Debug("tls read failed", "remote", tc.gc.RemoteAddr(), "err", err)
 			}
 			return gnet.Close
 		}
@@ -409,8 +543,11 @@ func (tc *Conn) Release() {
 	}
 	tc.released = true
 	tc.b.unlist(tc)
-	if tc.hs.CompareAndSwap(hsPending, hsAborted) && tc.phase == phaseHandshake {
+	if tc.hs.CompareAndSwap(hsPending, hsAborted) && (tc.phase == phaseHello || tc.phase == phaseHandshake) {
 		tc.b.failed.Add(1) // the client went away mid-handshake
+	}
+	if tc.phase == phaseHandshake {
+		tc.b.dequeue(tc)
 	}
 	tc.closeInbox()
 	if tc.phase == phaseReady && !tc.busy {
@@ -424,19 +561,16 @@ func (tc *Conn) Release() {
 	}
 }
 
-// closeInbox unblocks the handshake worker for good (any goroutine).
+// closeInbox unblocks the handshake worker for good and releases the charge
+// (any goroutine).
 func (tc *Conn) closeInbox() {
 	tc.mu.Lock()
 	tc.closed = true
 	tc.inbox = nil
+	tc.settleLocked()
 	ch := tc.wakeup
 	tc.mu.Unlock()
-	if ch != nil {
-		select {
-		case ch <- struct{}{}:
-		default:
-		}
-	}
+	signal(ch)
 }
 
 // wouldBlock is the wire's "no ciphertext buffered" error after the
@@ -487,6 +621,10 @@ func (w *wire) Read(p []byte) (int, error) {
 		}
 		if len(tc.inbox) > 0 {
 			n := tc.frame(p, len(tc.inbox), tc.readInbox)
+			tc.unchargeLocked(n)
+			if len(tc.inbox) == 0 {
+				tc.inbox = nil // free the backing array: the loop allocates anew
+			}
 			tc.mu.Unlock()
 			return n, nil
 		}
@@ -540,17 +678,17 @@ func (tc *Conn) frame(p []byte, avail int, read func([]byte)) int {
 	for len(p) > 0 && avail > 0 {
 		var k int
 		if tc.hdrN < recordHeaderLen {
-			k = min(len(p), avail, recordHeaderLen-tc.hdrN)
+			k = min(len(p), avail, recordHeaderLen-int(tc.hdrN))
 			read(p[:k])
 			copy(tc.hdr[tc.hdrN:], p[:k])
-			tc.hdrN += k
+			tc.hdrN += uint8(k)
 			if tc.hdrN == recordHeaderLen {
-				tc.bodyRem = int(tc.hdr[3])<<8 | int(tc.hdr[4])
+				tc.bodyRem = uint16(tc.hdr[3])<<8 | uint16(tc.hdr[4])
 			}
 		} else {
-			k = min(len(p), avail, tc.bodyRem)
+			k = min(len(p), avail, int(tc.bodyRem))
 			read(p[:k])
-			tc.bodyRem -= k
+			tc.bodyRem -= uint16(k)
 		}
 		p, avail, total = p[k:], avail-k, total+k
 		if tc.hdrN == recordHeaderLen && tc.bodyRem == 0 {
@@ -587,8 +725,8 @@ func (w *wire) Close() error {
 	return nil
 }
 
-func (w *wire) LocalAddr() net.Addr              { return w.laddr }
-func (w *wire) RemoteAddr() net.Addr             { return w.raddr }
+func (w *wire) LocalAddr() net.Addr              { return w.gc.LocalAddr() }
+func (w *wire) RemoteAddr() net.Addr             { return w.gc.RemoteAddr() }
 func (w *wire) SetDeadline(time.Time) error      { return nil }
 func (w *wire) SetReadDeadline(time.Time) error  { return nil }
 func (w *wire) SetWriteDeadline(time.Time) error { return nil }

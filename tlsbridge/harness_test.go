@@ -10,6 +10,7 @@ import (
 	"net"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,6 +19,8 @@ import (
 	"github.com/panjf2000/gnet/v2"
 	"github.com/panjf2000/gnet/v2/pkg/logging"
 	"golang.org/x/sys/unix"
+
+	"upsink/budget"
 )
 
 // testCert is one self-signed certificate for the whole package's tests.
@@ -52,8 +55,9 @@ func certPool(c *tls.Certificate) *x509.CertPool {
 // plain: no TLS at all (the memory baseline).
 type echoServer struct {
 	gnet.BuiltinEventEngine
-	b     *Bridge
-	plain bool
+	b      *Bridge
+	budget *budget.Budget // the bridge's; back to 0 once every connection is gone (checked at cleanup)
+	plain  bool
 
 	eng     gnet.Engine
 	addr    string
@@ -138,13 +142,23 @@ func (quietLogger) Fatalf(f string, a ...any) {
 
 var _ logging.Logger = quietLogger{}
 
+// testBudget is the budget a test server gets unless the test passes its own:
+// large enough never to refuse, so that only the cap and the tests that mean
+// it close connections.
+const testBudget = 256 << 20
+
 // startServer runs an echo server on 127.0.0.1 with a fresh Bridge (nil cfg
-// fields take defaults; the certificate is the test one). Stopped at cleanup.
+// fields take defaults; the certificate is the test one; the budget a fresh
+// one of testBudget bytes). At cleanup it is stopped and its budget must be
+// back to exactly 0 once every connection is gone.
 func startServer(t testing.TB, cfg Config, tweak func(*Bridge)) *echoServer {
 	t.Helper()
 	s := &echoServer{booted: make(chan struct{}), done: make(chan error, 1)}
 	if cfg.Certificate == nil {
 		cfg.Certificate = mustCert(t)
+	}
+	if cfg.Budget == nil {
+		cfg.Budget = budget.New(testBudget)
 	}
 	b, err := New(cfg)
 	if err != nil {
@@ -153,7 +167,11 @@ func startServer(t testing.TB, cfg Config, tweak func(*Bridge)) *echoServer {
 	if tweak != nil {
 		tweak(b)
 	}
-	s.b = b
+	s.b, s.budget = b, cfg.Budget
+	t.Cleanup(func() { // registered before run's stop: runs after it
+		waitFor(t, 20*time.Second, "all connections closed", func() bool { return s.opened.Load() == s.closed.Load() })
+		waitFor(t, 20*time.Second, "budget back to 0", func() bool { return s.budget.Used() == 0 })
+	})
 	s.run(t)
 	return s
 }
@@ -226,13 +244,19 @@ func dialTLS(addr string, cfg *tls.Config) (*tls.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := tls.Client(raw, cfg)
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	c := tlsClient(raw, cfg, 20*time.Second)
 	if err := c.Handshake(); err != nil {
 		raw.Close()
 		return nil, err
 	}
 	return c, nil
+}
+
+// tlsClient wraps raw in a TLS client whose I/O must be done within d.
+func tlsClient(raw net.Conn, cfg *tls.Config, d time.Duration) *tls.Conn {
+	c := tls.Client(raw, cfg)
+	_ = c.SetDeadline(time.Now().Add(d))
+	return c
 }
 
 // roundTrip writes msg and reads its uppercased echo.
@@ -268,45 +292,62 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-// checkNoLeak waits until no handshake is in flight, every accepted
-// connection is closed and the goroutine count is back to base (+slack).
-func (s *echoServer) checkNoLeak(t testing.TB, base int) {
+// checkNoLeak waits until every accepted connection is closed, no handshake
+// is in flight, the wait list and the pending list are empty, no worker
+// goroutine is left, and the budget is back to exactly 0.
+func (s *echoServer) checkNoLeak(t testing.TB) {
 	t.Helper()
 	waitFor(t, 20*time.Second, "all connections closed", func() bool { return s.opened.Load() == s.closed.Load() })
-	if s.b != nil {
-		waitFor(t, 20*time.Second, "InFlight == 0", func() bool { return s.b.Stats().InFlight == 0 })
-		s.b.pmu.Lock()
-		pending := s.b.phead != nil
-		s.b.pmu.Unlock()
-		if pending {
-			t.Errorf("pending-handshake list not empty")
-		}
-		if n := len(s.b.queue); n != 0 {
-			t.Errorf("handshake queue holds %d", n)
-		}
+	if s.b == nil {
+		return
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for runtime.NumGoroutine() > base+2 {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			t.Fatalf("goroutines: %d, base %d\n%s", runtime.NumGoroutine(), base, buf)
-		}
-		time.Sleep(5 * time.Millisecond)
+	waitFor(t, 20*time.Second, "InFlight == 0", func() bool { return s.b.Stats().InFlight == 0 })
+	s.b.pmu.Lock()
+	pending := s.b.phead != nil
+	s.b.pmu.Unlock()
+	if pending {
+		t.Errorf("pending-handshake list not empty")
 	}
+	s.b.qmu.Lock()
+	waiting := s.b.qhead != nil
+	s.b.qmu.Unlock()
+	if waiting || s.b.Stats().Waiting != 0 {
+		t.Errorf("wait list not empty (Waiting %d)", s.b.Stats().Waiting)
+	}
+	waitFor(t, 20*time.Second, "worker goroutines gone", func() bool {
+		s.b.qmu.Lock()
+		n := s.b.workers
+		s.b.qmu.Unlock()
+		return n == 0 && bridgeGoroutines() == 0
+	})
+	waitFor(t, 20*time.Second, "budget back to 0", func() bool { return s.budget.Used() == 0 })
 }
 
-// settledGoroutines returns the goroutine count once it has not changed for
-// 100 ms (gnet starts its loops after OnBoot), bounded at 5 s.
-func settledGoroutines() int {
-	n, since := runtime.NumGoroutine(), time.Now()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
-		time.Sleep(10 * time.Millisecond)
-		if m := runtime.NumGoroutine(); m != n {
-			n, since = m, time.Now()
-		} else if time.Since(since) > 100*time.Millisecond {
+// bridgeGoroutines counts goroutines running a handshake worker of this
+// package (any bridge).
+func bridgeGoroutines() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
 			break
 		}
+		buf = make([]byte, 2*len(buf))
 	}
-	return n
+	return strings.Count(string(buf), "tlsbridge.(*Bridge).worker(")
+}
+
+// stalledClient connects and sends a whole ClientHello, then neither reads nor
+// writes: its handshake takes a worker, which sends its flight and waits.
+func stalledClient(t testing.TB, addr string, hello []byte) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write(hello); err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

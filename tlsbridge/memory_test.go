@@ -19,6 +19,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 const helperEnv = "TLSBRIDGE_TEST_HELPER"
@@ -34,7 +35,9 @@ func opensslCommand(args ...string) *exec.Cmd { return exec.Command("openssl", a
 // measuring process keeps their memory out of the measurement.
 //
 // Env: TLSBRIDGE_TEST_HELPER = addr|n|mode|traffic|caFile, mode one of
-// plain, tls, tls12, x25519 (client offers only X25519, no ML-KEM share).
+// plain, tls, tls12, x25519 (client offers only X25519, no ML-KEM share),
+// hello (send a default client's ClientHello, then nothing: the handshake
+// waits for a worker or for the client).
 func helperClients() {
 	f := strings.Split(os.Getenv(helperEnv), "|")
 	addr, mode, caFile := f[0], f[2], f[4]
@@ -55,6 +58,20 @@ func helperClients() {
 	case "x25519":
 		cfg.CurvePreferences = []tls.CurveID{tls.X25519}
 	}
+	var hello []byte
+	if mode == "hello" {
+		a, b := net.Pipe()
+		go func() { _ = tls.Client(a, cfg).Handshake() }()
+		buf := make([]byte, 16<<10)
+		k, err := b.Read(buf)
+		if err != nil {
+			fmt.Println("ERR", err)
+			os.Exit(1)
+		}
+		hello = buf[:k]
+		a.Close()
+		b.Close()
+	}
 	conns := make([]net.Conn, n)
 	var (
 		wg    sync.WaitGroup
@@ -71,7 +88,7 @@ func helperClients() {
 			defer func() { <-sem; wg.Done() }()
 			var c net.Conn
 			var err error
-			if mode == "plain" {
+			if mode == "plain" || mode == "hello" {
 				c, err = net.Dial("tcp", addr)
 			} else {
 				var tc *tls.Conn
@@ -84,6 +101,11 @@ func helperClients() {
 						mu.Unlock()
 					}
 				}
+			}
+			if err == nil && mode == "hello" {
+				_, err = c.Write(hello)
+				conns[i] = c
+				return
 			}
 			if err == nil {
 				err = roundTrip(c, []byte("ping"))
@@ -105,6 +127,9 @@ func helperClients() {
 		fmt.Println("ERR", first)
 		os.Exit(1)
 	}
+	if mode == "hello" {
+		info = fmt.Sprintf("ClientHello %d B", len(hello))
+	}
 	fmt.Println("READY", info)
 	_, _ = io.Copy(io.Discard, os.Stdin)
 	for _, c := range conns {
@@ -116,12 +141,22 @@ func helperClients() {
 type idleResult struct {
 	perConn      float64 // HeapInuse bytes per connection
 	hand, rawIn  int     // capacities inside one server tls.Conn
+	charged      int64   // the bridge's budget when measured
 	clientReport string
 }
 
 // measureIdle holds n client connections (in a child process) on s and
 // returns the server's HeapInuse growth per connection, GC'd.
 func measureIdle(t *testing.T, s *echoServer, n int, mode string, traffic bool) idleResult {
+	t.Helper()
+	if s.plain {
+		return measureHeld(t, s, n, mode, traffic, "connections open", func() bool { return s.opened.Load()-s.closed.Load() == int64(n) })
+	}
+	return measureHeld(t, s, n, mode, traffic, "connections ready", func() bool { return s.ready.Load()-s.closed.Load() >= int64(n) })
+}
+
+// measureHeld is measureIdle measured once until() holds.
+func measureHeld(t *testing.T, s *echoServer, n int, mode string, traffic bool, what string, until func() bool) idleResult {
 	t.Helper()
 	caFile := filepath.Join(t.TempDir(), "ca.pem")
 	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: mustCert(t).Leaf.Raw}), 0o644); err != nil {
@@ -136,6 +171,7 @@ func measureIdle(t *testing.T, s *echoServer, n int, mode string, traffic bool) 
 		return m.HeapInuse
 	}
 	before := heap()
+	open := s.opened.Load() - s.closed.Load() // the test's own, left open
 	tr := "0"
 	if traffic {
 		tr = "1"
@@ -151,7 +187,7 @@ func measureIdle(t *testing.T, s *echoServer, n int, mode string, traffic bool) 
 	defer func() {
 		stdin.Close()
 		_ = cmd.Wait()
-		waitFor(t, 30*time.Second, "helper connections closed", func() bool { return s.opened.Load() == s.closed.Load() })
+		waitFor(t, 30*time.Second, "helper connections closed", func() bool { return s.opened.Load()-s.closed.Load() == open })
 	}()
 	kill := time.AfterFunc(2*time.Minute, func() { _ = cmd.Process.Kill() })
 	defer kill.Stop()
@@ -159,14 +195,13 @@ func measureIdle(t *testing.T, s *echoServer, n int, mode string, traffic bool) 
 	if err != nil || !strings.HasPrefix(line, "READY") {
 		t.Fatalf("helper: %q %v", line, err)
 	}
-	if s.plain {
-		waitFor(t, 10*time.Second, "connections open", func() bool { return s.opened.Load()-s.closed.Load() == int64(n) })
-	} else {
-		waitFor(t, 10*time.Second, "connections ready", func() bool { return s.ready.Load()-s.closed.Load() >= int64(n) })
-	}
+	waitFor(t, 10*time.Second, what, until)
 	after := heap()
 	r := idleResult{perConn: (float64(after) - float64(before)) / float64(n), clientReport: strings.TrimSpace(strings.TrimPrefix(line, "READY"))}
-	if !s.plain {
+	if s.budget != nil {
+		r.charged = s.budget.Used()
+	}
+	if !s.plain && mode != "hello" {
 		// Read two capacities inside one server-side tls.Conn (reflection,
 		// read-only, tests only). The event loops are idle now.
 		s.mu.Lock()
@@ -212,7 +247,7 @@ func TestIdleMemory(t *testing.T) {
 		{"  same, unlimited feed", "tls", true, unlimited, false},
 	}
 	for _, c := range cases {
-		s := startServer(t, Config{QueueLen: n}, c.tweak)
+		s := startServer(t, Config{}, c.tweak)
 		r := measureIdle(t, s, n, c.mode, c.traffic)
 		s.stop()
 		t.Logf("%-85s %6.0f B/conn total, %6.0f B/conn TLS (over plain); server tls.Conn hand cap %5d, rawInput cap %5d; client saw %s",
@@ -228,5 +263,40 @@ func TestIdleMemory(t *testing.T) {
 		if c.chosen && c.traffic && r.rawIn > 20<<10 {
 			t.Errorf("%s: rawInput capacity %d, want about one record", c.name, r.rawIn)
 		}
+	}
+}
+
+// TestWaitingMemory measures what a connection waiting on the wait list costs
+// the server: its Conn and its ClientHello (split, in the inbox), no
+// goroutine, no tls.Conn. The only worker is parked on a stalled client, so
+// n connections that sent a whole ClientHello all wait.
+func TestWaitingMemory(t *testing.T) {
+	if raceEnabled || testing.Short() {
+		t.Skip("memory measurement: not under -race or -short")
+	}
+	const n = 2000
+	plain := startPlainServer(t)
+	p := measureIdle(t, plain, n, "plain", false)
+	plain.stop()
+
+	s := startServer(t, Config{Workers: 1, HandshakeTimeout: time.Minute}, nil)
+	parked := stalledClient(t, s.addr, clientHello(t))
+	defer parked.Close()
+	waitFor(t, 10*time.Second, "the worker parked", func() bool {
+		st := s.b.Stats()
+		return st.InFlight == 1 && st.Waiting == 0
+	})
+	r := measureHeld(t, s, n, "hello", false, "connections waiting", func() bool { return s.b.Stats().Waiting == n })
+	charged := float64(r.charged) / n
+	t.Logf("waiting connection: %.0f B/conn total, %.0f B/conn over a plain gnet connection (%.0f B); of it charged to the budget %.0f B/conn (%s); Conn struct %d B",
+		r.perConn, r.perConn-p.perConn, p.perConn, charged, r.clientReport, unsafe.Sizeof(Conn{}))
+	if r.perConn-p.perConn > 4<<10 {
+		t.Errorf("%.0f B per waiting connection over plain, want < 4 KiB (Conn + hello)", r.perConn-p.perConn)
+	}
+	if st := s.b.Stats(); st.Rejected+st.OverCap+st.OverBudget != 0 {
+		t.Errorf("stats %+v", st)
+	}
+	if charged < 1000 || charged > 4<<10 {
+		t.Errorf("%.0f B charged per waiting connection, want its ClientHello", charged)
 	}
 }
