@@ -33,7 +33,7 @@ func (h *handler) wait(e *ev) (act gnet.Action, again bool) {
 		s.Flags |= conn.FlagCloseAfter
 		_, _ = e.c.Discard(-1)
 		h.unhold(s)
-		return gnet.None, e.tls() && e.gc.InboundBuffered() > 0
+		return gnet.None, e.tls() && e.tc.CiphertextBuffered() > 0
 	case conn.StateHead:
 		if e.c.InboundBuffered() == 0 {
 			// Idle between requests: what is left to charge is an
@@ -59,7 +59,7 @@ func (h *handler) wait(e *ev) (act gnet.Action, again bool) {
 func (h *handler) settle(e *ev, limit int) bool {
 	in := e.c.InboundBuffered()
 	if e.tls() {
-		in += e.gc.InboundBuffered()
+		in += e.tc.CiphertextBuffered()
 		limit += tlsRecordMax
 	}
 	out := e.gc.OutboundBuffered()

@@ -100,11 +100,11 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 func (h *handler) event(l *loop, c gnet.Conn, fd int, s *conn.Slot) ev {
 	e := ev{l: l, gc: c, c: c, fd: fd, s: s}
 	if s.Flags&conn.FlagTLS != 0 {
-		tc, _ := c.Context().(*tlsbridge.Conn)
-		if tc == nil {
+		e.tc, _ = c.Context().(*tlsbridge.Conn)
+		if e.tc == nil {
 			e.c = nil
 		} else {
-			e.c = tc
+			e.c = e.tc
 		}
 	}
 	return e
@@ -116,7 +116,8 @@ func (h *handler) event(l *loop, c gnet.Conn, fd int, s *conn.Slot) ev {
 // and ciphertext is left: one code path for HTTP and HTTPS after the bridge.
 //
 // When the machine stops, wait charges what the connection keeps until its
-// next event.
+// next event. Until the TLS hand-over (Process reports ready) the bridge
+// charges what a TLS connection holds, and the server charges nothing.
 func (h *handler) drive(e *ev) gnet.Action {
 	gen := e.s.Gen
 	if !e.tls() {
@@ -126,7 +127,7 @@ func (h *handler) drive(e *ev) gnet.Action {
 		act, _ := h.wait(e)
 		return act
 	}
-	tc := e.c.(*tlsbridge.Conn)
+	tc := e.tc
 	for {
 		ready, act := tc.Process()
 		if act != gnet.None || !ready {
@@ -143,7 +144,7 @@ func (h *handler) drive(e *ev) gnet.Action {
 		// connection that drains, or drops what was sent ahead, decrypts
 		// and discards it all (dropping ciphertext would break the stream
 		// before the pending answer is written).
-		if e.gc.InboundBuffered() == 0 || tc.InboundBuffered() >= before {
+		if tc.CiphertextBuffered() == 0 || tc.InboundBuffered() >= before {
 			act, again := h.wait(e)
 			if !again || e.s.Generation() != gen {
 				return act

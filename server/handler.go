@@ -101,14 +101,15 @@ type stream interface {
 // the event, on the loop that owns the fd.
 type ev struct {
 	l  *loop
-	gc gnet.Conn // the socket; over TLS it carries ciphertext
-	c  stream    // what the machine reads and writes: gc, or the TLS plaintext side
+	gc gnet.Conn       // the socket; over TLS it carries ciphertext
+	tc *tlsbridge.Conn // the TLS side; nil on a plain connection
+	c  stream          // what the machine reads and writes: gc, or tc's plaintext
 	fd int
 	s  *conn.Slot
 }
 
 // tls reports whether the machine runs over the TLS bridge.
-func (e *ev) tls() bool { return e.s.Flags&conn.FlagTLS != 0 }
+func (e *ev) tls() bool { return e.tc != nil }
 
 // close closes the connection on fd from its own loop.
 func (h *handler) close(l *loop, fd int) {

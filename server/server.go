@@ -161,6 +161,7 @@ func New(cfg Config) (*Server, error) {
 		if cfg.TLS.Logger == nil {
 			cfg.TLS.Logger = cfg.Logger
 		}
+		cfg.TLS.Budget = s.h.budget // the bridge charges bytes before the hand-over to the same budget
 		b, err := tlsbridge.New(cfg.TLS)
 		if err != nil {
 			return nil, fmt.Errorf("server: %w", err)
