@@ -27,12 +27,23 @@ func (h *handler) wait(e *ev) (act gnet.Action, again bool) {
 		h.unhold(s)
 		return gnet.None, false
 	case conn.StateCommit:
-		if s.Flags&conn.FlagCloseAfter == 0 && h.settle(e, maxPipelined) {
+		if s.Flags&conn.FlagCloseAfter != 0 {
+			// Already past the bound: what arrives is dropped (serve), so
+			// at most a partial TLS record and unsent answers are kept.
+			if !h.settle(e, 0) {
+				h.unhold(s)
+			}
+			return gnet.None, false
+		}
+		if h.settle(e, maxPipelined) {
 			return gnet.None, false
 		}
 		s.Flags |= conn.FlagCloseAfter
 		_, _ = e.c.Discard(-1)
 		h.unhold(s)
+		// Once, right after the bound was passed: drive decrypts and drops
+		// the rest of the ciphertext. Only once: later calls take the branch
+		// above, so drive cannot spin on ciphertext it cannot decrypt.
 		return gnet.None, e.tls() && e.tc.CiphertextBuffered() > 0
 	case conn.StateHead:
 		if e.c.InboundBuffered() == 0 {
