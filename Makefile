@@ -27,7 +27,7 @@ DBDIR ?= var/mysql
 BENCH ?= .
 GOTESTFLAGS ?=
 
-.PHONY: all run build vet test bench bench-go bench-vps attack tools-check db-start db-stop db-status clean
+.PHONY: all run build vet test bench bench-go bench-vps attack sigterm tools-check db-start db-stop db-status clean
 
 all: build
 
@@ -71,6 +71,11 @@ bench: tools-check
 # fresh upsink with a polite client uploading beside it (bench/attack.sh).
 attack: tools-check
 	bench/attack.sh
+
+# SIGTERM to upsink while 64 clients upload, three times; --verify counts
+# uploads committed without an answer (must be 0). ~1 minute.
+sigterm: tools-check
+	bench/sigterm.sh
 
 # Only the go test benchmarks, on a throwaway MariaDB.
 bench-go: tools-check
