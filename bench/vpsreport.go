@@ -96,6 +96,7 @@ func ReportVPS(w io.Writer, dir string) error {
 	var (
 		ups, elapsed           float64
 		created, errs, unans   int64
+		connects               int64
 		p99, p999, maxl        int64
 		lost, dup, chg, idm    int64
 		acked, unackedPresent  int64
@@ -110,6 +111,7 @@ func ReportVPS(w io.Writer, dir string) error {
 		errs += r.Errors
 		unans += r.Unanswered
 		conns += r.Conns
+		connects += r.Connects
 		elapsed = max(elapsed, r.Elapsed)
 		p99, p999, maxl = max(p99, r.Latency.P99), max(p999, r.Latency.P999), max(maxl, r.Latency.Max)
 		toolCores += r.CPU.Cores
@@ -137,6 +139,7 @@ func ReportVPS(w io.Writer, dir string) error {
 	}
 	fmt.Fprintf(w, "\n| measure | value | goal |\n|---|---|---|\n")
 	fmt.Fprintf(w, "| connections | %d (in %d load processes) | |\n", conns, len(loads))
+	fmt.Fprintf(w, "| connections opened (a connection the server closed or refused is opened again) | %d | = clients (no handshake refused): %s |\n", connects, goal(connects == int64(conns)))
 	fmt.Fprintf(w, "| uploads/s (201s, all load processes) | **%.0f** (%d in %.1f s) | |\n", ups, created, elapsed)
 	fmt.Fprintf(w, "| latency p99 / p99.9 / max (worst process) | %s / %s / %s ms | |\n", ms(p99), ms(p999), ms(maxl))
 	fmt.Fprintf(w, "| errors / unanswered / other statuses | %d / %d / %v | |\n", errs, unans, other)
