@@ -11,7 +11,8 @@
 # so the flood can pass it from one client process), ATTACK_SERVER_NOFILE
 # (upsink's fd limit in every other attack: this shell's hard limit), ATTACK_OUT (BENCHMARKS.md), GO (go),
 # and the scales: ATTACK_SLOWLORIS (4000), ATTACK_SLOWBODY (4000),
-# ATTACK_SLOWREAD (2000), ATTACK_FDFLOOD (ATTACK_NOFILE + 1000),
+# ATTACK_SLOWREAD (2000; slowread sends 2,000 uploads per connection,
+# slowread-deep 200,000 GET /healthz, the hardening issue's slow readers), ATTACK_FDFLOOD (ATTACK_NOFILE + 1000),
 # ATTACK_STALLED (300), ATTACK_EARLY (1000), ATTACK_STORM (10000),
 # ATTACK_FLOOD (200), ATTACK_FUZZ (1000000 requests, bounded by the duration),
 # ATTACK_PUSH (10000), ATTACK_SLOWHTTP (4000 connections per slowhttptest run).
@@ -23,7 +24,7 @@ ROOT="$(pwd)"
 GO="${GO:-go}"
 # shellcheck source=deploy/mariadb.sh
 . deploy/mariadb.sh
-KINDS="${ATTACK_KINDS:-slowloris slowbody slowread fdflood tlsearly storm headerflood trailerflood fuzz push slowhttptest-H slowhttptest-B slowhttptest-X}"
+KINDS="${ATTACK_KINDS:-slowloris slowbody slowread slowread-deep fdflood tlsearly storm headerflood trailerflood fuzz push slowhttptest-H slowhttptest-B slowhttptest-X}"
 DUR="${ATTACK_DURATION:-45s}"
 NOFILE="${ATTACK_NOFILE:-8192}"
 SERVER_NOFILE="${ATTACK_SERVER_NOFILE:-$(ulimit -Hn)}"
@@ -127,6 +128,8 @@ for kind in $KINDS; do
 	slowloris) $B attack slowloris --url "$PLAIN/upload/attack" -c "${ATTACK_SLOWLORIS:-4000}" --parallel 128 "${common[@]}" ;;
 	slowbody) $B attack slowbody --url "$PLAIN/upload/attack" -c "${ATTACK_SLOWBODY:-4000}" --parallel 128 "${common[@]}" ;;
 	slowread) $B attack slowread --url "$PLAIN/upload/attack" -c "${ATTACK_SLOWREAD:-2000}" --parallel 128 "${common[@]}" ;;
+	# The hardening issue's scenario: pipeline GET /healthz without end and never read.
+	slowread-deep) $B attack slowread --req healthz -n 200000 --url "$PLAIN/upload/attack" -c "${ATTACK_SLOWREAD:-2000}" --parallel 128 "${common[@]}" ;;
 	fdflood) $B attack fdflood --url "$PLAIN/upload/attack" -c "${ATTACK_FDFLOOD:-$((NOFILE + 1000))}" --parallel 256 "${common[@]}" ;;
 	tlsearly) $B attack tlsearly --url "$HTTPS/upload/attack" --cacert "$CERT" --stalled "${ATTACK_STALLED:-300}" -c "${ATTACK_EARLY:-1000}" --junk 900KiB --parallel 128 "${common[@]}" ;;
 	storm) $B attack storm --url "$HTTPS/upload/attack" --cacert "$CERT" -c "${ATTACK_STORM:-10000}" "${common[@]}" ;;
