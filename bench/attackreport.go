@@ -2,7 +2,6 @@ package bench
 
 import (
 	"encoding/csv"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -24,30 +23,7 @@ const (
 )
 
 func mainAttackReport(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("attack-report", stderr)
-	dir := fs.String("dir", "", "results directory written by bench/attack.sh")
-	into := fs.String("into", "", "also put the section into this markdown file, between "+attacksBegin+" and "+attacksEnd+" (appended after the kept-sections marker if absent)")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if *dir == "" {
-		return errors.New("--dir is required")
-	}
-	var b strings.Builder
-	if err := ReportAttacks(&b, *dir); err != nil {
-		return err
-	}
-	if _, err := io.WriteString(stdout, b.String()); err != nil {
-		return err
-	}
-	if *into == "" {
-		return nil
-	}
-	old, err := os.ReadFile(*into)
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(*into, []byte(spliceMarked(string(old), attacksBegin, attacksEnd, b.String())), 0o644)
+	return mainSectionReport("attack-report", "results directory written by bench/attack.sh", attacksBegin, attacksEnd, ReportAttacks, args, stdout, stderr)
 }
 
 // ReportAttacks writes the "## Attacks" section from a bench/attack.sh run.

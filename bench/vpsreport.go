@@ -18,9 +18,16 @@ import (
 //	memory.tsv/.png/.svg  samples and plot;  upsink.massif  upsink's heap (ms_print)
 
 func mainReportVPS(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("report-vps", stderr)
-	dir := fs.String("dir", "", "results directory written by bench/vps.sh")
-	into := fs.String("into", "", "also put the summary into this markdown file, between "+vpsBegin+" and "+vpsEnd+" (appended after the kept-sections marker if absent)")
+	return mainSectionReport("report-vps", "results directory written by bench/vps.sh", vpsBegin, vpsEnd, ReportVPS, args, stdout, stderr)
+}
+
+// mainSectionReport is the command behind report-vps and attack-report: it
+// renders a results directory's section with render, prints it, and with
+// --into splices it into a markdown file between begin and end.
+func mainSectionReport(name, dirHelp, begin, end string, render func(io.Writer, string) error, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags(name, stderr)
+	dir := fs.String("dir", "", dirHelp)
+	into := fs.String("into", "", "also put the section into this markdown file, between "+begin+" and "+end+" (appended after the kept-sections marker if absent)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -28,7 +35,7 @@ func mainReportVPS(args []string, stdout, stderr io.Writer) error {
 		return errors.New("--dir is required")
 	}
 	var b strings.Builder
-	if err := ReportVPS(&b, *dir); err != nil {
+	if err := render(&b, *dir); err != nil {
 		return err
 	}
 	if _, err := io.WriteString(stdout, b.String()); err != nil {
@@ -41,7 +48,7 @@ func mainReportVPS(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(*into, []byte(spliceSection(string(old), b.String())), 0o644)
+	return os.WriteFile(*into, []byte(spliceMarked(string(old), begin, end, b.String())), 0o644)
 }
 
 const (

@@ -99,6 +99,29 @@ func rowBody(t testing.TB, db *sql.DB, id uint64) (stream string, body []byte, c
 	return
 }
 
+// rowsOf returns the bodies of stream's rows by id.
+func rowsOf(t testing.TB, db *sql.DB, stream string) map[uint64]string {
+	t.Helper()
+	rows := map[uint64]string{}
+	rs, err := db.Query("SELECT id, body FROM uploads WHERE stream=?", stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Close()
+	for rs.Next() {
+		var id uint64
+		var b []byte
+		if err := rs.Scan(&id, &b); err != nil {
+			t.Fatal(err)
+		}
+		rows[id] = string(b)
+	}
+	if err := rs.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return rows
+}
+
 func countRows(t testing.TB, db *sql.DB) int {
 	t.Helper()
 	var n int
@@ -614,20 +637,7 @@ func TestManyClients(t *testing.T) {
 	if len(acks) < clients*perClient*9/10 {
 		t.Fatalf("only %d of %d uploads acknowledged", len(acks), clients*perClient)
 	}
-	rows := map[uint64]string{}
-	rs, err := db.Query("SELECT id, body FROM uploads WHERE stream='many'")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rs.Next() {
-		var id uint64
-		var b []byte
-		if err := rs.Scan(&id, &b); err != nil {
-			t.Fatal(err)
-		}
-		rows[id] = string(b)
-	}
-	rs.Close()
+	rows := rowsOf(t, db, "many")
 	seen := map[uint64]bool{}
 	for _, a := range acks {
 		if seen[a.id] {

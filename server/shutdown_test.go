@@ -98,20 +98,7 @@ func TestShutdownUnderLoadAnswersEveryCommit(t *testing.T) {
 	close(stop)
 	wg.Wait()
 
-	rows := map[uint64]string{}
-	rs, err := db.Query("SELECT id, body FROM uploads WHERE stream='sd'")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rs.Next() {
-		var id uint64
-		var b []byte
-		if err := rs.Scan(&id, &b); err != nil {
-			t.Fatal(err)
-		}
-		rows[id] = string(b)
-	}
-	rs.Close()
+	rows := rowsOf(t, db, "sd")
 	for id, body := range rows {
 		if acked[id] != body {
 			t.Errorf("row %d committed but its client got no 201", id)

@@ -105,17 +105,17 @@ type Bridge struct {
 	skew      atomic.Int64 // tests only: added to now(), to expire handshakes without waiting
 
 	// The wait list: submitted handshakes no worker has taken yet, oldest
-	// first, linked through Conn.qprev/qnext (O(1) removal when one times
-	// out or goes away). Guarded by qmu, as are workers and closing.
-	qmu          sync.Mutex
-	qhead, qtail *Conn
-	workers      int  // worker goroutines running (at most cfg.Workers)
-	closing      bool // Close has begun: nothing is submitted, workers exit
+	// first, linked through Conn.waiting (O(1) removal when one times out
+	// or goes away). Guarded by qmu, as are workers and closing.
+	qmu     sync.Mutex
+	wait    connList
+	workers int  // worker goroutines running (at most cfg.Workers)
+	closing bool // Close has begun: nothing is submitted, workers exit
 
 	// Handshakes not yet finished, oldest first. All share one timeout, so
 	// the list is ordered by deadline and one sweeper serves them all.
-	pmu          sync.Mutex
-	phead, ptail *Conn
+	pmu     sync.Mutex
+	pending connList // linked through Conn.pending
 
 	keys [][32]byte // housekeeping goroutine only
 
@@ -156,6 +156,8 @@ func New(cfg Config) (*Bridge, error) {
 		stop:   make(chan struct{}),
 		epoch:  time.Now(),
 	}
+	b.pending.link = func(c *Conn) *connLink { return &c.pending }
+	b.wait.link = func(c *Conn) *connLink { return &c.waiting }
 	b.cert.Store(cfg.Certificate)
 	b.tlsConfig = &tls.Config{
 		MinVersion: tls.VersionTLS12,
@@ -238,7 +240,7 @@ func (b *Bridge) Close() {
 		}
 		b.pmu.Lock()
 		var all []*Conn
-		for c := b.phead; c != nil; c = c.pnext {
+		for c := b.pending.head; c != nil; c = c.pending.next {
 			all = append(all, c)
 		}
 		b.pmu.Unlock()
@@ -271,13 +273,7 @@ func (b *Bridge) list(c *Conn) {
 	c.deadline = b.now() + int64(b.cfg.HandshakeTimeout)
 	b.pmu.Lock()
 	c.listed = true
-	c.pprev = b.ptail
-	if b.ptail != nil {
-		b.ptail.pnext = c
-	} else {
-		b.phead = c
-	}
-	b.ptail = c
+	b.pending.push(c)
 	b.pmu.Unlock()
 }
 
@@ -291,17 +287,8 @@ func (b *Bridge) unlist(c *Conn) {
 }
 
 func (b *Bridge) unlistLocked(c *Conn) {
-	if c.pprev != nil {
-		c.pprev.pnext = c.pnext
-	} else {
-		b.phead = c.pnext
-	}
-	if c.pnext != nil {
-		c.pnext.pprev = c.pprev
-	} else {
-		b.ptail = c.pprev
-	}
-	c.pprev, c.pnext, c.listed = nil, nil, false
+	b.pending.remove(c)
+	c.listed = false
 }
 
 // sweep closes connections whose handshake deadline has passed.
@@ -309,7 +296,7 @@ func (b *Bridge) sweep() {
 	now := b.now()
 	var expired []*Conn
 	b.pmu.Lock()
-	for c := b.phead; c != nil && c.deadline <= now && len(expired) < 4096; c = b.phead {
+	for c := b.pending.head; c != nil && c.deadline <= now && len(expired) < 4096; c = b.pending.head {
 		b.unlistLocked(c)
 		expired = append(expired, c)
 	}
@@ -367,13 +354,8 @@ func (b *Bridge) submit(c *Conn) bool {
 		b.abort(c, &b.rejected)
 		return false
 	}
-	c.qprev, c.qnext, c.queued = b.qtail, nil, true
-	if b.qtail != nil {
-		b.qtail.qnext = c
-	} else {
-		b.qhead = c
-	}
-	b.qtail = c
+	c.queued = true
+	b.wait.push(c)
 	b.waiting.Add(1)
 	b.inFlight.Add(1)
 	start := b.workers < b.cfg.Workers
@@ -390,7 +372,7 @@ func (b *Bridge) submit(c *Conn) bool {
 
 // popLocked takes the oldest connection off the wait list (qmu held).
 func (b *Bridge) popLocked() *Conn {
-	c := b.qhead
+	c := b.wait.head
 	if c != nil {
 		b.unqueueLocked(c)
 	}
@@ -398,17 +380,8 @@ func (b *Bridge) popLocked() *Conn {
 }
 
 func (b *Bridge) unqueueLocked(c *Conn) {
-	if c.qprev != nil {
-		c.qprev.qnext = c.qnext
-	} else {
-		b.qhead = c.qnext
-	}
-	if c.qnext != nil {
-		c.qnext.qprev = c.qprev
-	} else {
-		b.qtail = c.qprev
-	}
-	c.qprev, c.qnext, c.queued = nil, nil, false
+	b.wait.remove(c)
+	c.queued = false
 	b.waiting.Add(-1)
 }
 

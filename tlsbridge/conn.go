@@ -100,13 +100,13 @@ type Conn struct {
 	poff  int
 
 	// Pending-handshake list (Bridge.pmu): from Open to the hand-over or the end.
-	pprev, pnext *Conn
-	deadline     int64
-	listed       bool
+	pending  connLink
+	deadline int64
+	listed   bool
 
 	// Wait list (Bridge.qmu): submitted, no worker yet.
-	queued       bool
-	qprev, qnext *Conn
+	queued  bool
+	waiting connLink
 }
 
 // Process moves ciphertext from gnet's inbound buffer into the TLS machinery

@@ -44,7 +44,7 @@ func TestEarlyBytesCapped(t *testing.T) {
 		return s.b.Stats().Waiting == 1 && u >= int64(len(hello)+len(under)) && u <= int64(len(hello)+len(under)+64)
 	})
 	s.b.qmu.Lock()
-	held := s.b.qhead.Held()
+	held := s.b.wait.head.Held()
 	s.b.qmu.Unlock()
 	if held != s.budget.Used() {
 		t.Errorf("Held %d, budget %d: the one waiting connection is all that is charged", held, s.budget.Used())

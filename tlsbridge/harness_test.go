@@ -303,13 +303,13 @@ func (s *echoServer) checkNoLeak(t testing.TB) {
 	}
 	waitFor(t, 20*time.Second, "InFlight == 0", func() bool { return s.b.Stats().InFlight == 0 })
 	s.b.pmu.Lock()
-	pending := s.b.phead != nil
+	pending := s.b.pending.head != nil
 	s.b.pmu.Unlock()
 	if pending {
 		t.Errorf("pending-handshake list not empty")
 	}
 	s.b.qmu.Lock()
-	waiting := s.b.qhead != nil
+	waiting := s.b.wait.head != nil
 	s.b.qmu.Unlock()
 	if waiting || s.b.Stats().Waiting != 0 {
 		t.Errorf("wait list not empty (Waiting %d)", s.b.Stats().Waiting)
