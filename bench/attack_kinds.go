@@ -45,6 +45,20 @@ func runKind(r *attackRun) {
 	}
 }
 
+// opened sends first on a connection just dialled (err: the dial's) and
+// counts it as a request; nil, with the connection closed, if either failed.
+func (r *attackRun) opened(c *attackConn, err error, first []byte) *attackConn {
+	if err != nil {
+		return nil
+	}
+	if !r.send(c, first) {
+		c.Close()
+		return nil
+	}
+	r.ctr.requests.Add(1)
+	return c
+}
+
 // dial connects (TCP, then the TLS handshake for https://) within the
 // attack's time.
 func (r *attackRun) dial(setup func(fd uintptr)) (*attackConn, error) {
@@ -121,15 +135,7 @@ func (r *attackRun) slow(body bool) {
 	}
 	r.each(cfg.Conns, cfg.Parallel, func(int) *attackConn {
 		c, err := r.dial(nil)
-		if err != nil {
-			return nil
-		}
-		if !r.send(c, head) {
-			c.Close()
-			return nil
-		}
-		r.ctr.requests.Add(1)
-		return c
+		return r.opened(c, err, head)
 	}, func(_ int, c *attackConn) {
 		done := watched(c, false)
 		for k := 0; r.sleep(cfg.Interval) && !c.gone.Load(); k++ {
@@ -195,14 +201,9 @@ func (r *attackRun) fdflood() {
 	req := append([]byte(nil), rb.build(cfg.Body)...)
 	r.each(cfg.Conns, cfg.Parallel, func(int) *attackConn {
 		c, err := r.dial(nil)
-		if err != nil {
+		if c = r.opened(c, err, req); c == nil {
 			return nil
 		}
-		if !r.send(c, req) {
-			c.Close()
-			return nil
-		}
-		r.ctr.requests.Add(1)
 		_ = c.SetReadDeadline(minTime(r.end, time.Now().Add(10*time.Second)))
 		resp, err := newRespReader(c.Conn).read()
 		_ = c.SetReadDeadline(time.Time{})
@@ -264,15 +265,7 @@ func (r *attackRun) tlsearly() {
 				}
 			}()
 			c, err := r.dialTCP(nil)
-			if err != nil {
-				return nil
-			}
-			if !r.send(c, hello[:len(hello)/2]) {
-				c.Close()
-				return nil
-			}
-			r.ctr.requests.Add(1)
-			return c
+			return r.opened(c, err, hello[:len(hello)/2])
 		}, hold)
 	}()
 	if cfg.Stalled > 0 {
@@ -283,15 +276,7 @@ func (r *attackRun) tlsearly() {
 	}
 	r.each(cfg.Conns, cfg.Parallel, func(int) *attackConn {
 		c, err := r.dialTCP(nil)
-		if err != nil {
-			return nil
-		}
-		if !r.send(c, hello) {
-			c.Close()
-			return nil
-		}
-		r.ctr.requests.Add(1)
-		return c
+		return r.opened(c, err, hello)
 	}, func(i int, c *attackConn) {
 		done := watched(c, true)
 		_ = c.SetWriteDeadline(r.end)
