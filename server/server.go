@@ -162,6 +162,10 @@ func New(cfg Config) (*Server, error) {
 			cfg.TLS.Logger = cfg.Logger
 		}
 		cfg.TLS.Budget = s.h.budget // the bridge charges bytes before the hand-over to the same budget
+		if cfg.TLS.MaxAfterFlight == 0 {
+			// A client may pipeline one whole upload after its Finished.
+			cfg.TLS.MaxAfterFlight = int(cfg.MaxBody) + maxPipelined
+		}
 		b, err := tlsbridge.New(cfg.TLS)
 		if err != nil {
 			return nil, fmt.Errorf("server: %w", err)

@@ -104,6 +104,33 @@ func TestHTTPSUploads(t *testing.T) {
 		}
 	})
 
+	t.Run("1 MiB body sent with the client's Finished", func(t *testing.T) {
+		// A TLS 1.3 client writes its request right after its Finished; the
+		// body arrives before the server has processed the Finished, so it
+		// is held by the bridge (MaxAfterFlight), not cut off at 64 KiB.
+		pem, _ := os.ReadFile(certFile)
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pem)
+		for i := 0; i < 5; i++ {
+			c, err := tls.Dial("tcp", tlsAddr, &tls.Config{RootCAs: pool, ServerName: "localhost"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+			body := bytes.Repeat([]byte{byte('a' + i)}, 1<<20-1024)
+			req := fmt.Appendf(nil, "POST /upload/bigtls HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", len(body))
+			if _, err := c.Write(append(req, body...)); err != nil {
+				t.Fatalf("write %d: %v", i, err)
+			}
+			resp, out := readResponse(t, bufio.NewReader(c), "POST")
+			c.Close()
+			if resp.StatusCode != 201 {
+				t.Fatalf("%d: %d %s", i, resp.StatusCode, out)
+			}
+			check(t, []byte(out), "bigtls", body)
+		}
+	})
+
 	t.Run("pipelined over one TLS connection", func(t *testing.T) {
 		pem, _ := os.ReadFile(certFile)
 		pool := x509.NewCertPool()

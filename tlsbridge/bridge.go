@@ -23,13 +23,20 @@
 //
 // Until its handshake is handed over to the event loop, the ciphertext a
 // connection holds - what gnet buffers for it plus the inbox handed to its
-// worker - is capped at maxEarly (64 KiB; beyond it the connection is closed
-// and counted in Stats.OverCap) and charged to Config.Budget's Hold tier while
+// worker - is capped (beyond the cap the connection is closed and counted in
+// Stats.OverCap) and charged to Config.Budget's Hold tier while
 // it is held (if the budget refuses, the connection is closed and counted in
 // Stats.OverBudget). The charge follows the bytes: it grows when bytes arrive
 // (loop) and shrinks when the worker consumes them, and is released exactly
 // once - at the hand-over, when the handshake fails, times out or is aborted,
-// or on Release.
+// or on Release. The cap is maxEarly (64 KiB) until the server's handshake
+// flight has gone out: a client has nothing to send before it but its hello,
+// so a ClientHello followed by records is cut off there. From then on it is
+// Config.MaxAfterFlight: a TLS 1.3 client sends its Finished and its request
+// (a whole upload body) at once, and they may arrive before the worker has
+// processed the Finished. Handshakes continuing with the client's flight take
+// their CPU slot from a set of their own (see compute), so that window stays
+// short however many handshakes are starting.
 //
 // From the hand-over on (Process first reports ready) the bridge charges
 // nothing: the server owns the accounting of what the connection holds, which
@@ -63,9 +70,16 @@ type Config struct {
 	Computing        int              // of those, how many may run crypto at once, default 2*GOMAXPROCS
 	// Budget is charged (Hold tier) for the ciphertext each connection holds
 	// until its handshake is handed over to the loop. Nil: the bridge uses
-	// its own, effectively unlimited (the per-connection cap still applies).
+	// its own, effectively unlimited (the per-connection caps still apply).
 	Budget *budget.Budget
-	Logger *slog.Logger // default: discard
+	// MaxAfterFlight caps the ciphertext a connection may hold once the
+	// server's handshake flight has gone out and until the hand-over: a TLS
+	// 1.3 client sends its Finished and its request (a whole upload body)
+	// at once, and they may arrive before the worker has processed the
+	// Finished. Before the server's flight the cap is 64 KiB (a client has
+	// nothing to send but its hello). Default 1 MiB + 64 KiB.
+	MaxAfterFlight int
+	Logger         *slog.Logger // default: discard
 }
 
 // Stats are cumulative counters, except InFlight.
@@ -76,7 +90,7 @@ type Stats struct {
 	Rejected   int64 // connections closed because the bridge was closed (Close) before their handshake finished
 	TimedOut   int64 // connections closed by the handshake timeout
 	PlainHTTP  int64 // plain HTTP requests answered with 400 and closed
-	OverCap    int64 // connections closed for holding more than 64 KiB of ciphertext before their hand-over
+	OverCap    int64 // connections closed for holding more ciphertext before their hand-over than the cap (64 KiB before the server's flight, MaxAfterFlight after it)
 	OverBudget int64 // connections closed because the budget's Hold tier refused their ciphertext before their hand-over
 	InFlight   int64 // handshakes on the wait list or on a worker now
 	Waiting    int64 // of those, on the wait list (no worker yet)
@@ -97,7 +111,8 @@ type Bridge struct {
 	tlsConfig *tls.Config
 	cert      atomic.Pointer[tls.Certificate]
 
-	cpu       chan struct{} // Computing slots
+	cpu       chan struct{} // Computing slots for handshakes starting
+	cpuCont   chan struct{} // Computing slots for handshakes continuing with the client's next flight
 	stop      chan struct{}
 	closeOnce sync.Once
 	wg        sync.WaitGroup
@@ -148,13 +163,17 @@ func New(cfg Config) (*Bridge, error) {
 	if cfg.Budget == nil {
 		cfg.Budget = budget.New(1 << 62)
 	}
+	if cfg.MaxAfterFlight < maxEarly {
+		cfg.MaxAfterFlight = 1<<20 + maxEarly
+	}
 	b := &Bridge{
-		cfg:    cfg,
-		log:    cfg.Logger,
-		budget: cfg.Budget,
-		cpu:    make(chan struct{}, cfg.Computing),
-		stop:   make(chan struct{}),
-		epoch:  time.Now(),
+		cfg:     cfg,
+		log:     cfg.Logger,
+		budget:  cfg.Budget,
+		cpu:     make(chan struct{}, cfg.Computing),
+		cpuCont: make(chan struct{}, cfg.Computing),
+		stop:    make(chan struct{}),
+		epoch:   time.Now(),
 	}
 	b.pending.link = func(c *Conn) *connLink { return &c.pending }
 	b.wait.link = func(c *Conn) *connLink { return &c.waiting }
@@ -421,18 +440,25 @@ func (b *Bridge) worker() {
 
 // compute takes one of the Computing slots: a handshake holds one while
 // crypto/tls works and gives it back while it waits for the client, so clients
-// that stall mid-handshake cost a parked goroutine, not a CPU slot. It reports
-// false when the bridge is closing.
-func (b *Bridge) compute() bool {
+// that stall mid-handshake cost a parked goroutine, not a CPU slot. A
+// handshake continuing with the client's next flight (cont) takes its slot
+// from a second set of Computing slots: it never waits behind a crowd of
+// handshakes starting, so a client that has sent its Finished is handed over
+// (and its pipelined request decrypted on the loop) without queueing behind
+// newcomers. CPU-bound work stays bounded by 2×Computing. It reports false
+// when the bridge is closing.
+func (b *Bridge) compute(cont bool) (chan struct{}, bool) {
+	slots := b.cpu
+	if cont {
+		slots = b.cpuCont
+	}
 	select {
-	case b.cpu <- struct{}{}:
-		return true
+	case slots <- struct{}{}:
+		return slots, true
 	case <-b.stop:
-		return false
+		return nil, false
 	}
 }
-
-func (b *Bridge) uncompute() { <-b.cpu }
 
 // handshake runs on a worker. It creates the tls.Conn (so a connection on the
 // wait list has none) and publishes it through hs: the loop reads tc.tls only
@@ -459,8 +485,8 @@ func (b *Bridge) handshake(c *Conn, wake chan struct{}) {
 	tc := tls.Server((*wire)(c), b.tlsConfig)
 	c.tls = tc
 	var err error
-	if b.compute() {
-		c.hasCPU = true
+	if slots, ok := b.compute(false); ok {
+		c.cpuSlot = slots
 		err = tc.Handshake()
 		c.releaseCPU()
 	} else {

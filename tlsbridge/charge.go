@@ -43,7 +43,11 @@ func (tc *Conn) setHeldLocked(n int) *atomic.Int64 {
 	if tc.settled {
 		return nil
 	}
-	if n > maxEarly {
+	limit := maxEarly
+	if tc.hsQueued.Load() > 0 { // the server's flight has gone out
+		limit = tc.b.cfg.MaxAfterFlight
+	}
+	if n > limit {
 		return &tc.b.overCap
 	}
 	d := int64(n) - tc.held

@@ -69,10 +69,10 @@ type Conn struct {
 	hsQueued atomic.Int32 // handshake writes the worker queued with AsyncWrite
 	hsLanded int32        // ... and those the loop has executed (loop only)
 
-	phase    uint8 // loop only
-	released bool  // loop only
-	busy     bool  // loop only: inside a call that may re-enter Release through gnet's close
-	hasCPU   bool  // worker only: it holds a Computing slot
+	phase    uint8         // loop only
+	released bool          // loop only
+	busy     bool          // loop only: inside a call that may re-enter Release through gnet's close
+	cpuSlot  chan struct{} // worker only: the Computing slots it holds one of, or nil
 
 	// Record framing of the ciphertext handed to crypto/tls: the header
 	// bytes of the current record seen so far and the body bytes left.

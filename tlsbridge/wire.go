@@ -72,19 +72,20 @@ func (w *wire) Read(p []byte) (int, error) {
 		case <-stop:
 			return 0, net.ErrClosed
 		}
-		if !tc.b.compute() {
+		slots, ok := tc.b.compute(true)
+		if !ok {
 			return 0, net.ErrClosed
 		}
-		tc.hasCPU = true
+		tc.cpuSlot = slots
 	}
 }
 
 // releaseCPU gives back the handshake's Computing slot if it holds one
 // (worker goroutine only).
 func (tc *Conn) releaseCPU() {
-	if tc.hasCPU {
-		tc.hasCPU = false
-		tc.b.uncompute()
+	if tc.cpuSlot != nil {
+		<-tc.cpuSlot
+		tc.cpuSlot = nil
 	}
 }
 
