@@ -10,14 +10,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// file is what the spool needs of a segment file. *osFile implements it; tests
+// file is what the spool needs of a segment file. osFile implements it; tests
 // wrap it to inject errors (ENOSPC on write, EIO on fsync, a failing truncate).
+// Each open file is used by one goroutine: the writer's active segment by the
+// writer (by recovery before it starts), a reader's by that reader.
 type file interface {
 	WriteAt(p []byte, off int64) (int, error)
 	ReadAt(p []byte, off int64) (int, error)
 	Sync() error               // data durable (fdatasync)
 	Truncate(size int64) error // drop bytes from size on
 	DropCache(off, n int64)    // best effort: posix_fadvise(POSIX_FADV_DONTNEED)
+	NoReadahead()              // best effort: posix_fadvise(POSIX_FADV_RANDOM)
 	Close() error
 }
 
@@ -58,6 +61,12 @@ func (f osFile) DropCache(off, n int64) {
 		_ = unix.Fadvise(f.fd, off, n, unix.FADV_DONTNEED)
 	}
 }
+
+// NoReadahead turns off the kernel's readahead for f. A Reader reads through
+// its own 64 KiB window and drops the pages behind it; readahead would bring
+// pages in asynchronously, and those arriving after the drop of their range
+// would stay cached.
+func (f osFile) NoReadahead() { _ = unix.Fadvise(f.fd, 0, 0, unix.FADV_RANDOM) }
 
 // Segment files are named by the first sequence number written into them,
 // zero-padded to 20 digits so that names sort as numbers.

@@ -135,6 +135,7 @@ func (r *Reader) openNext() (ok bool, err error) {
 		if err != nil {
 			return false, fmt.Errorf("spool: open segment %s: %w", segName(g.base), err)
 		}
+		f.NoReadahead()
 		r.f, r.base, r.off, r.drop = f, g.base, cp.off, cp.off&^(s.page-1)
 		r.win.reset(f, r.limit)
 		return true, nil
@@ -158,7 +159,7 @@ func (r *Reader) refresh() {
 }
 
 func (r *Reader) closeSeg() {
-	r.f.DropCache(r.drop, r.limit-r.drop)
+	r.f.DropCache(0, r.limit) // all of it: cheap once per segment, and catches any page the drops behind missed
 	r.f.Close()
 	r.f = nil
 }

@@ -114,8 +114,8 @@ func TestTornTailGarbage(t *testing.T) {
 	}{
 		{"zeros", make([]byte, 4096), "bad magic 00000000"},
 		{"noise", noise, fmt.Sprintf("bad magic %x", noise[:4])},
-		{"magic then zeros", append([]byte("UPSP\x01"), make([]byte, 100)...),
-			fmt.Sprintf("CRC mismatch (stored 00000000, computed %08x)", crc32.Checksum(make([]byte, 32), castagnoli))},
+		{"header of zeros", append([]byte("UPSP\x00\x00\x00\x00\x01"), make([]byte, 100)...),
+			fmt.Sprintf("CRC mismatch (stored 00000000, computed %08x)", crc32.Checksum(append([]byte{version}, make([]byte, 31)...), castagnoli))},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()

@@ -25,8 +25,10 @@ var (
 )
 
 // Record is one upload. For Append the caller fills the metadata and Body and
-// owns the record and its slices until OnDone hands it back; the spool only
-// reads them. A Reader hands out records whose slices point into its buffer.
+// owns the record and its slices until OnDone hands it back; meanwhile only
+// the writer goroutine touches it (it reads the fields and sets Seq and Err),
+// and the caller must not change it. A Reader hands out records whose slices
+// point into its buffer, valid until its next call.
 type Record struct {
 	Stream         []byte
 	ContentType    []byte
@@ -43,7 +45,8 @@ type Record struct {
 	size int64 // encoded length, set by Append
 }
 
-// Options configure a Spool. Zero values select the defaults.
+// Options configure a Spool. Zero values select the defaults. Open copies
+// them; they are read-only afterwards.
 type Options struct {
 	MaxBytes     int64 // total bytes of live segment files, queued records included; default 1 GiB (see DefaultMaxBytes)
 	SegmentBytes int64 // a segment is closed before it would exceed this; also the largest record; default 64 MiB, at most MaxBytes/4
@@ -67,7 +70,7 @@ const (
 	idFile              = "spool.id"
 )
 
-// Stats describe the spool now. The backlog (Records, Bytes, Oldest) is the
+// Stats describe the spool at one instant (a value, owned by the caller). The backlog (Records, Bytes, Oldest) is the
 // durable records not yet acknowledged with Ack; it is computed from counters
 // kept per segment, without reading the disk.
 type Stats struct {

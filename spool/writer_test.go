@@ -13,6 +13,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // While the writer is in an fsync, everything appended meanwhile waits and is
@@ -399,4 +402,70 @@ func benchAppend(b *testing.B, conc, body int) {
 	st := s.Stats()
 	b.ReportMetric(float64(b.N)/el.Seconds(), "appends/s")
 	b.ReportMetric(float64(b.N)/float64(max(st.Fsyncs, 1)), "records/fsync")
+}
+
+// residentPages counts the pages of path in the page cache (mincore).
+func residentPages(t *testing.T, path string) (resident, total int) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, _ := f.Stat()
+	if fi.Size() == 0 {
+		return 0, 0
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	page := os.Getpagesize()
+	vec := make([]byte, (len(m)+page-1)/page)
+	// x/sys v0.30.0 has no Mincore wrapper for linux.
+	if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
+		t.Fatal(errno)
+	}
+	for _, v := range vec {
+		resident += int(v & 1)
+	}
+	return resident, len(vec)
+}
+
+// What the writer fsync'd, and what a reader has read, leaves the page cache
+// (all but the partial page at the end of the segment).
+func TestPageCacheDropped(t *testing.T) {
+	dir := t.TempDir()
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil || st.Type == unix.TMPFS_MAGIC {
+		t.Skip("the temporary directory is on tmpfs, where the page cache is the storage")
+	}
+	e := openEnv(t, dir, Options{}, nil)
+	for i := range 1000 {
+		if err := e.s.Append(rec(i, 1024)); err != nil {
+			t.Fatal(err)
+		}
+		if i%50 == 49 {
+			for range 50 {
+				if r := e.c.next(t); r.err != nil {
+					t.Fatal(r.err)
+				}
+			}
+		}
+	}
+	path := lastSeg(t, dir)
+	if res, total := residentPages(t, path); total < 200 || res > 1 {
+		t.Fatalf("after appends: %d of %d pages resident", res, total)
+	}
+	if got := e.readAll(0); len(got) != 1000 {
+		t.Fatalf("%d records", len(got))
+	}
+	if res, total := residentPages(t, path); res > 1 {
+		t.Fatalf("after reading: %d of %d pages resident", res, total)
+	}
+	e.reopen() // the recovery scan reads everything
+	if res, total := residentPages(t, path); res > 1 {
+		t.Fatalf("after the recovery scan: %d of %d pages resident", res, total)
+	}
 }
