@@ -45,8 +45,11 @@
 // fdatasync once per segment touched, and only then hands the whole batch to
 // OnDone with each record's Seq, or Err. After the fsync the written pages
 // are dropped from the page cache (posix_fadvise DONTNEED; the last partial
-// page is kept until it fills), so the spool does not crowd the small box;
-// readers drop what they have read too.
+// page is kept until it fills), so the spool does not crowd the small box.
+// Readers read through their own window with the kernel's readahead off
+// (POSIX_FADV_RANDOM: pages read ahead asynchronously could arrive after
+// their range was dropped) and drop what they have read; the recovery scan
+// drops each segment after scanning it.
 //
 // A failed write or fsync (ENOSPC, wrapped in ErrNoSpace, or EIO) fails every
 // record of its group and the rest of the batch. The segment is truncated back
