@@ -56,7 +56,7 @@ tools-check:
 # asserted in a second, non-race run (they skip their assertion under -race).
 # The full race run goes last so the suite's own closing lines end the output.
 ALLOCTESTS = Allocs|NoAlloc|DoesNotAllocate|TestIdleMemory
-ALLOCPKGS = ./conn ./parser ./server ./store ./bench ./tlsbridge
+ALLOCPKGS = ./conn ./parser ./server ./store ./bench ./tlsbridge ./spool
 
 test: tools-check
 	deploy/with-testdb.sh bash -c '$(GO) vet ./... && $(GO) test -count=1 -run "$(ALLOCTESTS)" $(ALLOCPKGS) && $(GO) test -race -count=1 -timeout 9m $(GOTESTFLAGS) ./...'
