@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto/tls"
 	"testing"
 	"unsafe"
 
@@ -46,5 +47,45 @@ func TestQueueNeverShorterThanConnections(t *testing.T) {
 	cfg = Config{MaxConns: 100, Store: store.Config{QueueLen: 7}}
 	if err := cfg.setDefaults(); err != nil || cfg.Store.QueueLen != 7 {
 		t.Fatalf("explicit queue length not kept: %d %v", cfg.Store.QueueLen, err)
+	}
+}
+
+// TestConnectionCap: the default cap is the smaller of what the fds allow
+// (with a reserve) and what ConnMemory allows at a connection's fixed cost;
+// an explicit MaxConns is kept up to the fd bound.
+func TestConnectionCap(t *testing.T) {
+	const fds, loops = 20000, 2
+	fdCap := fds - fdReserve(loops)
+	tests := []struct {
+		name     string
+		tls      bool
+		maxConns int
+		mem      int64
+		want     int
+	}{
+		{"plain: the fds bound it", false, 0, 0, fdCap},
+		{"HTTPS: memory bounds it", true, 0, 0, int((128 << 20) / connCost(true))},
+		{"small memory", true, 0, 1 << 20, int((1 << 20) / connCost(true))},
+		{"no memory bound", true, 0, -1, fdCap},
+		{"explicit, under the fds", true, 15000, 0, 15000},
+		{"explicit, over the fds", false, 50000, 0, fdCap},
+	}
+	cert := &tls.Certificate{}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := Config{Loops: loops, MaxConns: tt.maxConns, ConnMemory: tt.mem, fdLimit: fds}
+			if tt.tls {
+				cfg.TLSListen, cfg.TLS.Certificate = "127.0.0.1:8443", cert
+			}
+			if err := cfg.setDefaults(); err != nil {
+				t.Fatal(err)
+			}
+			if cfg.MaxConns != tt.want {
+				t.Fatalf("MaxConns %d, want %d", cfg.MaxConns, tt.want)
+			}
+		})
+	}
+	if c := connCost(true); c < 10<<10 || c > 11<<10 {
+		t.Fatalf("an HTTPS connection's fixed cost %d B, ARCHITECTURE.md says ~10 KiB", c)
 	}
 }

@@ -38,11 +38,16 @@ type Config struct {
 	DrainTimeout  time.Duration    // lingering close after an error answer, default 2 s
 	RetryAfter    time.Duration    // Retry-After on 503, default 1 s
 	Loops         int              // event loops, default GOMAXPROCS
-	// MaxConns caps open connections, default RLIMIT_NOFILE minus a
-	// reserve (fdReserve) for the database, logs, certificates and the
-	// reactor itself, so accept never runs out of fds. At the cap the
-	// longest-idle keep-alive connection is closed to admit a new one.
+	// MaxConns caps open connections. It never exceeds RLIMIT_NOFILE minus
+	// a reserve (fdReserve) for the database, logs, certificates and the
+	// reactor itself, so accept never runs out of fds; by default it is
+	// also at most ConnMemory / connCost. At the cap the longest-idle
+	// keep-alive connection is closed to admit a new one.
 	MaxConns int
+	// ConnMemory is the memory the connections' fixed costs may take (the
+	// bytes they hold are in MaxInflight): it bounds the default MaxConns
+	// to ConnMemory / connCost. Default 128 MiB; negative: no such bound.
+	ConnMemory int64
 	// MinBodyRate is the least average rate, in bytes/s, a body must keep
 	// once BodyRateGrace has passed (Apache mod_reqtimeout's MinRate), or
 	// the client gets 408 and a close. Default 1 KiB/s; negative: none.
@@ -63,6 +68,20 @@ type Config struct {
 // connection cap: the store's connections, the spool, logs, certificate
 // reloads, and per event loop its epoll fd, eventfd and listeners.
 func fdReserve(loops int) int { return 64 + 8*loops }
+
+// connCost is what one open connection costs whatever it does, in user and
+// kernel memory: the slot and gnet's connection (578 B idle, measured in
+// BENCHMARKS.md) or, with HTTPS, an idle TLS connection (6,500 B), plus the
+// kernel's socket, inode, file, dentry and epoll entry (3.7 KiB from
+// /proc/slabinfo's object sizes). What a connection holds beyond that is
+// charged to the budget (user) or bounded by the socket buffers (kernel).
+func connCost(tls bool) int64 {
+	const kernel = 3712
+	if tls {
+		return 6656 + kernel
+	}
+	return 640 + kernel
+}
 
 func (c *Config) setDefaults() error {
 	if c.Listen == "" {
@@ -124,7 +143,14 @@ func (c *Config) setDefaults() error {
 	if loops <= 0 {
 		loops = runtime.GOMAXPROCS(0)
 	}
-	if limit := max(1, c.fdLimit-fdReserve(loops)); c.MaxConns <= 0 || c.MaxConns > limit {
+	limit := max(1, c.fdLimit-fdReserve(loops))
+	if c.ConnMemory == 0 {
+		c.ConnMemory = 128 << 20
+	}
+	if c.MaxConns <= 0 && c.ConnMemory > 0 {
+		c.MaxConns = int(max(1, c.ConnMemory/connCost(c.TLSListen != "")))
+	}
+	if c.MaxConns <= 0 || c.MaxConns > limit {
 		c.MaxConns = limit
 	}
 	if c.Logger == nil {
