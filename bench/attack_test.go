@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"upsink/internal/testdb"
+	"upsink/internal/testnet"
 	"upsink/server"
 	"upsink/store"
 	"upsink/tlsbridge"
@@ -78,17 +78,6 @@ func TestFuzzerDeterministic(t *testing.T) {
 	}
 }
 
-// freeAddr is a 127.0.0.1 port free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // waitFor polls cond every 20 ms until it holds or d has passed.
 func waitFor(d time.Duration, cond func() bool) bool {
 	end := time.Now().Add(d)
@@ -122,7 +111,7 @@ func TestAttacksShort(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plain, secure := freeAddr(t), freeAddr(t)
+	plain, secure := testnet.FreeAddr(t), testnet.FreeAddr(t)
 	srv, err := server.New(server.Config{Listen: plain, TLSListen: secure, TLS: tlsbridge.Config{Certificate: cert},
 		Store: store.Config{DSN: dsn}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
@@ -238,10 +227,10 @@ func TestAttackFDFloodShort(t *testing.T) {
 		log  *lockedBuffer
 		done = make(chan error, 1)
 	)
-	// The port from freeAddr may be taken before upsink binds it: then it
+	// The port from testnet.FreeAddr may be taken before upsink binds it: then it
 	// exits 2 and the test retries with another, 3 times at most.
 	for try := 0; ; try++ {
-		addr = freeAddr(t)
+		addr = testnet.FreeAddr(t)
 		log = &lockedBuffer{}
 		done = make(chan error, 1)
 		cmd = exec.Command("bash", "-c", `ulimit -n 256 && exec "$0" "$@"`, bin, "serve", "--listen", addr, "--dsn", dsn)

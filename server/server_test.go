@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"upsink/internal/testdb"
+	"upsink/internal/testnet"
 	"upsink/store"
 )
 
@@ -24,12 +25,7 @@ import (
 func startServer(t testing.TB, dsn string, mod func(*Config)) (*Server, string) {
 	t.Helper()
 	for attempt := 0; attempt < 5; attempt++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := ln.Addr().String()
-		ln.Close()
+		addr := testnet.FreeAddr(t)
 		cfg := Config{Listen: addr, Loops: 2, Store: store.Config{DSN: dsn}}
 		if mod != nil {
 			mod(&cfg)

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"upsink/internal/testdb"
+	"upsink/internal/testnet"
 	"upsink/tlsbridge"
 )
 
@@ -36,12 +37,7 @@ func startTLSServer(t *testing.T, dsn string) (srv *Server, httpAddr, tlsAddr, c
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tlsAddr = ln.Addr().String()
-	ln.Close()
+	tlsAddr = testnet.FreeAddr(t)
 	srv, httpAddr = startServer(t, dsn, func(c *Config) {
 		c.TLSListen = tlsAddr
 		c.TLS = tlsbridge.Config{Certificate: cert}

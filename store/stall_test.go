@@ -151,26 +151,15 @@ func testStallMidBatch(t *testing.T, engine, at string, dir faultproxy.Dir, cut 
 		hooks.beforeCommit = func(*Store) { stall() }
 	}
 
-	// A warm-up batch whose OnDone blocks holds the writer while the jobs
-	// under test are queued, so that they form one batch.
-	const warmTag = 1 << 40
-	col := newCollector()
-	entered, release := make(chan struct{}), make(chan struct{})
-	var warm *Job
-	onDone := func(b []*Job) {
-		if len(b) == 1 && b[0].Tag == warmTag {
-			close(entered)
-			<-release
-			return
-		}
-		col.onDone(b)
-	}
+	// The warm-up batch holds the writer while the jobs under test are
+	// queued, so that they form one batch.
+	g := newWarmGate()
+	col, release, warm := g.col, g.release, g.warm
 	var db *sql.DB
-	s, _, db, p = openProxied(t, Config{OnDone: onDone}, hooks,
+	s, _, db, p = openProxied(t, Config{OnDone: g.onDone}, hooks,
 		createUploads+" ENGINE="+engine, createLedger+" ENGINE="+engine)
-	warm = &Job{Tag: warmTag, Stream: []byte("warm-up"), Body: []byte("w")}
 	mustSubmit(t, s, warm)
-	<-entered
+	<-g.entered
 	const n = 20
 	jobs := make([]*Job, n)
 	for i := range jobs {

@@ -517,25 +517,44 @@ type failureCounts struct {
 	afterLoad, beforeCommit, afterCommit atomic.Int32
 }
 
+// warmGate holds the writer so that jobs submitted meanwhile form one batch:
+// submit warm, wait on entered (its OnDone runs and blocks), queue the jobs
+// under test, close release. Other batches go to col.
+type warmGate struct {
+	warm             *Job
+	entered, release chan struct{}
+	col              *collector
+}
+
+const warmTag = 1 << 40
+
+func newWarmGate() *warmGate {
+	return &warmGate{
+		warm:    &Job{Tag: warmTag, Stream: []byte("warm-up"), Body: []byte("w")},
+		entered: make(chan struct{}),
+		release: make(chan struct{}),
+		col:     newCollector(),
+	}
+}
+
+// onDone is the store's OnDone.
+func (g *warmGate) onDone(b []*Job) {
+	if len(b) == 1 && b[0].Tag == warmTag {
+		close(g.entered)
+		<-g.release
+		return
+	}
+	g.col.onDone(b)
+}
+
 func testFailure(t *testing.T, engine string, hooks func(*testing.T, *failureCounts) *testHooks, wantErr error, wantRecovered uint64) {
 	var c failureCounts
-	// A warm-up batch whose OnDone blocks holds the writer while the
-	// jobs under test are queued, so that they form one batch.
-	const warmTag = 1 << 40
-	col := newCollector()
-	entered, release := make(chan struct{}), make(chan struct{})
-	onDone := func(b []*Job) {
-		if len(b) == 1 && b[0].Tag == warmTag {
-			close(entered)
-			<-release
-			return
-		}
-		col.onDone(b)
-	}
-	s, _, db := openTest(t, Config{OnDone: onDone}, hooks(t, &c),
+	g := newWarmGate()
+	col, release := g.col, g.release
+	s, _, db := openTest(t, Config{OnDone: g.onDone}, hooks(t, &c),
 		createUploads+" ENGINE="+engine, createLedger+" ENGINE="+engine)
-	mustSubmit(t, s, &Job{Tag: warmTag, Stream: []byte("warm-up")})
-	<-entered
+	mustSubmit(t, s, g.warm)
+	<-g.entered
 	const n = 50
 	jobs := make([]*Job, n)
 	for i := range jobs {

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"upsink/internal/testnet"
 	"upsink/tlsbridge"
 )
 
@@ -28,16 +29,6 @@ func buildUpsink(t *testing.T) string {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	return bin
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // servedCert returns the leaf certificate the server presents now.
@@ -80,7 +71,7 @@ func TestSIGHUPReload(t *testing.T) {
 	oldLeaf := leafOf(t, liveCert, liveKey)
 	newLeaf := leafOf(t, filepath.Join(other, "cert.pem"), filepath.Join(other, "key.pem"))
 
-	// freePort's port may be taken by another process before upsink binds
+	// testnet.FreeAddr's port may be taken by another process before upsink binds
 	// it (other test binaries run beside this one): then upsink exits 2
 	// saying so, and the test tries again with new ports, at most 3 times.
 	var (
@@ -89,7 +80,7 @@ func TestSIGHUPReload(t *testing.T) {
 	)
 	for try := 0; ; try++ {
 		var httpAddr string
-		httpAddr, tlsAddr = freePort(t), freePort(t)
+		httpAddr, tlsAddr = testnet.FreeAddr(t), testnet.FreeAddr(t)
 		u = startChild(t, bin, "serve", "--listen", httpAddr, "--tls-listen", tlsAddr, "--tls-cert", liveCert, "--tls-key", liveKey,
 			"--dsn", "root@unix("+dir+"/no.sock)/x")
 		if u.waitMsg("upsink: serving HTTPS") {
