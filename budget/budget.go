@@ -60,6 +60,3 @@ func (b *Budget) Used() int64 { return b.used.Load() }
 
 // Max is the budget's size in bytes.
 func (b *Budget) Max() int64 { return b.max }
-
-// HoldMax is the most the held tier may take.
-func (b *Budget) HoldMax() int64 { return b.holdMax }
