@@ -30,7 +30,7 @@ type request struct {
 	job      store.Job
 	buf      *bytebufferpool.ByteBuffer
 	reserved int64      // bytes charged to the budget for the buffer: metaMax + body capacity
-	fd       int32      //
+	fd       int32      // the connection's fd
 	gen      uint32     // the slot's generation when the request started
 	left     uint32     // body bytes still expected: of the Content-Length, or of the current chunk
 	start    conn.Clock // when the body began (the minimum rate counts from here)
