@@ -120,13 +120,13 @@ import (
 
 // Config configures a Store. Zero values select the defaults.
 type Config struct {
-	DSN           string             // go-sql-driver form; the store adds what it needs (e.g. parseTime, interpolateParams=false, the reader handler name) itself
-	QueueLen      int                // bounded queue capacity in jobs; default 4096
-	MaxBatchRows  int                // default 1000
-	MaxBatchBytes int                // sum of body bytes per batch; default 8 MiB
-	RetryAfter    time.Duration      // (informational for callers) default 1s
-	Logger        *slog.Logger       // default slog.Default()
-	StallAfter    time.Duration      // a database call outstanding this long makes the store not ready and fails queued jobs; default 2s (see "Stalls" in the package doc)
+	DSN           string        // go-sql-driver form; the store adds what it needs (e.g. parseTime, interpolateParams=false, the reader handler name) itself
+	QueueLen      int           // bounded queue capacity in jobs; default 4096
+	MaxBatchRows  int           // default 1000
+	MaxBatchBytes int           // sum of body bytes per batch; default 8 MiB
+	RetryAfter    time.Duration // (informational for callers) default 1s
+	Logger        *slog.Logger  // default slog.Default()
+	StallAfter    time.Duration // a database call outstanding this long makes the store not ready and fails queued jobs; default 2s (see "Stalls" in the package doc)
 	// DivertAfter: while a database call has been outstanding this long,
 	// Submit refuses (ErrBusy) and queued jobs are handed back with
 	// ErrBusy, so the caller can make them durable elsewhere (the spool).
@@ -140,7 +140,7 @@ type Config struct {
 	// store (Job.SpoolSeq); it keys their ranges in the ledger. Required
 	// when any job carries a SpoolSeq.
 	SpoolID string
-	OnDone        func(batch []*Job) // called once per finished batch after every job's ID/Err is set, by the writer goroutine or (jobs failed while the database stalls) its watchdog, one call at a time; must not block; must not retain the slice
+	OnDone  func(batch []*Job) // called once per finished batch after every job's ID/Err is set, by the writer goroutine or (jobs failed while the database stalls) its watchdog, one call at a time; must not block; must not retain the slice
 }
 
 // Job is one upload. The caller owns it and its byte slices until OnDone hands it back; the store only reads them.
@@ -254,10 +254,10 @@ type Store struct {
 	closed bool
 
 	ready     atomic.Bool
-	diverting atomic.Bool // a database call has been outstanding past DivertAfter (set by the watchdog, cleared by busy/idle)
-	curConn  atomic.Uint64 // CONNECTION_ID() of the writer's connection, for tests
-	done     chan struct{}
-	closeErr error // set by the writer before done is closed
+	diverting atomic.Bool   // a database call has been outstanding past DivertAfter (set by the watchdog, cleared by busy/idle)
+	curConn   atomic.Uint64 // CONNECTION_ID() of the writer's connection, for tests
+	done      chan struct{}
+	closeErr  error // set by the writer before done is closed
 
 	doneMu    sync.Mutex   // held around each OnDone call (writer and watchdog)
 	epoch     time.Time    // monotonic reference for busySince
