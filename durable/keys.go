@@ -27,10 +27,10 @@ import (
 // Only keyed uploads touch the table; unkeyed ones never allocate here. Any
 // goroutine (one mutex).
 type keyTable struct {
-	mu      sync.Mutex
-	m       map[string]*keyEntry
+	mu       sync.Mutex
+	m        map[string]*keyEntry
 	nspooled int // entries in state spooled, plus reservations
-	max     int
+	max      int
 }
 
 type keyEntry struct {

@@ -94,8 +94,8 @@ func (r *replayer) wake() {
 	}
 }
 
-func (r *replayer) stop()  { r.once.Do(func() { close(r.stopCh) }) }
-func (r *replayer) wait()  { <-r.exited }
+func (r *replayer) stop() { r.once.Do(func() { close(r.stopCh) }) }
+func (r *replayer) wait() { <-r.exited }
 func (r *replayer) stopped() bool {
 	select {
 	case <-r.stopCh:
