@@ -426,7 +426,7 @@ func (p *prober) fire() {
 		p.status[strconv.Itoa(st)]++
 		p.lat = append(p.lat, d)
 		p.mu.Unlock()
-		if st == 201 {
+		if st == 201 || st == 202 { // committed, or durable in the spool
 			p.created.Add(1)
 		}
 	}()
@@ -811,7 +811,7 @@ func FormatAttack(w io.Writer, r *AttackResult) {
 	if p.KeepAlive {
 		ka = "keep-alive"
 	}
-	fmt.Fprintf(w, "  polite      %d sent (%g/s, %s), %d x 201 = %.1f %%; statuses %s; errors %d; latency p50 %.1f ms p99 %.1f ms max %.1f ms\n",
+	fmt.Fprintf(w, "  polite      %d sent (%g/s, %s), %d x 2xx = %.1f %%; statuses %s; errors %d; latency p50 %.1f ms p99 %.1f ms max %.1f ms\n",
 		p.Sent, p.Rate, ka, p.Created, p.CreatedPct, statusList(p.Status), p.Errors, p.P50ms, p.P99ms, p.MaxMs)
 	for _, e := range p.ErrorSamples {
 		fmt.Fprintf(w, "    e.g. %s\n", e)

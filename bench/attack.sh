@@ -99,9 +99,9 @@ start_upsink() {
 	tport="$(pick_port $((port + 1)))"
 	PLAIN="http://127.0.0.1:$port" HTTPS="https://127.0.0.1:$tport"
 	local -a cmd=(bin/upsink serve --listen "127.0.0.1:$port" --tls-listen "127.0.0.1:$tport" --tls-cert "$CERT" --tls-key "$KEY"
-		--dsn "root@unix($SOCK)/$db")
-	printf "(ulimit -n %s; bin/upsink serve --listen 127.0.0.1:%s --tls-listen 127.0.0.1:%s --tls-cert %s --tls-key %s --dsn 'root@unix(\$SOCK)/%s') &\n" \
-		"$nofile" "$port" "$tport" "$CERT" "$KEY" "$db" >"$RES/$name.server"
+		--dsn "root@unix($SOCK)/$db" --spool-dir "$tmp/spool-$db")
+	printf "(ulimit -n %s; bin/upsink serve --listen 127.0.0.1:%s --tls-listen 127.0.0.1:%s --tls-cert %s --tls-key %s --dsn 'root@unix(\$SOCK)/%s' --spool-dir \$TMP/spool-%s) &\n" \
+		"$nofile" "$port" "$tport" "$CERT" "$KEY" "$db" "$db" >"$RES/$name.server"
 	( ulimit -n "$nofile" && exec "${cmd[@]}" ) >"$RES/$name.server.log" 2>&1 &
 	SRV_PID=$!
 	$B wait --url "$PLAIN/readyz" --timeout 60s || die "upsink did not become ready; see $RES/$name.server.log"

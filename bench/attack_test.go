@@ -233,7 +233,7 @@ func TestAttackFDFloodShort(t *testing.T) {
 		addr = testnet.FreeAddr(t)
 		log = &lockedBuffer{}
 		done = make(chan error, 1)
-		cmd = exec.Command("bash", "-c", `ulimit -n 256 && exec "$0" "$@"`, bin, "serve", "--listen", addr, "--dsn", dsn)
+		cmd = exec.Command("bash", "-c", `ulimit -n 256 && exec "$0" "$@"`, bin, "serve", "--listen", addr, "--dsn", dsn, "--spool-dir", t.TempDir())
 		cmd.Stdout, cmd.Stderr = log, log
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

@@ -185,7 +185,7 @@ start_server() {
 	SRV_BASE="http://127.0.0.1:$port" SRV_TLS=""
 	local -a cmd wait_tls=()
 	case "$kind" in
-	upsink) cmd=(bin/upsink serve --listen "127.0.0.1:$port" --dsn "$dsn" --idle-timeout "$IDLE_TIMEOUT") ;;
+	upsink) cmd=(bin/upsink serve --listen "127.0.0.1:$port" --dsn "$dsn" --idle-timeout "$IDLE_TIMEOUT" --spool-dir "$(mktemp -d "$tmp/spool.XXXXXX")") ;;
 	baseline) cmd=(bin/upsink-baseline --listen "127.0.0.1:$port" --dsn "$dsn" --idle-timeout "$IDLE_TIMEOUT") ;;
 	esac
 	if [ "$mode" = tls ]; then

@@ -35,7 +35,7 @@ for run in $(seq "$RUNS"); do
 	db="sigterm_$run"
 	db_client -e "DROP DATABASE IF EXISTS \`$db\`; CREATE DATABASE \`$db\`" >/dev/null
 	dsn="root@unix($DB_SOCK)/$db"
-	bin/upsink serve --listen "127.0.0.1:$port" --dsn "$dsn" >"$tmp/upsink-$run.log" 2>&1 &
+	bin/upsink serve --listen "127.0.0.1:$port" --dsn "$dsn" --spool-dir "$tmp/spool-$run" >"$tmp/upsink-$run.log" 2>&1 &
 	SRV_PID=$!
 	bin/upsink-bench wait --url "http://127.0.0.1:$port/readyz" --timeout 60s
 	bin/upsink-bench load --url "http://127.0.0.1:$port/upload/sigterm" -c "$CLIENTS" -d "$((AFTER + 3))s" --body 1KiB \

@@ -100,7 +100,7 @@ DSN="$(db_dsn vps)"
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 PORT=18680
 while ! port_free "$PORT"; do PORT=$((PORT + 1)); done
-up=(bin/upsink serve --listen "127.0.0.1:$PORT" --dsn "$DSN" --idle-timeout 300s --massif "$OUT/upsink.massif" --massif-interval 500ms)
+up=(bin/upsink serve --listen "127.0.0.1:$PORT" --dsn "$DSN" --spool-dir "$tmp/spool" --idle-timeout 300s --massif "$OUT/upsink.massif" --massif-interval 500ms)
 # shellcheck disable=SC2206 # VPS_UPSINK_FLAGS is a list of flags, split on spaces
 up+=(${VPS_UPSINK_FLAGS:-})
 URL="http://127.0.0.1:$PORT"
