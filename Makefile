@@ -8,6 +8,8 @@
 #   make bench-go  go test -bench against a throwaway MariaDB in /tmp
 #   make attack  the attack suite at full scale into BENCHMARKS.md's "## Attacks"
 #                (bench/attack.sh; make bench runs it last; ~12 minutes)
+#   make bench-spool uploads/s and memory into the spool alone vs MariaDB, and when
+#                a saturated MariaDB makes upsink spool (bench/spool.sh)
 #   make bench-vps upsink + MariaDB in one 256 MiB memory cgroup under 10,000
 #                keep-alive uploaders (bench/vps.sh; root; VPS_MODE=https)
 #   make build   bin/upsink
@@ -27,7 +29,7 @@ DBDIR ?= var/mysql
 BENCH ?= .
 GOTESTFLAGS ?=
 
-.PHONY: all run build vet test bench bench-go bench-vps attack sigterm tools-check db-start db-stop db-status clean
+.PHONY: all run build vet test bench bench-go bench-vps bench-spool attack sigterm tools-check db-start db-stop db-status clean
 
 all: build
 
@@ -71,6 +73,12 @@ bench: tools-check
 # fresh upsink with a polite client uploading beside it (bench/attack.sh).
 attack: tools-check
 	bench/attack.sh
+
+# The spool's cost and use: uploads/s and memory into MariaDB alone and into
+# the spool alone, and how many uploads a saturated but healthy MariaDB sees
+# spooled with --spool-after 1s and 50ms (bench/spool.sh). ~1 minute.
+bench-spool: tools-check
+	bench/spool.sh
 
 # SIGTERM to upsink while 64 clients upload, three times; --verify counts
 # uploads committed without an answer (must be 0). ~1 minute.

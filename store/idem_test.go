@@ -158,7 +158,10 @@ func TestIdempotencyKeys(t *testing.T) {
 // TestPrune: expired keys and old ledger rows go in bounded batches when the
 // writer is idle.
 func TestPrune(t *testing.T) {
-	defer func(e time.Duration, b int) { pruneEvery, pruneBatch = e, b }(pruneEvery, pruneBatch)
+	// Restored after the store is closed (cleanups run last-in first-out):
+	// its writer reads them.
+	e, b := pruneEvery, pruneBatch
+	t.Cleanup(func() { pruneEvery, pruneBatch = e, b })
 	pruneEvery, pruneBatch = 0, 3
 	s, col, db := openTest(t, Config{IdempotencyTTL: time.Hour}, nil)
 	for i := range 7 {
