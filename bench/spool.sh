@@ -67,7 +67,7 @@ run() {
 	wait "$SRV_PID" || true
 	SRV_PID=""
 	echo "== $name (spool-after $after, database $db): $*"
-	grep -E '^  (uploads/s|status|latency|verify|memory|  upsink)' "$RES/$name.txt" | sed 's/^/  /' || true
+	grep -E "^  (uploads/s|status|latency|verify|watched)" "$RES/$name.txt" | sed 's/^/  /' || true
 	echo "  spool dir after stop: $(du -sh "$tmp/spool-$name" | cut -f1)"
 }
 
