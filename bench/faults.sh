@@ -66,10 +66,10 @@ db_install
 db_apt_need "the fault suite" curl curl
 db_apt_need "the fault suite" jq jq
 
-GONE_RC=0 tmp="" DB_SERVER_PID="" DB_PAUSED=0 DB_UP=0 SRV_PID="" LOAD_PID="" POLL_PID="" MNT=""
+GONE_RC=0 SLEEP_PID="" tmp="" DB_SERVER_PID="" DB_PAUSED=0 DB_UP=0 SRV_PID="" LOAD_PID="" POLL_PID="" MNT=""
 cleanup() {
 	local p
-	for p in "$POLL_PID" "$LOAD_PID"; do
+	for p in "$SLEEP_PID" "$POLL_PID" "$LOAD_PID"; do
 		if [ -n "$p" ]; then
 			kill -TERM "$p" 2>/dev/null || true
 			wait "$p" 2>/dev/null || true
@@ -142,7 +142,13 @@ ev() {
 # sleep_until SECONDS: sleep until SECONDS (whole) after the load started.
 sleep_until() {
 	local ms=$((T0 + $1 * 1000 - $(now_ms)))
-	if [ "$ms" -gt 0 ]; then sleep "$((ms / 1000)).$(printf '%03d' $((ms % 1000)))"; fi
+	# in the background: a signal to this script is handled at once, not after the sleep
+	if [ "$ms" -gt 0 ]; then
+		sleep "$((ms / 1000)).$(printf '%03d' $((ms % 1000)))" &
+		SLEEP_PID=$!
+		wait "$SLEEP_PID" || true
+		SLEEP_PID=""
+	fi
 }
 
 # wait_gone PID SECONDS: wait until PID (a child of this shell) has exited, at
@@ -297,7 +303,7 @@ declare -A TITLE=(
 	[4]="MariaDB stalled 10 s (SIGSTOP)"
 	[5]="KILL CONNECTION every 200 ms for 10 s"
 	[6]="spool filesystem full (8 MiB tmpfs)"
-	[7]="faults 1-5 in a row, idempotent retrying clients"
+	[7]="faults 1-5 in a row (kill -9 mariadbd, kill -9 and SIGTERM upsink, 6 s stall, KILL loop 5 s)"
 )
 declare -A SLUG=([1]=mariadb-kill9 [2]=upsink-kill9 [3]=upsink-sigterm [4]=mariadb-stall [5]=kill-conn [6]=spool-full [7]=idempotent)
 declare -A DURS=([1]=20 [2]=24 [3]=24 [4]=20 [5]=18 [6]=24 [7]=42)
