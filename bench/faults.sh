@@ -29,8 +29,9 @@
 #
 # Per scenario one summary line: uploads sent, share of answers that were 2xx
 # during the fault (from the load's once-a-second progress counts, fault start
-# to fault end + 1 s; connection errors while upsink is down are not answers),
-# the 201 and 202 shares of the whole run, lost, duplicated, spool drained and
+# to fault end in whole seconds; connection errors while upsink is down are not
+# answers), the 201 and 202 shares (of the fault's answers when the progress
+# line has them, else of the whole run), lost, duplicated, spool drained and
 # the time from the end of the fault until /readyz first shows it empty. All
 # into bench/results/faults-DATE.txt (raw logs in bench/results/faults-DATE/),
 # a markdown table for BENCHMARKS.md at the end. Exit 1 if any scenario lost,
@@ -279,13 +280,16 @@ probe_full() {
 	FULL_PROBE="$(head -n1 <<<"$h" | cut -d' ' -f2)/$(grep -ic '^retry-after:' <<<"$h" || true)"
 }
 
-# wait_spool_full SECONDS: until an upload is refused with the spool holding
-# records (or SECONDS pass).
+# wait_spool_full SECONDS: until the spool's filesystem has less than 64 KiB
+# left, or /readyz says 503 with records in the spool (it cannot take more),
+# or SECONDS pass.
 wait_spool_full() {
-	local end=$(($(now_ms) + $1 * 1000)) last
+	local end=$(($(now_ms) + $1 * 1000)) last rec
 	while [ "$(now_ms)" -lt "$end" ]; do
-		if [ -n "$MNT" ] && [ "$(df --output=avail -B1 "$MNT" | tail -n1)" -lt 65536 ]; then
-			ev "spool filesystem full: $(df -h --output=used,avail "$MNT" | tail -n1)"
+		last="$(tail -n1 "$POLL" 2>/dev/null || true)"
+		rec="$(spool_records "${last#* * }")"
+		if [ "$(df --output=avail -B1 "$MNT" | tail -n1)" -lt 65536 ] || { [ "$(cut -d' ' -f2 <<<"$last")" = 503 ] && [ "$rec" != none ] && [ "$rec" -gt 0 ]; }; then
+			ev "spool full: $(df -h --output=used,avail "$MNT" | tail -n1 | tr -s ' ') used/avail; /readyz ${last#* }"
 			return 0
 		fi
 		sleep 0.2
@@ -309,27 +313,34 @@ declare -A SLUG=([1]=mariadb-kill9 [2]=upsink-kill9 [3]=upsink-sigterm [4]=maria
 declare -A DURS=([1]=20 [2]=24 [3]=24 [4]=20 [5]=18 [6]=24 [7]=42)
 LINES=() ROWS=() FAILED=0
 
-# window_share: share of answers that were 2xx from FS to FE + 1 s, from the
-# progress lines "  Ns/D  2xx OK (...)  other M" (cumulative counts).
+# window_share: answers from FS to FE (whole seconds: FS rounded down, FE to the nearest), from the load's progress lines
+# "  Ns/D  2xx OK (...)  other M" (cumulative counts; if the line also carries
+# "201 A" and "202 B", their shares too). Prints "SHARE% ANSWERS S201% S202%"
+# (n/a where unknown).
 window_share() {
-	awk -v fs="$((FS / 1000))" -v fe="$(((FE + 999) / 1000 + 1))" '
+	awk -v fs="$((FS / 1000))" -v fe="$(((FE + 500) / 1000))" '
+		function pct(a, d) { return d > 0 ? sprintf("%.1f", 100 * a / d) : "n/a" }
 		/ 2xx [0-9]+ / {
 			s = $1; sub(/s\/.*/, "", s); s += 0
-			ok = ""; other = ""
+			ok = ""; other = ""; c1 = ""; c2 = ""
+			for (i = 1; i <= NF; i++) gsub(/[(),;:=]/, "", $i)
 			for (i = 1; i < NF; i++) {
 				if ($i == "2xx") ok = $(i + 1)
 				if ($i == "other") other = $(i + 1)
+				if ($i == "201") c1 = $(i + 1)
+				if ($i == "202") c2 = $(i + 1)
 			}
 			if (ok == "" || other == "") next
-			if (s <= fs) { bok = ok; bot = other }
-			if (s >= fe && !done) { tok = ok; tot = other; done = 1 }
-			lok = ok; lot = other
+			sp = (c1 != "" && c2 != "")
+			if (s <= fs) { b[1] = ok; b[2] = other; b[3] = c1; b[4] = c2 }
+			if (s >= fe && !done) { t[1] = ok; t[2] = other; t[3] = c1; t[4] = c2; done = 1 }
+			l[1] = ok; l[2] = other; l[3] = c1; l[4] = c2
 		}
 		END {
-			if (!done) { tok = lok; tot = lot }
-			d = (tok - bok) + (tot - bot)
-			if (d <= 0) { print "n/a"; exit }
-			printf "%.1f %% of %d", 100 * (tok - bok) / d, d
+			if (!done) for (k in l) t[k] = l[k]
+			d = (t[1] - b[1]) + (t[2] - b[2])
+			if (d <= 0) { print "n/a 0 n/a n/a"; exit }
+			printf "%s %d %s %s\n", pct(t[1] - b[1], d), d, sp ? pct(t[3] - b[3], d) : "n/a", sp ? pct(t[4] - b[4], d) : "n/a"
 		}' "$PROG"
 }
 
@@ -503,9 +514,13 @@ run_scenario() {
 	else
 		sent="$resp" lost="?" dup="?" dupr="?" chg="?" idm="?" ok=false unack="?"
 	fi
-	share="$(window_share)"
+	local wshare wn w201 w202 span="run"
+	read -r wshare wn w201 w202 < <(window_share)
+	share="$wshare %"
+	[ "$wshare" = n/a ] && share=n/a
 	r201="$(awk -v a="$s201" -v b="$resp" 'BEGIN { if (b > 0) printf "%.1f %%", 100 * a / b; else print "n/a" }')"
 	r202="$(awk -v a="$s202" -v b="$resp" 'BEGIN { if (b > 0) printf "%.1f %%", 100 * a / b; else print "n/a" }')"
+	if [ "$w201" != n/a ]; then r201="$w201 %" r202="$w202 %" span="fault"; fi
 	verdict=ok
 	if [ "$ok" != true ] || [ "$lost" != 0 ] || [ "$dup" != 0 ]; then verdict=FAIL; fi
 	if [ "$drained" = no ]; then verdict=FAIL; fi
@@ -516,8 +531,8 @@ run_scenario() {
 		full=", full-spool probe ${FULL_PROBE%/*} without Retry-After"
 		if [ "${FULL_PROBE#*/}" -gt 0 ]; then full=", full-spool probe ${FULL_PROBE%/*} + Retry-After"; fi
 	fi
-	LINES+=("$N ${TITLE[$N]} ($clients): sent $sent, 2xx during fault $share answers (whole run: 201 $r201, 202 $r202 of $resp answers), lost $lost, duplicated $dup ($dupr extra rows), changed $chg, id mismatch $idm, not acknowledged but stored $unack, spool drained $drained (peak $peak records) in $drain_t$full [$verdict]")
-	ROWS+=("| $N | ${TITLE[$N]}$mark | $sent | ${share% of*} | $r201 | $r202 | $lost | $dup | $drained | $drain_t | $verdict |")
+	LINES+=("$N ${TITLE[$N]} ($clients): sent $sent, 2xx during fault $share of $wn answers (201 $r201, 202 $r202 of the $span's answers; $resp answers in the run), lost $lost, duplicated $dup ($dupr extra rows), changed $chg, id mismatch $idm, not acknowledged but stored $unack, spool drained $drained (peak $peak records) in $drain_t$full [$verdict]")
+	ROWS+=("| $N | ${TITLE[$N]}$mark | $sent | $share | $r201 ($span) | $r202 ($span) | $lost | $dup | $drained | $drain_t | $verdict |")
 	log "${LINES[-1]}"
 	{
 		echo "${LINES[-1]}"
@@ -540,12 +555,13 @@ done
 	echo
 	printf '%s\n' "${LINES[@]}"
 	echo
-	echo "| # | fault | uploads sent | 2xx during the fault | 201 (run) | 202 (run) | lost | duplicated | spool drained | time to drain | |"
+	echo "| # | fault | uploads sent | 2xx during the fault | 201 | 202 | lost | duplicated | spool drained | time to drain | |"
 	echo "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|"
 	printf '%s\n' "${ROWS[@]}"
 	echo
-	echo "2xx during the fault: answers from the fault's start to 1 s after its end (connection"
-	echo "errors while upsink is down are not answers). 201/202: shares of all answers of the run."
+	echo "2xx during the fault: answers given from the fault's start to its end (whole seconds; connection"
+	echo "errors while upsink is down are not answers). 201/202: shares of the answers during the fault (fault)"
+	echo "or, when the load does not report them per second, of the whole run (run)."
 	echo "Time to drain: from the fault's end until /readyz first shows the database up and the spool empty."
 	if [ "$HAVE_IDEM" = 1 ]; then echo "†: clients retry every failed or timed-out upload with the same Idempotency-Key until it succeeds."; fi
 	echo
