@@ -38,6 +38,8 @@
 # doubled or changed an acknowledged upload, or left the spool undrained.
 #
 # Environment: FAULTS_ONLY (scenario numbers, e.g. "1 4" or 2,5; default all),
+# FAULTS_IDEM_ALL (1: idempotent clients in every scenario, not only in 7),
+# FAULTS_BENCH (an upsink-bench binary to use instead of building bin/upsink-bench),
 # FAULTS_CLIENTS (64), FAULTS_BODY (1KiB), FAULTS_PORT (first port tried,
 # 18700; 18700-18799), FAULTS_SPOOL_AFTER (1s), FAULTS_DRAIN_TIMEOUT (60 s),
 # GO. Server features are detected: without --spool-dir (before issue 8's
@@ -90,8 +92,8 @@ db_on_exit cleanup
 log "building"
 mkdir -p bin
 "$GO" build -o bin/upsink ./cmd/upsink
-"$GO" build -o bin/upsink-bench ./cmd/upsink-bench
-B=bin/upsink-bench
+B="${FAULTS_BENCH:-bin/upsink-bench}"
+if [ -z "${FAULTS_BENCH:-}" ]; then "$GO" build -o bin/upsink-bench ./cmd/upsink-bench; fi
 
 # What the binaries can do (issue 8 lands in parts).
 HAVE_SPOOL=0 HAVE_IDEM=0 HAVE_DRAIN=0 HAVE_RTO=0
@@ -378,9 +380,12 @@ run_scenario() {
 
 	local -a load=("$B" load --url "$URL/upload/$NAME" -c "$CLIENTS" -d "${DUR}s" --body "$BODY" --retry-wait 100ms
 		--progress --verify "$DSN" --json-out "$base.json")
-	[ "$HAVE_DRAIN" = 1 ] && load+=(--verify-drain "$URL/readyz")
+	# /readyz is JSON (with the spool's backlog) only on a server with a spool
+	if [ "$HAVE_DRAIN" = 1 ] && [ "$HAVE_SPOOL" = 1 ]; then
+		load+=(--verify-drain "$URL/readyz" --verify-drain-timeout "${DRAIN_TIMEOUT}s")
+	fi
 	[ "$HAVE_RTO" = 1 ] && load+=(--request-timeout 5s)
-	if [ "$N" = 7 ]; then
+	if [ "$N" = 7 ] || [ "${FAULTS_IDEM_ALL:-0}" = 1 ]; then
 		if [ "$HAVE_IDEM" = 1 ]; then
 			load+=(--idempotency) idem=1
 		else
@@ -521,9 +526,28 @@ run_scenario() {
 	r201="$(awk -v a="$s201" -v b="$resp" 'BEGIN { if (b > 0) printf "%.1f %%", 100 * a / b; else print "n/a" }')"
 	r202="$(awk -v a="$s202" -v b="$resp" 'BEGIN { if (b > 0) printf "%.1f %%", 100 * a / b; else print "n/a" }')"
 	if [ "$w201" != n/a ]; then r201="$w201 %" r202="$w202 %" span="fault"; fi
+	local why=()
+	[ "$ok" = true ] || why+=("verify not OK")
+	[ "$lost" = 0 ] || why+=("lost $lost")
+	[ "$dup" = 0 ] || why+=("duplicated $dup")
+	[ "$drained" != no ] || why+=("spool not drained")
+	# the load's own drain wait (--verify-drain), if it made one
+	if jq -e '.drain' "$j" >/dev/null && [ "$(jq '.drain.ok' "$j")" != true ]; then
+		why+=("load's drain wait: $(jq -r '.drain.last // ""' "$j")")
+	fi
+	# idempotent clients: every upload stored exactly once, none given up, no 422
+	local idemtxt=""
+	if jq -e '.idempotency' "$j" >/dev/null; then
+		idemtxt="$(jq -r '.idempotency | ", idempotent uploads \(.uploads): \(.acked) acknowledged after \(.retries) retries (\(.retried) retried), given up \(.given_up), refused \(.refused), 422 \(.status_422)"' "$j")"
+		[ "$(jq '.idempotency.given_up' "$j")" = 0 ] || why+=("given up $(jq '.idempotency.given_up' "$j")")
+		[ "$(jq '.idempotency.refused' "$j")" = 0 ] || why+=("refused $(jq '.idempotency.refused' "$j")")
+		[ "$(jq '.idempotency.status_422' "$j")" = 0 ] || why+=("422 $(jq '.idempotency.status_422' "$j")")
+	fi
 	verdict=ok
-	if [ "$ok" != true ] || [ "$lost" != 0 ] || [ "$dup" != 0 ]; then verdict=FAIL; fi
-	if [ "$drained" = no ]; then verdict=FAIL; fi
+	if [ "${#why[@]}" -gt 0 ]; then
+		verdict=FAIL
+		idemtxt="$idemtxt; FAIL: $(IFS=,; echo "${why[*]}")"
+	fi
 	[ "$verdict" = ok ] || FAILED=1
 	local clients="plain clients" mark="" full=""
 	if [ "$idem" = 1 ]; then clients="idempotent clients" mark=" †"; fi
@@ -531,7 +555,7 @@ run_scenario() {
 		full=", full-spool probe ${FULL_PROBE%/*} without Retry-After"
 		if [ "${FULL_PROBE#*/}" -gt 0 ]; then full=", full-spool probe ${FULL_PROBE%/*} + Retry-After"; fi
 	fi
-	LINES+=("$N ${TITLE[$N]} ($clients): sent $sent, 2xx during fault $share of $wn answers (201 $r201, 202 $r202 of the $span's answers; $resp answers in the run), lost $lost, duplicated $dup ($dupr extra rows), changed $chg, id mismatch $idm, not acknowledged but stored $unack, spool drained $drained (peak $peak records) in $drain_t$full [$verdict]")
+	LINES+=("$N ${TITLE[$N]} ($clients): sent $sent, 2xx during fault $share of $wn answers (201 $r201, 202 $r202 of the $span's answers; $resp answers in the run), lost $lost, duplicated $dup ($dupr extra rows), changed $chg, id mismatch $idm, not acknowledged but stored $unack, spool drained $drained (peak $peak records) in $drain_t$full$idemtxt [$verdict]")
 	ROWS+=("| $N | ${TITLE[$N]}$mark | $sent | $share | $r201 ($span) | $r202 ($span) | $lost | $dup | $drained | $drain_t | $verdict |")
 	log "${LINES[-1]}"
 	{
