@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -17,7 +19,7 @@ func sameRequest(a, b *Request) bool {
 	return eq(a.Method, b.Method) && eq(a.Target, b.Target) && a.Minor == b.Minor &&
 		a.ContentLength == b.ContentLength && a.Chunked == b.Chunked && a.KeepAlive == b.KeepAlive &&
 		a.Expect100 == b.Expect100 && eq(a.ContentType, b.ContentType) && eq(a.Host, b.Host) &&
-		a.Fields == b.Fields
+		eq(a.IdempotencyKey, b.IdempotencyKey) && a.Fields == b.Fields
 }
 
 func FuzzParse(f *testing.F) {
@@ -130,9 +132,83 @@ func crossCheckNetHTTP(t *testing.T, head []byte, r *Request) {
 		len(vv) > 0 && vv[0] != string(r.ContentType) {
 		t.Fatalf("net/http Content-Type %q, ours %q", vv, r.ContentType)
 	}
+	if vv := req.Header["Idempotency-Key"]; (len(vv) == 0) != (r.IdempotencyKey == nil) ||
+		len(vv) > 1 || len(vv) == 1 && vv[0] != string(r.IdempotencyKey) {
+		t.Fatalf("net/http Idempotency-Key %q, ours %q", vv, r.IdempotencyKey)
+	}
 	if req.Header.Get("Expect") != "" && r.Minor == 1 && !r.Expect100 {
 		t.Fatalf("net/http Expect %q, not Expect100", req.Header["Expect"])
 	}
+}
+
+// Reference grammar for an Idempotency-Key value: an RFC 8941 sf-string of
+// printable ASCII with the two escapes, or a token of visible ASCII without
+// DQUOTE.
+var (
+	sfStringRE = regexp.MustCompile(`^"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])*"$`)
+	keyTokenRE = regexp.MustCompile(`^[\x21\x23-\x7e]+$`)
+)
+
+// FuzzIdempotencyKey checks IdempotencyKey against the reference grammar,
+// strconv.Unquote and a round trip, and Parse against IdempotencyKey for the
+// same value in a head.
+func FuzzIdempotencyKey(f *testing.F) {
+	for _, tt := range idemKeyTests {
+		f.Add([]byte(tt.value))
+	}
+	f.Add([]byte(`"a\"`))
+	f.Add([]byte(`"\\"`))
+	f.Fuzz(func(t *testing.T, v []byte) {
+		key, err := IdempotencyKey(v, nil)
+		var want []byte
+		switch {
+		case sfStringRE.Match(v):
+			s, uerr := strconv.Unquote(string(v))
+			if uerr != nil {
+				t.Fatalf("%q: strconv.Unquote: %v", v, uerr)
+			}
+			want = []byte(s)
+		case keyTokenRE.Match(v):
+			want = v
+		}
+		ok := len(want) >= 1 && len(want) <= MaxIdempotencyKey
+		if ok != (err == nil) || ok && !bytes.Equal(key, want) {
+			t.Fatalf("%q: IdempotencyKey = %q, %v; reference %q (ok %v)", v, key, err, want, ok)
+		}
+		if err != nil {
+			var pe *Error
+			if !errors.As(err, &pe) || pe.Status != 400 || key != nil {
+				t.Fatalf("%q: error %T %v, key %q", v, err, err, key)
+			}
+		} else if k2, err2 := IdempotencyKey(quoteKey(key), nil); err2 != nil || !bytes.Equal(k2, key) {
+			t.Fatalf("%q: round trip %q, %v", v, k2, err2)
+		}
+
+		// In a head, Parse agrees (when v is a field value at all).
+		if bytes.ContainsAny(v, "\r\n") {
+			return // would end the field line
+		}
+		in := append([]byte("POST /u HTTP/1.1\r\nHost: h\r\nIdempotency-Key: "), v...)
+		in = append(in, "\r\nContent-Length: 0\r\n\r\n"...)
+		var r Request
+		n, perr := Parse(in, &r)
+		if perr == ErrBadHeader || perr == ErrObsFold || perr == ErrHeaderTooLarge {
+			return // v is not a field value (CR, LF, control bytes) or too big
+		}
+		tv := trimOWS(v)
+		_, terr := IdempotencyKey(tv, nil)
+		if perr != errOrNil(asError(terr)) {
+			t.Fatalf("%q: Parse %v, IdempotencyKey(trimmed) %v", v, perr, terr)
+		}
+		if perr == nil && (n != len(in) || !bytes.Equal(r.IdempotencyKey, tv)) {
+			t.Fatalf("%q: Parse = %d, raw %q", v, n, r.IdempotencyKey)
+		}
+	})
+}
+
+func asError(err error) *Error {
+	pe, _ := err.(*Error)
+	return pe
 }
 
 // decodeSplit decodes in in pieces whose sizes come from cuts, cycled (each

@@ -25,9 +25,18 @@
 //     "chunked"; anything else is ErrUnknownTE (501). Transfer-Encoding
 //     together with Content-Length is rejected rather than resolved.
 //   - An HTTP/1.1 request must carry exactly one Host field (RFC 9112 §3.2).
+//   - Idempotency-Key (draft-ietf-httpapi-idempotency-key-header) may appear
+//     at most once, and its value must be an RFC 8941 sf-string of printable
+//     ASCII with only the \" and \\ escapes, or a bare token of visible
+//     ASCII without DQUOTE; the key is 1..MaxIdempotencyKey bytes. Parse
+//     validates it and keeps the value as sent; IdempotencyKey undoes the
+//     quoting.
 package parser
 
-import "errors"
+import (
+	"errors"
+	"slices"
+)
 
 const (
 	// MaxHeaderBytes bounds the request head: leading empty lines, the
@@ -42,6 +51,9 @@ const (
 	// MaxChunkLine bounds a chunk-size line including chunk extensions and
 	// its CRLF (ErrBadChunk).
 	MaxChunkLine = 4 << 10
+	// MaxIdempotencyKey bounds an Idempotency-Key, counted after unescaping
+	// (ErrIdemKeyTooLong).
+	MaxIdempotencyKey = 255
 )
 
 // Error is a parse error that maps to an HTTP status and a one-line reason.
@@ -77,6 +89,12 @@ var (
 	ErrBadHost          = &Error{400, "repeated or malformed Host header"}
 	ErrBadChunk         = &Error{400, "malformed chunked encoding"}
 	ErrTrailerTooLarge  = &Error{431, "trailer section too large"}
+
+	ErrIdemKeyRepeated = &Error{400, "more than one Idempotency-Key"}
+	ErrIdemKeyEmpty    = &Error{400, "empty Idempotency-Key"}
+	ErrIdemKeyTooLong  = &Error{400, "Idempotency-Key longer than 255 bytes"}
+	ErrIdemKeyString   = &Error{400, "malformed Idempotency-Key string (printable ASCII, only \\\" and \\\\ escapes)"}
+	ErrIdemKeyToken    = &Error{400, "malformed Idempotency-Key token (visible ASCII, no DQUOTE)"}
 )
 
 // Request is a parsed request head. All []byte fields alias the buffer
@@ -91,7 +109,12 @@ type Request struct {
 	Expect100     bool   // Expect: 100-continue (HTTP/1.1 only; ignored in HTTP/1.0)
 	ContentType   []byte // nil when absent; the first one if repeated
 	Host          []byte // nil when absent
-	Fields        int    // number of header fields
+	// IdempotencyKey is the Idempotency-Key field value as sent (OWS
+	// trimmed), nil when absent: an sf-string still quoted and escaped, or a
+	// bare token. Parse has validated it; IdempotencyKey(r.IdempotencyKey,
+	// dst) gives the key itself.
+	IdempotencyKey []byte
+	Fields         int // number of header fields
 }
 
 // Byte classes.
@@ -392,6 +415,16 @@ func Parse(buf []byte, r *Request) (n int, err error) {
 					return 0, ErrCLAndTE
 				}
 			}
+		case 15:
+			if equalFold(name, "idempotency-key") {
+				if r.IdempotencyKey != nil {
+					return 0, ErrIdemKeyRepeated
+				}
+				if _, e := scanIdemKey(value); e != nil {
+					return 0, e
+				}
+				r.IdempotencyKey = value
+			}
 		case 17:
 			if equalFold(name, "transfer-encoding") {
 				if r.Minor == 0 {
@@ -519,4 +552,77 @@ func parseContentLength(v []byte, cl *int64) bool {
 		*cl = n
 	}
 	return true
+}
+
+// IdempotencyKey checks raw, an Idempotency-Key field value as sent (such as
+// Request.IdempotencyKey), and appends the key it carries to dst: the
+// content of an sf-string with its escapes undone, or a bare token as is.
+// So "abc" and abc are the same key. It allocates only if dst lacks the
+// capacity (at most MaxIdempotencyKey bytes are appended). On failure it
+// returns dst unchanged and one of the ErrIdemKey* errors (status 400).
+func IdempotencyKey(raw, dst []byte) ([]byte, error) {
+	n, e := scanIdemKey(raw)
+	if e != nil {
+		return dst, e
+	}
+	dst = slices.Grow(dst, n)
+	if raw[0] != '"' {
+		return append(dst, raw...), nil
+	}
+	raw = raw[1 : len(raw)-1]
+	for i := 0; i < len(raw); i++ {
+		if raw[i] == '\\' {
+			i++
+		}
+		dst = append(dst, raw[i])
+	}
+	return dst, nil
+}
+
+// scanIdemKey validates an Idempotency-Key field value (OWS already trimmed)
+// and returns the length of the key it carries.
+func scanIdemKey(v []byte) (int, *Error) {
+	if len(v) == 0 {
+		return 0, ErrIdemKeyEmpty
+	}
+	if v[0] != '"' {
+		// A bare token: visible ASCII without DQUOTE.
+		for _, c := range v {
+			if c < 0x21 || c > 0x7e || c == '"' {
+				return 0, ErrIdemKeyToken
+			}
+		}
+		if len(v) > MaxIdempotencyKey {
+			return 0, ErrIdemKeyTooLong
+		}
+		return len(v), nil
+	}
+	// sf-string (RFC 8941 §3.3.3): DQUOTE *( unescaped / "\\" ( DQUOTE / "\\" ) ) DQUOTE,
+	// unescaped being %x20-21 / %x23-5B / %x5D-7E; nothing may follow.
+	n := 0
+	for i := 1; i < len(v); i++ {
+		c := v[i]
+		switch {
+		case c == '\\':
+			i++
+			if i == len(v) || v[i] != '"' && v[i] != '\\' {
+				return 0, ErrIdemKeyString
+			}
+		case c == '"':
+			if i != len(v)-1 {
+				return 0, ErrIdemKeyString
+			}
+			if n == 0 {
+				return 0, ErrIdemKeyEmpty
+			}
+			if n > MaxIdempotencyKey {
+				return 0, ErrIdemKeyTooLong
+			}
+			return n, nil
+		case c < 0x20 || c > 0x7e:
+			return 0, ErrIdemKeyString
+		}
+		n++
+	}
+	return 0, ErrIdemKeyString // no closing DQUOTE
 }

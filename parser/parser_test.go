@@ -102,7 +102,8 @@ func dumpReq(r *Request) string {
 	return "{method " + q(r.Method) + " target " + q(r.Target) + " minor " + strconv.Itoa(int(r.Minor)) +
 		" cl " + strconv.FormatInt(r.ContentLength, 10) + " chunked " + strconv.FormatBool(r.Chunked) +
 		" keepAlive " + strconv.FormatBool(r.KeepAlive) + " expect100 " + strconv.FormatBool(r.Expect100) +
-		" ctype " + q(r.ContentType) + " host " + q(r.Host) + " fields " + strconv.Itoa(r.Fields) + "}"
+		" ctype " + q(r.ContentType) + " host " + q(r.Host) + " idem " + q(r.IdempotencyKey) +
+		" fields " + strconv.Itoa(r.Fields) + "}"
 }
 
 var validTests = []struct {
@@ -168,6 +169,10 @@ var validTests = []struct {
 		wantReq{"GET", "http://example.com/a?b", 1, -1, false, true, false, nil, sp("example.com"), 1}},
 	{"all tchars in name", "GET / HTTP/1.1\r\nHost: h\r\n!#$%&'*+-.^_`|~09azAZ: v\r\n\r\n",
 		wantReq{"GET", "/", 1, -1, false, true, false, nil, sp("h"), 2}},
+	{"idempotent upload", idemHead, wantReq{"POST", "/upload/sensors", 1, 312, false, true, false,
+		sp("application/json"), sp("127.0.0.1:8080"), 5}},
+	{"idempotency key token", "POST /u HTTP/1.1\r\nidempotency-KEY:  k_1 \r\nHost: h\r\n\r\n",
+		wantReq{"POST", "/u", 1, -1, false, true, false, nil, sp("h"), 2}},
 	{"colon in value", "GET / HTTP/1.1\r\nHost: h:1\r\nX: a:b: c\r\n\r\n",
 		wantReq{"GET", "/", 1, -1, false, true, false, nil, sp("h:1"), 2}},
 }
@@ -338,6 +343,17 @@ var errorTests = []struct {
 		strings.Repeat("v", MaxHeaderBytes-len("GET / HTTP/1.1\r\nHost: h\r\nX: \r\n\r\n")+1) + "\r\n\r\n", ErrHeaderTooLarge, 431, false},
 	{"empty lines too large", strings.Repeat("\r\n", MaxHeaderBytes/2), ErrHeaderTooLarge, 431, true},
 	{"method too large", strings.Repeat("G", MaxHeaderBytes), ErrHeaderTooLarge, 431, true},
+
+	// Idempotency-Key (more cases in idemKeyTests).
+	{"idem key twice", "POST /u HTTP/1.1\r\nIdempotency-Key: \"a\"\r\nidempotency-key: \"a\"\r\n", ErrIdemKeyRepeated, 400, true},
+	{"idem key twice, second empty", "POST /u HTTP/1.1\r\nHost: h\r\nIdempotency-Key: a\r\nIDEMPOTENCY-KEY:\r\n\r\n", ErrIdemKeyRepeated, 400, true},
+	{"idem key empty", "POST /u HTTP/1.1\r\nHost: h\r\nIdempotency-Key: \t\r\n\r\n", ErrIdemKeyEmpty, 400, true},
+	{"idem key empty string", "POST /u HTTP/1.1\r\nIdempotency-Key: \"\"\r\n", ErrIdemKeyEmpty, 400, true},
+	{"idem key unterminated", "POST /u HTTP/1.1\r\nHost: h\r\nIdempotency-Key: \"abc\r\n\r\n", ErrIdemKeyString, 400, true},
+	{"idem key bad escape", "POST /u HTTP/1.1\r\nIdempotency-Key: \"a\\nb\"\r\n", ErrIdemKeyString, 400, true},
+	{"idem key list", "POST /u HTTP/1.1\r\nIdempotency-Key: \"a\", \"b\"\r\n", ErrIdemKeyString, 400, true},
+	{"idem key space in token", "POST /u HTTP/1.1\r\nIdempotency-Key: a b\r\n", ErrIdemKeyToken, 400, true},
+	{"idem key too long", "POST /u HTTP/1.1\r\nIdempotency-Key: " + strings.Repeat("k", MaxIdempotencyKey+1) + "\r\n", ErrIdemKeyTooLong, 400, true},
 }
 
 func TestParseErrors(t *testing.T) {
@@ -424,7 +440,8 @@ func TestParseLimits(t *testing.T) {
 func TestErrorsDistinct(t *testing.T) {
 	all := []*Error{ErrBadRequestLine, ErrBadVersion, ErrBadHeader, ErrObsFold, ErrBadContentLength,
 		ErrCLAndTE, ErrUnknownTE, ErrTEInHTTP10, ErrHeaderTooLarge, ErrTooManyFields, ErrURITooLong,
-		ErrBadExpect, ErrMissingHost, ErrBadHost, ErrBadChunk, ErrTrailerTooLarge}
+		ErrBadExpect, ErrMissingHost, ErrBadHost, ErrBadChunk, ErrTrailerTooLarge,
+		ErrIdemKeyRepeated, ErrIdemKeyEmpty, ErrIdemKeyTooLong, ErrIdemKeyString, ErrIdemKeyToken}
 	seen := map[string]bool{}
 	for _, e := range all {
 		if seen[e.Reason] {
@@ -442,7 +459,7 @@ func TestErrorsDistinct(t *testing.T) {
 }
 
 func TestParseAllocs(t *testing.T) {
-	for _, in := range []string{curlHead, browserHead} {
+	for _, in := range []string{curlHead, browserHead, idemHead} {
 		buf := []byte(in)
 		var r Request
 		allocs := testing.AllocsPerRun(100, func() {
@@ -462,9 +479,169 @@ func TestParseAllocs(t *testing.T) {
 			t.Errorf("Parse (need more) allocs = %v, want 0", allocs)
 		}
 	}
-	buf := []byte("GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1, 2\r\n\r\n")
+	for _, in := range []string{"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1, 2\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: h\r\nIdempotency-Key: \"a\\b\"\r\n\r\n"} {
+		buf := []byte(in)
+		var r Request
+		if allocs := testing.AllocsPerRun(100, func() { Parse(buf, &r) }); allocs != 0 {
+			t.Errorf("Parse (error) allocs = %v, want 0", allocs)
+		}
+	}
+
+	// IdempotencyKey into a buffer with room: no allocation either.
 	var r Request
-	if allocs := testing.AllocsPerRun(100, func() { Parse(buf, &r) }); allocs != 0 {
-		t.Errorf("Parse (error) allocs = %v, want 0", allocs)
+	if _, err := Parse([]byte(idemHead), &r); err != nil {
+		t.Fatal(err)
+	}
+	dst := make([]byte, 0, MaxIdempotencyKey)
+	allocs := testing.AllocsPerRun(100, func() {
+		k, err := IdempotencyKey(r.IdempotencyKey, dst[:0])
+		if err != nil || string(k) != `run-7"3\` {
+			t.Fatalf("IdempotencyKey = %q, %v", k, err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("IdempotencyKey allocs = %v, want 0", allocs)
+	}
+}
+
+// idemHead is a retrying client's upload.
+const idemHead = "POST /upload/sensors HTTP/1.1\r\n" +
+	"Host: 127.0.0.1:8080\r\n" +
+	"User-Agent: upsink-bench\r\n" +
+	"Content-Type: application/json\r\n" +
+	"Idempotency-Key: \"run-7\\\"3\\\\\"\r\n" +
+	"Content-Length: 312\r\n" +
+	"\r\n"
+
+var idemKeyTests = []struct {
+	name  string
+	value string // the field value as sent, OWS included
+	raw   string // Request.IdempotencyKey
+	key   string // IdempotencyKey(raw)
+	err   *Error
+}{
+	{"sf-string", `"abc-123"`, `"abc-123"`, "abc-123", nil},
+	{"token", "abc-123", "abc-123", "abc-123", nil},
+	{"stripe token", "idem_5f7d9e1c2b", "idem_5f7d9e1c2b", "idem_5f7d9e1c2b", nil},
+	{"OWS trimmed", " \t\"k\" \t", `"k"`, "k", nil},
+	{"one byte", `"x"`, `"x"`, "x", nil},
+	{"one byte token", "x", "x", "x", nil},
+	{"space inside string", `"a b"`, `"a b"`, "a b", nil},
+	{"only a space", `" "`, `" "`, " ", nil},
+	{"escaped quote", `"a\"b"`, `"a\"b"`, `a"b`, nil},
+	{"escaped backslash", `"a\\b"`, `"a\\b"`, `a\b`, nil},
+	{"only escapes", `"\"\\"`, `"\"\\"`, `"\`, nil},
+	{"all printable", `"` + printable + `"`, `"` + printable + `"`, strings.NewReplacer(`\\`, `\`, `\"`, `"`).Replace(printable), nil},
+	{"token with backslash and comma", `a\b,c;d=e`, `a\b,c;d=e`, `a\b,c;d=e`, nil},
+	{"string of 255", `"` + strings.Repeat("k", 255) + `"`, `"` + strings.Repeat("k", 255) + `"`, strings.Repeat("k", 255), nil},
+	{"token of 255", strings.Repeat("k", 255), strings.Repeat("k", 255), strings.Repeat("k", 255), nil},
+	{"255 after unescaping", `"` + strings.Repeat(`\"`, 255) + `"`, `"` + strings.Repeat(`\"`, 255) + `"`, strings.Repeat(`"`, 255), nil},
+
+	{"empty", "", "", "", ErrIdemKeyEmpty},
+	{"only OWS", " \t ", "", "", ErrIdemKeyEmpty},
+	{"empty string", `""`, "", "", ErrIdemKeyEmpty},
+	{"string of 256", `"` + strings.Repeat("k", 256) + `"`, "", "", ErrIdemKeyTooLong},
+	{"token of 256", strings.Repeat("k", 256), "", "", ErrIdemKeyTooLong},
+	{"256 after unescaping", `"` + strings.Repeat(`\\`, 256) + `"`, "", "", ErrIdemKeyTooLong},
+	{"lone DQUOTE", `"`, "", "", ErrIdemKeyString},
+	{"unterminated", `"abc`, "", "", ErrIdemKeyString},
+	{"escaped closing quote", `"abc\"`, "", "", ErrIdemKeyString},
+	{"trailing backslash", `"abc\`, "", "", ErrIdemKeyString},
+	{"bad escape n", `"a\nb"`, "", "", ErrIdemKeyString},
+	{"bad escape u", `"\u0041"`, "", "", ErrIdemKeyString},
+	{"bytes after string", `"a"b`, "", "", ErrIdemKeyString},
+	{"parameters after string", `"a";x=1`, "", "", ErrIdemKeyString},
+	{"two strings", `"a", "b"`, "", "", ErrIdemKeyString},
+	{"tab inside string", "\"a\tb\"", "", "", ErrIdemKeyString},
+	{"non-ASCII inside string", "\"caf\xc3\xa9\"", "", "", ErrIdemKeyString},
+	{"non-ASCII token", "caf\xc3\xa9", "", "", ErrIdemKeyToken},
+	{"DQUOTE inside token", `ab"c"`, "", "", ErrIdemKeyToken},
+	{"space inside token", "a b", "", "", ErrIdemKeyToken},
+	{"tab inside token", "a\tb", "", "", ErrIdemKeyToken},
+}
+
+// printable is every byte an sf-string may hold, with DQUOTE and backslash
+// escaped.
+var printable = func() string {
+	var b strings.Builder
+	for c := byte(0x20); c <= 0x7e; c++ {
+		if c == '"' || c == '\\' {
+			b.WriteByte('\\')
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}()
+
+func TestParseIdempotencyKey(t *testing.T) {
+	for _, tt := range idemKeyTests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, name := range []string{"Idempotency-Key", "idempotency-key", "IDEMPOTENCY-KEY"} {
+				in := "POST /u HTTP/1.1\r\nHost: h\r\n" + name + ":" + tt.value + "\r\nContent-Length: 0\r\n\r\n"
+				var r Request
+				n, err := Parse([]byte(in), &r)
+				if tt.err != nil {
+					if err != tt.err || n != 0 {
+						t.Fatalf("%s: Parse = %d, %v; want 0, %v", name, n, err, tt.err)
+					}
+				} else if err != nil || n != len(in) || string(r.IdempotencyKey) != tt.raw || r.IdempotencyKey == nil {
+					t.Fatalf("%s: Parse = %d, %v, %s; want %d, key %q", name, n, err, dumpReq(&r), len(in), tt.raw)
+				}
+			}
+
+			// IdempotencyKey on the trimmed value: the same verdict, and
+			// the key appended after what dst held.
+			v := trimOWS([]byte(tt.value))
+			got, err := IdempotencyKey(v, []byte("pre:"))
+			if err != errOrNil(tt.err) {
+				t.Fatalf("IdempotencyKey = %q, %v; want %v", got, err, tt.err)
+			}
+			want := "pre:" + tt.key
+			if tt.err != nil {
+				want = "pre:"
+			}
+			if string(got) != want {
+				t.Fatalf("IdempotencyKey = %q; want %q", got, want)
+			}
+			if tt.err == nil {
+				// The key quoted again as an sf-string is the same key.
+				if k2, err := IdempotencyKey(quoteKey(got[4:]), nil); err != nil || string(k2) != tt.key {
+					t.Fatalf("round trip: %q, %v", k2, err)
+				}
+			}
+		})
+	}
+}
+
+// errOrNil turns a nil *Error into a nil error.
+func errOrNil(e *Error) error {
+	if e == nil {
+		return nil
+	}
+	return e
+}
+
+// quoteKey serializes k as an sf-string.
+func quoteKey(k []byte) []byte {
+	q := []byte{'"'}
+	for _, c := range k {
+		if c == '"' || c == '\\' {
+			q = append(q, '\\')
+		}
+		q = append(q, c)
+	}
+	return append(q, '"')
+}
+
+func TestParseIdempotencyKeyAbsent(t *testing.T) {
+	var r Request
+	if _, err := Parse([]byte(curlHead), &r); err != nil || r.IdempotencyKey != nil {
+		t.Fatalf("Parse = %v, key %q; want nil", err, r.IdempotencyKey)
+	}
+	// Names that only look alike are other fields.
+	in := "POST /u HTTP/1.1\r\nHost: h\r\nIdempotency-Keys: a b\r\nX-Idempotency-Key: \"\r\nIdempotency_Key: \r\n\r\n"
+	if _, err := Parse([]byte(in), &r); err != nil || r.IdempotencyKey != nil {
+		t.Fatalf("look-alikes: Parse = %v, key %q", err, r.IdempotencyKey)
 	}
 }

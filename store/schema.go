@@ -65,7 +65,19 @@ const (
   batch_id BIGINT UNSIGNED NOT NULL PRIMARY KEY,
   first_id BIGINT UNSIGNED NOT NULL,
   row_count INT UNSIGNED NOT NULL,
-  committed_at DATETIME(6) NOT NULL)`
+  committed_at DATETIME(6) NOT NULL,
+  spool_id CHAR(32) CHARACTER SET ascii NULL,
+  spool_first BIGINT UNSIGNED NULL,
+  spool_last BIGINT UNSIGNED NULL,
+  KEY spool (spool_id, spool_last),
+  KEY committed (committed_at))`
+	// A ledger created before spool replay (issue 8) gets the new columns.
+	alterLedger = `ALTER TABLE upsink_batches
+  ADD COLUMN IF NOT EXISTS spool_id CHAR(32) CHARACTER SET ascii NULL,
+  ADD COLUMN IF NOT EXISTS spool_first BIGINT UNSIGNED NULL,
+  ADD COLUMN IF NOT EXISTS spool_last BIGINT UNSIGNED NULL,
+  ADD KEY IF NOT EXISTS spool (spool_id, spool_last),
+  ADD KEY IF NOT EXISTS committed (committed_at)`
 )
 
 func (s *Store) setup(ctx context.Context, c *sql.Conn) error {
@@ -84,9 +96,18 @@ func (s *Store) setup(ctx context.Context, c *sql.Conn) error {
 		// for Reader:: names); the server must accept it.
 		return errors.New("store: the server has local_infile=OFF; upsink writes with LOAD DATA LOCAL and needs it ON")
 	}
-	for _, q := range []string{createUploads, createLedger} {
+	for _, q := range []string{createUploads, createLedger, createIdem} {
 		if _, err := c.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("store: create tables: %w", err)
+		}
+	}
+	var hasSpool int
+	if err := c.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'upsink_batches' AND COLUMN_NAME = 'spool_last'").Scan(&hasSpool); err != nil {
+		return fmt.Errorf("store: ledger columns: %w", err)
+	}
+	if hasSpool == 0 {
+		if _, err := c.ExecContext(ctx, alterLedger); err != nil {
+			return fmt.Errorf("store: add the ledger's spool columns: %w", err)
 		}
 	}
 	var txCapable string

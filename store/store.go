@@ -107,6 +107,7 @@ package store
 import (
 	"database/sql"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strconv"
@@ -119,14 +120,27 @@ import (
 
 // Config configures a Store. Zero values select the defaults.
 type Config struct {
-	DSN           string             // go-sql-driver form; the store adds what it needs (e.g. parseTime, interpolateParams=false, the reader handler name) itself
-	QueueLen      int                // bounded queue capacity in jobs; default 4096
-	MaxBatchRows  int                // default 1000
-	MaxBatchBytes int                // sum of body bytes per batch; default 8 MiB
-	RetryAfter    time.Duration      // (informational for callers) default 1s
-	Logger        *slog.Logger       // default slog.Default()
-	StallAfter    time.Duration      // a database call outstanding this long makes the store not ready and fails queued jobs; default 2s (see "Stalls" in the package doc)
-	OnDone        func(batch []*Job) // called once per finished batch after every job's ID/Err is set, by the writer goroutine or (jobs failed while the database stalls) its watchdog, one call at a time; must not block; must not retain the slice
+	DSN           string        // go-sql-driver form; the store adds what it needs (e.g. parseTime, interpolateParams=false, the reader handler name) itself
+	QueueLen      int           // bounded queue capacity in jobs; default 4096
+	MaxBatchRows  int           // default 1000
+	MaxBatchBytes int           // sum of body bytes per batch; default 8 MiB
+	RetryAfter    time.Duration // (informational for callers) default 1s
+	Logger        *slog.Logger  // default slog.Default()
+	StallAfter    time.Duration // a database call outstanding this long makes the store not ready and fails queued jobs; default 2s (see "Stalls" in the package doc)
+	// DivertAfter: while a database call has been outstanding this long,
+	// Submit refuses (ErrBusy) and queued jobs are handed back with
+	// ErrBusy, so the caller can make them durable elsewhere (the spool).
+	// Default: StallAfter (no earlier diversion). See "Stalls".
+	DivertAfter time.Duration
+	// IdempotencyTTL is how long an Idempotency-Key and its answer are kept
+	// (upsink_idem), and the batch ledger with them; default 24h, at least
+	// a minute. Both are pruned in bounded batches when the writer is idle.
+	IdempotencyTTL time.Duration
+	// SpoolID identifies the spool whose records are replayed through this
+	// store (Job.SpoolSeq); it keys their ranges in the ledger. Required
+	// when any job carries a SpoolSeq.
+	SpoolID string
+	OnDone  func(batch []*Job) // called once per finished batch after every job's ID/Err is set, by the writer goroutine or (jobs failed while the database stalls) its watchdog, one call at a time; must not block; must not retain the slice
 }
 
 // Job is one upload. The caller owns it and its byte slices until OnDone hands it back; the store only reads them.
@@ -137,16 +151,47 @@ type Job struct {
 	ReceivedAt  time.Time // stored as UTC DATETIME(6)
 	Body        []byte
 	Tag         uint64 // opaque to the store; the caller's handle
+	// IdemKey is the upload's Idempotency-Key (empty: none) and Fingerprint
+	// the SHA-256 of its body (set by the caller when IdemKey is). The key
+	// is scoped to the stream; see idem.go.
+	IdemKey     []byte
+	Fingerprint [32]byte
+	// SpoolSeq > 0 marks a record replayed from the spool Config.SpoolID:
+	// its seq is recorded in the ledger in the same transaction as its row.
+	// SpoolAnswer is the answer its client got (202 with that seq), stored
+	// with its key.
+	SpoolSeq uint64
 	// Set by the writer before OnDone:
-	ID  uint64 // auto-increment id of the committed row (0 on error)
-	Err error  // nil = committed durably; otherwise ErrUnavailable (db down / batch failed, nothing committed) — never nil unless committed
+	ID  uint64 // id of the committed row (0 on error)
+	Err error  // nil = committed durably (or Prior); otherwise why not — never nil unless committed
+	// Prior is set (Err nil) when the key was already committed with the
+	// same body: no row was written, and Prior is the first answer.
+	Prior Answer
+}
+
+// Answer is what an upload's client was told: 201 with the row's id, or
+// 202 with the spool seq it was appended at. Status 0 = none.
+type Answer struct {
+	Status   uint16
+	ID       uint64
+	SpoolSeq uint64
 }
 
 var (
 	ErrQueueFull   = errors.New("store: queue full")
 	ErrUnavailable = errors.New("store: database unavailable")
 	ErrClosed      = errors.New("store: closed")
+	ErrBusy        = errors.New("store: database call outstanding past DivertAfter")
+	// ErrKeyMismatch: the Idempotency-Key was already used with a different body.
+	ErrKeyMismatch = errors.New("store: idempotency key reused with a different body")
 )
+
+// RejectedError is a job's Err when the database refused that row itself
+// (its batch was split until only it failed; see bisect.go). Retrying it
+// cannot succeed.
+type RejectedError struct{ Reason string }
+
+func (e *RejectedError) Error() string { return "store: row refused by the database: " + e.Reason }
 
 // Stats are cumulative counters since Open, plus the current queue length.
 type Stats struct {
@@ -154,6 +199,10 @@ type Stats struct {
 	Rows      uint64 // rows committed (= jobs acknowledged)
 	Failed    uint64 // jobs handed back with ErrUnavailable
 	Recovered uint64 // batches whose outcome was unknown and was resolved through the ledger
+	Rejected  uint64 // jobs refused by the database alone (after bisecting their batch)
+	Prior     uint64 // jobs answered from their Idempotency-Key's first answer, no row written
+	Split     uint64 // batches split in two because one of their rows was refused
+	Pruned    uint64 // idempotency keys and ledger rows pruned after IdempotencyTTL
 	QueueLen  int    // jobs waiting in the queue now
 }
 
@@ -164,6 +213,8 @@ const (
 	defaultRetryAfter    = time.Second
 	defaultDialTimeout   = 2 * time.Second
 	defaultStallAfter    = 2 * time.Second
+	defaultIdemTTL       = 24 * time.Hour
+	minIdemTTL           = time.Minute
 	// The driver's per-read and per-write deadlines (readTimeout and
 	// writeTimeout in the DSN, which override these). They bound how long
 	// the server may stay silent within one statement, not the statement:
@@ -202,10 +253,11 @@ type Store struct {
 	mu     sync.RWMutex // Submit holds it shared while sending; Close exclusively while closing queue
 	closed bool
 
-	ready    atomic.Bool
-	curConn  atomic.Uint64 // CONNECTION_ID() of the writer's connection, for tests
-	done     chan struct{}
-	closeErr error // set by the writer before done is closed
+	ready     atomic.Bool
+	diverting atomic.Bool   // a database call has been outstanding past DivertAfter (set by the watchdog, cleared by busy/idle)
+	curConn   atomic.Uint64 // CONNECTION_ID() of the writer's connection, for tests
+	done      chan struct{}
+	closeErr  error // set by the writer before done is closed
 
 	doneMu    sync.Mutex   // held around each OnDone call (writer and watchdog)
 	epoch     time.Time    // monotonic reference for busySince
@@ -214,6 +266,7 @@ type Store struct {
 	watchDone chan struct{}
 
 	batches, rows, failed, recovered atomic.Uint64
+	rejected, prior, split, pruned   atomic.Uint64
 
 	// Owned by the writer goroutine.
 	conn        *sql.Conn
@@ -224,6 +277,11 @@ type Store struct {
 	nextBatch   uint64
 	batch       []*Job // jobs drained for the current batch, handed to OnDone
 	valid       []*Job // the part of batch that goes to the database
+	load        []*Job // of the current attempt's jobs, those loaded as rows (idem.go)
+	verdicts    []verdict
+	priors      []Answer
+	sameAs      []int32
+	lastPrune   time.Time
 	spill       []*Job // jobs failed fast while resolving an unknown outcome
 	carry       *Job   // drained but did not fit in the previous batch
 	qclosed     bool   // the queue channel is closed and empty
@@ -275,6 +333,18 @@ func open(cfg Config, hooks *testHooks) (*Store, error) {
 	}
 	if cfg.StallAfter == 0 {
 		cfg.StallAfter = defaultStallAfter
+	}
+	if cfg.DivertAfter <= 0 || cfg.DivertAfter > cfg.StallAfter {
+		cfg.DivertAfter = cfg.StallAfter
+	}
+	if cfg.IdempotencyTTL == 0 {
+		cfg.IdempotencyTTL = defaultIdemTTL
+	}
+	if cfg.IdempotencyTTL < minIdemTTL {
+		return nil, fmt.Errorf("store: IdempotencyTTL %s is below %s", cfg.IdempotencyTTL, minIdemTTL)
+	}
+	if cfg.SpoolID != "" && !validSpoolID(cfg.SpoolID) {
+		return nil, fmt.Errorf("store: SpoolID %q is not 32 hex digits", cfg.SpoolID)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -329,6 +399,9 @@ func (s *Store) Submit(j *Job) error {
 	if !s.ready.Load() {
 		return ErrUnavailable
 	}
+	if s.diverting.Load() {
+		return ErrBusy
+	}
 	select {
 	case s.queue <- j:
 		return nil
@@ -371,6 +444,10 @@ func (s *Store) Stats() Stats {
 		Rows:      s.rows.Load(),
 		Failed:    s.failed.Load(),
 		Recovered: s.recovered.Load(),
+		Rejected:  s.rejected.Load(),
+		Prior:     s.prior.Load(),
+		Split:     s.split.Load(),
+		Pruned:    s.pruned.Load(),
 		QueueLen:  len(s.queue),
 	}
 }

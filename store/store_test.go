@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -679,7 +680,7 @@ func BenchmarkStore(b *testing.B) {
 }
 
 // TestLoadWarningFailsBatch: data the server only warns about (LOCAL implies
-// IGNORE) fails the whole batch instead of being acknowledged truncated.
+// IGNORE) is refused instead of being acknowledged truncated.
 func TestLoadWarningFailsBatch(t *testing.T) {
 	s, col, db := openTest(t, Config{}, nil)
 	if _, err := db.Exec("ALTER TABLE uploads MODIFY stream VARCHAR(4) CHARACTER SET ascii NOT NULL"); err != nil {
@@ -688,8 +689,9 @@ func TestLoadWarningFailsBatch(t *testing.T) {
 	j := &Job{Tag: 1, Stream: []byte("longer-than-4"), Body: []byte("x")}
 	mustSubmit(t, s, j)
 	col.waitFor(t, 1)
-	if j.Err != ErrUnavailable || j.ID != 0 {
-		t.Fatalf("job: id %d err %v, want ErrUnavailable", j.ID, j.Err)
+	var re *RejectedError
+	if !errors.As(j.Err, &re) || j.ID != 0 || !strings.Contains(re.Reason, "1265") {
+		t.Fatalf("job: id %d err %v, want a RejectedError for warning 1265", j.ID, j.Err)
 	}
 	if got := countRows(t, db, "uploads"); got != 0 {
 		t.Fatalf("%d rows after a failed batch", got)

@@ -15,19 +15,31 @@ import (
 // timeout, and the batch it belongs to gets its true answer from the writer
 // (see "Stalls" in the package doc). Ready turns true again when a database
 // call of the writer succeeds.
+//
+// Earlier, at DivertAfter (the server's --spool-after), the store only
+// diverts: Submit refuses with ErrBusy and queued jobs are handed back with
+// ErrBusy (nothing of them was sent), so the caller can make them durable in
+// its spool instead of letting them wait behind the call. Ready stays true:
+// a slow statement is not yet a dead database. Diverting ends with the call.
 
 // busy records that the writer is about to wait on the database (a statement,
 // a ping, a connect). Each call restarts the stall clock: a batch of several
 // quick statements is not a stall however long it takes in all.
-func (s *Store) busy() { s.busySince.Store(int64(time.Since(s.epoch)) + 1) }
+func (s *Store) busy() {
+	s.busySince.Store(int64(time.Since(s.epoch)) + 1)
+	s.diverting.Store(false)
+}
 
 // idle records that the writer waits on nothing.
-func (s *Store) idle() { s.busySince.Store(0) }
+func (s *Store) idle() {
+	s.busySince.Store(0)
+	s.diverting.Store(false)
+}
 
 // watch is the watchdog goroutine; it returns when stopWatch is closed.
 func (s *Store) watch() {
 	defer close(s.watchDone)
-	t := time.NewTicker(max(s.cfg.StallAfter/4, time.Millisecond))
+	t := time.NewTicker(max(s.cfg.DivertAfter/4, time.Millisecond))
 	defer t.Stop()
 	stalled := false
 	spill := make([]*Job, 0, s.cfg.MaxBatchRows)
@@ -39,10 +51,19 @@ func (s *Store) watch() {
 		}
 		since := s.busySince.Load()
 		d := time.Duration(int64(time.Since(s.epoch)) + 1 - since)
-		if since == 0 || d < s.cfg.StallAfter {
+		if since == 0 || d < s.cfg.DivertAfter {
 			stalled = false
+			s.diverting.Store(false) // also if set just after the writer's busy or idle cleared it
 			continue
 		}
+		if d < s.cfg.StallAfter {
+			if !s.diverting.Swap(true) {
+				s.log.Info("store: database call slow: diverting new and queued jobs", "waiting_for", d.Round(time.Millisecond))
+			}
+			spill = s.drainFail(spill, ErrBusy)
+			continue
+		}
+		s.diverting.Store(true)
 		wasReady := s.ready.Swap(false)
 		if !stalled {
 			stalled = true
@@ -50,15 +71,15 @@ func (s *Store) watch() {
 				s.log.Warn("store: database stalled: not ready, failing queued jobs", "waiting_for", d.Round(time.Millisecond))
 			}
 		}
-		spill = s.drainFail(spill)
+		spill = s.drainFail(spill, ErrUnavailable)
 	}
 }
 
 // drainFail takes every job waiting in the queue right now (without blocking
 // and without touching the writer's carry) and hands them back failed with
-// ErrUnavailable, MaxBatchRows per OnDone call. buf is scratch; it is
-// returned for reuse.
-func (s *Store) drainFail(buf []*Job) []*Job {
+// why, MaxBatchRows per OnDone call. buf is scratch; it is returned for
+// reuse.
+func (s *Store) drainFail(buf []*Job, why error) []*Job {
 	for {
 		buf = buf[:0]
 	drain:
@@ -76,7 +97,7 @@ func (s *Store) drainFail(buf []*Job) []*Job {
 		if len(buf) == 0 {
 			return buf
 		}
-		s.fail(buf)
+		s.failWith(buf, why)
 		s.handBack(buf)
 		clear(buf)
 		if len(buf) < s.cfg.MaxBatchRows {

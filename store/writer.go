@@ -80,6 +80,7 @@ func (s *Store) tick() time.Duration {
 		s.lastOK = time.Now()
 		s.ready.Store(true)
 	}
+	s.prune()
 	return idlePing
 }
 
@@ -113,7 +114,7 @@ func (s *Store) handle() {
 	s.valid = s.valid[:0]
 	for _, j := range s.batch {
 		j.ID, j.Err = 0, nil
-		if err := validate(j); err != nil {
+		if err := s.validate(j); err != nil {
 			s.log.Error("store: job rejected", "tag", j.Tag, "err", err)
 			j.Err = ErrUnavailable
 			s.failed.Add(1)
@@ -143,16 +144,24 @@ func (s *Store) handBack(jobs []*Job) {
 	s.cfg.OnDone(jobs)
 }
 
-func (s *Store) fail(jobs []*Job) {
+func (s *Store) fail(jobs []*Job) { s.failWith(jobs, ErrUnavailable) }
+
+func (s *Store) failWith(jobs []*Job, why error) {
 	for _, j := range jobs {
-		j.ID, j.Err = 0, ErrUnavailable
+		j.ID, j.Err, j.Prior = 0, why, Answer{}
 	}
 	s.failed.Add(uint64(len(jobs)))
 }
 
 // validate rejects jobs the table cannot hold exactly (in a LOAD DATA LOCAL
 // they would only raise warnings, failing the whole batch).
-func validate(j *Job) error {
+func (s *Store) validate(j *Job) error {
+	if len(j.IdemKey) > 255 {
+		return errors.New("idempotency key longer than 255 bytes")
+	}
+	if j.SpoolSeq > 0 && s.cfg.SpoolID == "" {
+		return errors.New("spool seq without Config.SpoolID")
+	}
 	if len(j.Stream) > 64 || !isASCII(j.Stream) {
 		return errors.New("stream longer than 64 bytes or not ASCII")
 	}
@@ -179,9 +188,43 @@ func isASCII(b []byte) bool {
 	return true
 }
 
-// write commits jobs as one batch, resolving unknown outcomes through the
-// ledger, and sets every job's ID/Err.
+// write commits jobs, splitting the batch when the database refuses one of
+// its rows (bisect.go), and sets every job's result.
 func (s *Store) write(jobs []*Job, now time.Time) {
+	err := s.commit(jobs, now)
+	if err == nil {
+		return
+	}
+	de, ok := asDataError(err)
+	if !ok {
+		s.fail(jobs)
+		return
+	}
+	if len(jobs) == 1 {
+		jobs[0].ID, jobs[0].Err, jobs[0].Prior = 0, &RejectedError{Reason: de.reason}, Answer{}
+		s.rejected.Add(1)
+		s.failed.Add(1)
+		s.log.Error("store: upload refused by the database", "tag", jobs[0].Tag, "stream", string(jobs[0].Stream), "bytes", len(jobs[0].Body), "reason", de.reason)
+		return
+	}
+	s.split.Add(1)
+	mid := len(jobs) / 2
+	s.log.Warn("store: batch refused a row: splitting it", "rows", len(jobs), "reason", de.reason)
+	s.write(jobs[:mid], now)
+	s.write(jobs[mid:], now)
+}
+
+// commit writes jobs as one batch, resolving unknown outcomes through the
+// ledger, and on success sets every job's result. A known failure is
+// retried once (not one the data caused: the same rows would fail again);
+// the error is returned with the jobs' results unset.
+func (s *Store) commit(jobs []*Job, now time.Time) error {
+	if s.conn == nil {
+		if err := s.connect(); err != nil {
+			s.log.Warn("store: reconnect failed", "err", err)
+			return err
+		}
+	}
 	for attempt := 0; ; attempt++ {
 		// A fresh batch id per attempt: on a non-transactional engine a failed
 		// attempt may have left its ledger row behind.
@@ -193,7 +236,7 @@ func (s *Store) write(jobs []*Job, now time.Time) {
 			s.log.Warn("store: batch outcome unknown, resolving via ledger", "batch", id, "rows", len(jobs), "err", err)
 			s.dropConn()
 			var committed bool
-			first, committed = s.resolve(id, len(jobs), oldID, oldStart)
+			first, committed = s.resolve(id, len(s.load), oldID, oldStart)
 			s.recovered.Add(1)
 			s.log.Info("store: batch outcome resolved", "batch", id, "committed", committed, "first_id", first)
 			if committed {
@@ -204,28 +247,24 @@ func (s *Store) write(jobs []*Job, now time.Time) {
 			}
 		}
 		if err == nil {
-			for i, j := range jobs {
-				j.ID, j.Err = first+uint64(i), nil
-			}
+			s.settle(jobs, first)
 			s.batches.Add(1)
-			s.rows.Add(uint64(len(jobs)))
+			s.rows.Add(uint64(len(s.load)))
 			s.lastOK = time.Now()
 			s.ready.Store(true)
-			return
+			return nil
 		}
 		s.log.Error("store: batch failed", "batch", id, "rows", len(jobs), "attempt", attempt+1, "err", err)
-		if attempt == 0 {
-			if s.conn == nil {
-				if cerr := s.connect(); cerr != nil {
-					s.log.Warn("store: reconnect failed", "err", cerr)
-				}
-			}
-			if s.conn != nil {
-				continue // nothing was committed: retry once
+		if _, data := asDataError(err); data || attempt > 0 {
+			return err
+		}
+		if s.conn == nil {
+			if cerr := s.connect(); cerr != nil {
+				s.log.Warn("store: reconnect failed", "err", cerr)
+				return err
 			}
 		}
-		s.fail(jobs)
-		return
+		// nothing was committed: retry once
 	}
 }
 

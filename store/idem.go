@@ -1,0 +1,280 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// Idempotency keys, inside the batch transaction. Before the LOAD, the
+// writer locks the batch's keys in upsink_idem (SELECT ... FOR UPDATE): a key
+// committed before with the same body fingerprint gives its job that first
+// answer (Job.Prior) and no row; with another fingerprint, ErrKeyMismatch.
+// The other keyed jobs are loaded, and their keys inserted with their answers
+// after the LOAD, in the same transaction as their rows, so a key and its row
+// can never disagree. A key whose expires_at has passed counts as absent and
+// is overwritten. Keys are pruned after Config.IdempotencyTTL (prune).
+//
+// Two jobs of one batch with one key (which the server's in-flight check
+// makes rare: a spooled record and its retry, after a restart) are judged
+// against each other like against a committed key: the later one takes the
+// earlier one's answer, or ErrKeyMismatch.
+
+const createIdem = `CREATE TABLE IF NOT EXISTS upsink_idem (
+  stream VARCHAR(64) CHARACTER SET ascii NOT NULL,
+  idem_key VARBINARY(255) NOT NULL,
+  fingerprint BINARY(32) NOT NULL,
+  status SMALLINT UNSIGNED NOT NULL,
+  upload_id BIGINT UNSIGNED NOT NULL,
+  spool_seq BIGINT UNSIGNED NOT NULL,
+  expires_at DATETIME(6) NOT NULL,
+  PRIMARY KEY (stream, idem_key),
+  KEY expires (expires_at))`
+
+// verdict is what the current attempt does with one job.
+type verdict uint8
+
+const (
+	vLoad     verdict = iota // loaded as a row
+	vPrior                   // its key was committed with this body: answered from s.priors
+	vMismatch                // its key was committed with another body
+	vSameAs                  // its key is an earlier job's in this batch, same body: that job's answer (s.sameAs)
+)
+
+// judgeKeys sets s.verdicts (and s.priors, s.sameAs) for jobs and fills
+// s.load with the jobs to load. It runs inside tx, before the LOAD.
+func (s *Store) judgeKeys(ctx context.Context, tx *sql.Tx, jobs []*Job) error {
+	s.verdicts = s.verdicts[:0]
+	s.priors = s.priors[:0]
+	s.sameAs = s.sameAs[:0]
+	s.load = s.load[:0]
+	keyed := 0
+	for range jobs {
+		s.verdicts = append(s.verdicts, vLoad)
+		s.priors = append(s.priors, Answer{})
+		s.sameAs = append(s.sameAs, 0)
+	}
+	for i, j := range jobs {
+		if len(j.IdemKey) == 0 {
+			continue
+		}
+		keyed++
+		for k := 0; k < i; k++ {
+			o := jobs[k]
+			if len(o.IdemKey) > 0 && s.verdicts[k] == vLoad && bytes.Equal(o.IdemKey, j.IdemKey) && bytes.Equal(o.Stream, j.Stream) {
+				if o.Fingerprint == j.Fingerprint {
+					s.verdicts[i], s.sameAs[i] = vSameAs, int32(k)
+				} else {
+					s.verdicts[i] = vMismatch
+				}
+				break
+			}
+		}
+	}
+	if keyed > 0 {
+		if err := s.lockKeys(ctx, tx, jobs); err != nil {
+			return err
+		}
+	}
+	for i, j := range jobs {
+		if s.verdicts[i] == vLoad {
+			s.load = append(s.load, j)
+		}
+	}
+	return nil
+}
+
+// lockKeys reads (and locks) the batch's keys that are already committed.
+// Keys and streams travel as hex literals: nothing user-supplied is ever
+// quoted into SQL.
+func (s *Store) lockKeys(ctx context.Context, tx *sql.Tx, jobs []*Job) error {
+	b := append(s.sqlBuf[:0], "SELECT stream, idem_key, fingerprint, status, upload_id, spool_seq, expires_at > NOW(6) FROM upsink_idem WHERE (stream, idem_key) IN ("...)
+	n := 0
+	for i, j := range jobs {
+		if len(j.IdemKey) == 0 || s.verdicts[i] != vLoad {
+			continue
+		}
+		if n > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, "(X'"...)
+		b = hex.AppendEncode(b, j.Stream)
+		b = append(b, "',X'"...)
+		b = hex.AppendEncode(b, j.IdemKey)
+		b = append(b, "')"...)
+		n++
+	}
+	b = append(b, ") FOR UPDATE"...)
+	s.sqlBuf = b
+	if n == 0 {
+		return nil
+	}
+	s.busy()
+	rows, err := tx.QueryContext(ctx, string(b))
+	if err != nil {
+		return fmt.Errorf("store: read idempotency keys: %w", err)
+	}
+	defer rows.Close()
+	var stream, key, fp []byte
+	var a Answer
+	var live bool
+	for rows.Next() {
+		if err := rows.Scan(&stream, &key, &fp, &a.Status, &a.ID, &a.SpoolSeq, &live); err != nil {
+			return fmt.Errorf("store: read idempotency keys: %w", err)
+		}
+		if !live {
+			continue // expired, not yet pruned: absent, overwritten below
+		}
+		for i, j := range jobs {
+			if s.verdicts[i] != vLoad || !bytes.Equal(j.IdemKey, key) || !bytes.Equal(j.Stream, stream) {
+				continue
+			}
+			if bytes.Equal(j.Fingerprint[:], fp) {
+				s.verdicts[i], s.priors[i] = vPrior, a
+			} else {
+				s.verdicts[i] = vMismatch
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("store: read idempotency keys: %w", err)
+	}
+	return nil
+}
+
+// insertKeys records the loaded keyed jobs' keys with their answers: 201 and
+// the row's id, or, for a record replayed from the spool, the 202 its client
+// got. first is the id of the first loaded row.
+func (s *Store) insertKeys(ctx context.Context, tx *sql.Tx, first uint64) error {
+	b := append(s.sqlBuf[:0], "INSERT INTO upsink_idem (stream, idem_key, fingerprint, status, upload_id, spool_seq, expires_at) VALUES "...)
+	n := 0
+	ttl := strconv.FormatInt(int64(s.cfg.IdempotencyTTL/time.Second), 10)
+	for i, j := range s.load {
+		if len(j.IdemKey) == 0 {
+			continue
+		}
+		if n > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, "(X'"...)
+		b = hex.AppendEncode(b, j.Stream)
+		b = append(b, "',X'"...)
+		b = hex.AppendEncode(b, j.IdemKey)
+		b = append(b, "',X'"...)
+		b = hex.AppendEncode(b, j.Fingerprint[:])
+		b = append(b, "',"...)
+		if j.SpoolSeq > 0 {
+			b = append(b, "202,0,"...)
+			b = strconv.AppendUint(b, j.SpoolSeq, 10)
+		} else {
+			b = append(b, "201,"...)
+			b = strconv.AppendUint(b, first+uint64(i), 10)
+			b = append(b, ",0"...)
+		}
+		b = append(b, ",NOW(6) + INTERVAL "...)
+		b = append(b, ttl...)
+		b = append(b, " SECOND)"...)
+		n++
+	}
+	// Only an expired key can already be there (a live one made its job vPrior or vMismatch).
+	b = append(b, " ON DUPLICATE KEY UPDATE fingerprint=VALUES(fingerprint), status=VALUES(status), upload_id=VALUES(upload_id), spool_seq=VALUES(spool_seq), expires_at=VALUES(expires_at)"...)
+	s.sqlBuf = b
+	if n == 0 {
+		return nil
+	}
+	s.busy()
+	if _, err := tx.ExecContext(ctx, string(b)); err != nil {
+		return fmt.Errorf("store: insert idempotency keys: %w", err)
+	}
+	return nil
+}
+
+// settle sets every job's result after its attempt committed; first is the
+// id of the first loaded row.
+func (s *Store) settle(jobs []*Job, first uint64) {
+	li := uint64(0)
+	for i, j := range jobs {
+		j.ID, j.Err, j.Prior = 0, nil, Answer{}
+		switch s.verdicts[i] {
+		case vLoad:
+			j.ID = first + li
+			li++
+		case vPrior:
+			j.Prior = s.priors[i]
+			j.ID = j.Prior.ID
+			s.prior.Add(1)
+		case vMismatch:
+			j.Err = ErrKeyMismatch
+		}
+	}
+	for i, j := range jobs { // after the loop above: the earlier job's answer is known
+		if s.verdicts[i] != vSameAs {
+			continue
+		}
+		k := s.sameAs[i]
+		o := jobs[k]
+		switch {
+		case s.verdicts[k] == vMismatch: // the committed key has another body than both
+			j.Err = ErrKeyMismatch
+			continue
+		case s.verdicts[k] == vPrior:
+			j.Prior = o.Prior
+		case o.SpoolSeq > 0:
+			j.Prior = Answer{Status: 202, SpoolSeq: o.SpoolSeq}
+		default:
+			j.Prior = Answer{Status: 201, ID: o.ID}
+		}
+		j.ID = j.Prior.ID
+		s.prior.Add(1)
+	}
+}
+
+// prune deletes, in bounded batches, idempotency keys past their expiry and
+// ledger rows older than the TTL (the ledger is only read for batches in
+// flight at a crash and for spool records replayed but not yet acknowledged,
+// both far younger). Called by the idle writer; one batch of each per call.
+func (s *Store) prune() {
+	if s.conn == nil || time.Since(s.lastPrune) < pruneEvery {
+		return
+	}
+	s.lastPrune = time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
+	defer cancel()
+	ttl := strconv.FormatInt(int64(s.cfg.IdempotencyTTL/time.Second), 10)
+	for _, q := range [...]string{
+		"DELETE FROM upsink_idem WHERE expires_at < NOW(6) LIMIT " + strconv.Itoa(pruneBatch),
+		"DELETE FROM upsink_batches WHERE committed_at < NOW(6) - INTERVAL " + ttl + " SECOND LIMIT " + strconv.Itoa(pruneBatch),
+	} {
+		s.busy()
+		res, err := s.conn.ExecContext(ctx, q)
+		if err != nil {
+			s.log.Warn("store: prune failed", "err", err)
+			return
+		}
+		if n, err := res.RowsAffected(); err == nil && n > 0 {
+			s.pruned.Add(uint64(n))
+			if n == int64(pruneBatch) {
+				s.lastPrune = time.Time{} // more to do: again at the next idle tick
+			}
+		}
+	}
+}
+
+// Pruning: at most pruneBatch rows of each table per idle tick, at most
+// every pruneEvery unless a tick found a full batch.
+var (
+	pruneEvery = 10 * time.Second
+	pruneBatch = 1000
+)
+
+func validSpoolID(id string) bool {
+	if len(id) != 32 {
+		return false
+	}
+	_, err := hex.DecodeString(id)
+	return err == nil
+}
