@@ -38,10 +38,12 @@
 # doubled or changed an acknowledged upload, or left the spool undrained.
 #
 # Environment: FAULTS_ONLY (scenario numbers, e.g. "1 4" or 2,5; default all),
+# FAULTS_SHORT (1: the short version for make test, every time at 40 % and 16
+# clients), FAULTS_TIME_PCT (100), FAULTS_CLIENTS (64), FAULTS_BODY (1KiB),
 # FAULTS_IDEM_ALL (1: idempotent clients in every scenario, not only in 7),
-# FAULTS_BENCH (an upsink-bench binary to use instead of building bin/upsink-bench),
-# FAULTS_CLIENTS (64), FAULTS_BODY (1KiB), FAULTS_PORT (first port tried,
-# 18700; 18700-18799), FAULTS_SPOOL_AFTER (1s), FAULTS_DRAIN_TIMEOUT (60 s),
+# FAULTS_PORT (first port tried, 18700; 18700-18799), FAULTS_SPOOL_AFTER (1s),
+# FAULTS_DRAIN_TIMEOUT (60 s), FAULTS_BENCH (an upsink-bench binary to use
+# instead of building bin/upsink-bench),
 # GO. Server features are detected: without --spool-dir (before issue 8's
 # server) upsink runs without a spool and refuses (503) while MariaDB is away;
 # without load --idempotency scenario 7 runs plain clients and says so.
@@ -55,7 +57,11 @@ GO="${GO:-go}"
 . deploy/mariadb.sh
 ONLY="${FAULTS_ONLY:-1 2 3 4 5 6 7}"
 ONLY="${ONLY//,/ }"
-CLIENTS="${FAULTS_CLIENTS:-64}"
+# FAULTS_SHORT=1: every time in a scenario at 40 % (the stall 4 s, the restart
+# 2 s after a kill), 16 clients; the short version for make test.
+if [ "${FAULTS_SHORT:-0}" = 1 ]; then PCT="${FAULTS_TIME_PCT:-40}" CLIENTS="${FAULTS_CLIENTS:-16}"; else
+	PCT="${FAULTS_TIME_PCT:-100}" CLIENTS="${FAULTS_CLIENTS:-64}"
+fi
 BODY="${FAULTS_BODY:-1KiB}"
 PORT0="${FAULTS_PORT:-18700}"
 SPOOL_AFTER="${FAULTS_SPOOL_AFTER:-1s}"
@@ -142,9 +148,9 @@ ev() {
 	log "[$N $NAME] $(printf '%6.2f' "$((t - T0))e-3") s  $*"
 }
 
-# sleep_until SECONDS: sleep until SECONDS (whole) after the load started.
+# sleep_until SECONDS: sleep until SECONDS (whole; times PCT %) after the load started.
 sleep_until() {
-	local ms=$((T0 + $1 * 1000 - $(now_ms)))
+	local ms=$((T0 + $1 * 10 * PCT - $(now_ms)))
 	# in the background: a signal to this script is handled at once, not after the sleep
 	if [ "$ms" -gt 0 ]; then
 		sleep "$((ms / 1000)).$(printf '%03d' $((ms % 1000)))" &
@@ -240,8 +246,8 @@ resume_db() {
 # database (this client's own session has no default database, and is excluded
 # by id as well).
 kill_conns() {
-	local end=$(($(now_ms) + $1 * 1000)) n=0 rounds=0 ids id sql
-	ev "KILL CONNECTION loop for $1 s"
+	local end=$(($(now_ms) + $1 * 10 * PCT)) n=0 rounds=0 ids id sql
+	ev "KILL CONNECTION loop for $(($1 * PCT / 100)) s"
 	while [ "$(now_ms)" -lt "$end" ]; do
 		ids="$(db_client -N -B -e "SELECT ID FROM information_schema.PROCESSLIST WHERE USER='root' AND DB='$DB' AND ID <> CONNECTION_ID()" 2>>"$RES/mariadb.log" || true)"
 		sql=""
@@ -347,7 +353,7 @@ window_share() {
 }
 
 run_scenario() {
-	N="$1" NAME="${SLUG[$1]}" DUR="${DURS[$1]}"
+	N="$1" NAME="${SLUG[$1]}" DUR="$(((DURS[$1] * PCT + 99) / 100))"
 	local base="$RES/$N-$NAME" idem=0
 	EV="$base.events" SRVLOG="$base.upsink.log" PROG="$base.progress" POLL="$base.readyz"
 	DB="f${N}_${NAME//-/_}"
