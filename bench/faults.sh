@@ -247,7 +247,7 @@ resume_db() {
 # by id as well).
 kill_conns() {
 	local end=$(($(now_ms) + $1 * 10 * PCT)) n=0 rounds=0 ids id sql
-	ev "KILL CONNECTION loop for $(($1 * PCT / 100)) s"
+	ev "KILL CONNECTION loop for $(sec "$1") s"
 	while [ "$(now_ms)" -lt "$end" ]; do
 		ids="$(db_client -N -B -e "SELECT ID FROM information_schema.PROCESSLIST WHERE USER='root' AND DB='$DB' AND ID <> CONNECTION_ID()" 2>>"$RES/mariadb.log" || true)"
 		sql=""
@@ -290,9 +290,9 @@ probe_full() {
 
 # wait_spool_full SECONDS: until the spool's filesystem has less than 64 KiB
 # left, or /readyz says 503 with records in the spool (it cannot take more),
-# or SECONDS pass.
+# or SECONDS (times PCT %) after the load started.
 wait_spool_full() {
-	local end=$(($(now_ms) + $1 * 1000)) last rec
+	local end=$((T0 + $1 * 10 * PCT)) last rec
 	while [ "$(now_ms)" -lt "$end" ]; do
 		last="$(tail -n1 "$POLL" 2>/dev/null || true)"
 		rec="$(spool_records "${last#* * }")"
@@ -303,19 +303,21 @@ wait_spool_full() {
 		sleep 0.2
 	done
 	last="$(tail -n1 "$POLL" 2>/dev/null || true)"
-	ev "spool filesystem not full after $1 s: $(df -h --output=used,avail "$MNT" | tail -n1); last /readyz: ${last#* }"
+	ev "spool filesystem not full by $(sec "$1") s: $(df -h --output=used,avail "$MNT" | tail -n1); last /readyz: ${last#* }"
 }
 
 # ---------------------------------------------------------------------------
 
+# sec S: S seconds of a scenario's timeline at PCT %
+sec() { printf '%g' "$(($1 * PCT))e-2"; }
 declare -A TITLE=(
-	[1]="kill -9 mariadbd, restart after 5 s"
+	[1]="kill -9 mariadbd, restart after $(sec 5) s"
 	[2]="kill -9 upsink with a spool backlog and during replay"
 	[3]="SIGTERM upsink (healthy, then with a backlog)"
-	[4]="MariaDB stalled 10 s (SIGSTOP)"
-	[5]="KILL CONNECTION every 200 ms for 10 s"
+	[4]="MariaDB stalled $(sec 10) s (SIGSTOP)"
+	[5]="KILL CONNECTION every 200 ms for $(sec 10) s"
 	[6]="spool filesystem full (8 MiB tmpfs)"
-	[7]="faults 1-5 in a row (kill -9 mariadbd, kill -9 and SIGTERM upsink, 6 s stall, KILL loop 5 s)"
+	[7]="faults 1-5 in a row (kill -9 mariadbd, kill -9 and SIGTERM upsink, $(sec 6) s stall, KILL loop $(sec 5) s)"
 )
 declare -A SLUG=([1]=mariadb-kill9 [2]=upsink-kill9 [3]=upsink-sigterm [4]=mariadb-stall [5]=kill-conn [6]=spool-full [7]=idempotent)
 declare -A DURS=([1]=20 [2]=24 [3]=24 [4]=20 [5]=18 [6]=24 [7]=42)
@@ -435,7 +437,7 @@ run_scenario() {
 		;;
 	6)
 		sleep_until 2; FS="$(($(now_ms) - T0))"; stop_db
-		wait_spool_full 10
+		if [ "$HAVE_SPOOL" = 1 ]; then wait_spool_full 12; fi
 		sleep_until 14; probe_full; start_db; FE="$(($(now_ms) - T0))"
 		;;
 	7)
