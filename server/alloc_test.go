@@ -12,6 +12,7 @@ import (
 
 	"upsink/budget"
 	"upsink/conn"
+	"upsink/durable"
 	"upsink/store"
 )
 
@@ -60,25 +61,28 @@ func (l *fakeLoop) Close(gnet.Conn) error                            { l.closed+
 // fakeStore commits synchronously when the test calls flush.
 type fakeStore struct {
 	ready  bool
-	queued []*store.Job
+	queued []*durable.Upload
 	nextID uint64
-	onDone func([]*store.Job)
+	onDone func(*durable.Upload)
 }
 
 func (f *fakeStore) Ready() bool { return f.ready }
-func (f *fakeStore) Submit(j *store.Job) error {
+func (f *fakeStore) Status() durable.Status {
+	return durable.Status{Ready: f.ready, Database: f.ready}
+}
+func (f *fakeStore) Submit(u *durable.Upload) error {
 	if !f.ready {
-		return store.ErrUnavailable
+		return durable.ErrUnavailable
 	}
-	f.queued = append(f.queued, j)
+	f.queued = append(f.queued, u)
 	return nil
 }
 func (f *fakeStore) flush() {
-	for _, j := range f.queued {
+	for _, u := range f.queued {
 		f.nextID++
-		j.ID = f.nextID
+		u.Answer = store.Answer{Status: 201, ID: f.nextID}
+		f.onDone(u)
 	}
-	f.onDone(f.queued)
 	f.queued = f.queued[:0]
 }
 

@@ -9,7 +9,7 @@ import (
 
 	"upsink/budget"
 	"upsink/conn"
-	"upsink/store"
+	"upsink/durable"
 	"upsink/tlsbridge"
 )
 
@@ -29,7 +29,7 @@ const (
 	reapInterval = 250 * time.Millisecond
 	// metaMax is the most a request's metadata (stream, peer, content type)
 	// takes in front of its body in the pooled buffer; it is charged to the
-	// in-flight budget with the body.
+	// in-flight budget with the body, and so is an Idempotency-Key's length.
 	metaMax = 64 + 64 + 255
 	// smallBody is the largest declared body whose buffer is sized (and
 	// charged) in full when its head arrives; larger ones are sized so only
@@ -118,9 +118,10 @@ func (h *handler) close(l *loop, fd int) {
 	}
 }
 
-// committer is what the handler needs of the store: *store.Store in
-// production, a small fake in the allocation tests.
+// committer is what the handler needs of the durable sink: *durable.Sink
+// in production, a small fake in the allocation tests.
 type committer interface {
-	Submit(*store.Job) error
+	Submit(*durable.Upload) error
 	Ready() bool
+	Status() durable.Status
 }

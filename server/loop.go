@@ -8,7 +8,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"upsink/conn"
-	"upsink/store"
+	"upsink/durable"
 )
 
 // loop is one event loop's private state. Everything but the completion list
@@ -60,26 +60,24 @@ func (h *handler) loopFor(el gnet.EventLoop) *loop {
 
 func (h *handler) loopAt(i int) *loop { return (*h.loops.Load())[i] }
 
-// onDone runs on the store's writer goroutine. It hands finished records to
-// their loops; one Execute per loop per batch, never a touch of slot state.
-func (h *handler) onDone(batch []*store.Job) {
-	loops := *h.loops.Load()
-	for _, j := range batch {
-		idx := uint32(j.Tag)
-		l := loops[h.reqs.at(idx).loop]
-		l.mu.Lock()
-		l.done = append(l.done, idx)
-		sched := !l.scheduled
-		l.scheduled = true
-		l.mu.Unlock()
-		if sched {
-			if err := l.el.Execute(context.Background(), l); err != nil {
-				// The engine is stopping: the connections are gone and
-				// nothing will be answered.
-				l.mu.Lock()
-				l.scheduled = false
-				l.mu.Unlock()
-			}
+// onDone runs on the durable sink's goroutines (the store's writer and
+// watchdog, the spool's writer). It hands a finished record to its loop;
+// one Execute per loop until that loop runs, never a touch of slot state.
+func (h *handler) onDone(u *durable.Upload) {
+	idx := uint32(u.Job.Tag)
+	l := (*h.loops.Load())[h.reqs.at(idx).loop]
+	l.mu.Lock()
+	l.done = append(l.done, idx)
+	sched := !l.scheduled
+	l.scheduled = true
+	l.mu.Unlock()
+	if sched {
+		if err := l.el.Execute(context.Background(), l); err != nil {
+			// The engine is stopping: the connections are gone and
+			// nothing will be answered.
+			l.mu.Lock()
+			l.scheduled = false
+			l.mu.Unlock()
 		}
 	}
 }

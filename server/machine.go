@@ -11,6 +11,7 @@ import (
 
 	"upsink/conn"
 	"upsink/parser"
+	"upsink/store"
 )
 
 // serve runs the connection's machine until it must wait: for bytes (return
@@ -113,18 +114,14 @@ func (h *handler) route(e *ev, req *parser.Request, hn int) (gnet.Action, bool) 
 			return h.reject(e, hasBody, hn, 405, "method not allowed", hdrAllowGET)
 		}
 		head := bytes.Equal(req.Method, methodHEAD)
-		if bytes.Equal(path, pathReadyz) && !h.st.Ready() {
-			return h.reject(e, hasBody, hn, 503, "database unavailable", hdrRetry)
-		}
-		status, body := 200, "ok\n"
 		if bytes.Equal(path, pathReadyz) {
-			body = "ready\n"
+			return h.readyz(e, hasBody, hn, head)
 		}
 		if hasBody {
-			return h.reject(e, true, hn, status, body[:len(body)-1], hdrNone)
+			return h.reject(e, true, hn, 200, "ok", hdrNone)
 		}
 		_, _ = e.c.Discard(hn)
-		return gnet.None, h.answer(e, status, textPlain, body, hdrNone, head)
+		return gnet.None, h.answer(e, 200, textPlain, "ok\n", hdrNone, head)
 	default:
 		return h.reject(e, hasBody, hn, 404, "not found", hdrNone)
 	}
@@ -157,8 +154,20 @@ func (h *handler) startUpload(e *ev, req *parser.Request, stream []byte, hn int)
 	if req.ContentLength > h.cfg.MaxBody {
 		return h.failWith(e, 413, h.reason413, hdrNone), false
 	}
+	var kb [parser.MaxIdempotencyKey]byte
+	var key []byte
+	if req.IdempotencyKey != nil {
+		var err error
+		if key, err = parser.IdempotencyKey(req.IdempotencyKey, kb[:0]); err != nil {
+			pe, ok := err.(*parser.Error)
+			if !ok {
+				pe = &errInternal
+			}
+			return h.failWith(e, pe.Status, pe.Reason, hdrNone), false
+		}
+	}
 	if !h.st.Ready() {
-		return h.failWith(e, 503, "database unavailable", hdrRetry), false
+		return h.failWith(e, 503, "database unavailable and spool full or disabled", hdrRetry), false
 	}
 	// The buffer is sized for the declared body at once when it is small or
 	// the budget has room; otherwise it grows as bytes arrive (growBody).
@@ -173,16 +182,17 @@ func (h *handler) startUpload(e *ev, req *parser.Request, stream []byte, hn int)
 	if whole {
 		charge = h.budget.Reserve
 	}
-	if !charge(metaMax + size) {
+	meta := metaMax + int64(len(key))
+	if !charge(meta + size) {
 		return h.failWith(e, 503, "server busy: in-flight body budget exhausted", hdrRetry), false
 	}
 	idx, ok := h.reqs.get()
 	if !ok {
-		h.budget.Release(metaMax + size)
+		h.budget.Release(meta + size)
 		return h.failWith(e, 503, "server busy: no request record free", hdrRetry), false
 	}
 	r := h.reqs.at(idx)
-	r.reserved = metaMax + size
+	r.reserved = meta + size
 	r.fd, r.gen, r.loop = int32(e.fd), s.Gen, uint8(e.l.idx)
 	r.buf = bytebufferpool.Get()
 	b := append(r.buf.B[:0], stream...)
@@ -197,6 +207,8 @@ func (h *handler) startUpload(e *ev, req *parser.Request, stream []byte, hn int)
 	}
 	b = append(b, ct...)
 	r.ctypeN = uint8(len(ct))
+	b = append(b, key...)
+	r.keyN = uint8(len(key))
 	r.buf.B = b
 	if size > 0 {
 		r.buf.B = slices.Grow(b, int(size))
@@ -288,22 +300,16 @@ func (h *handler) readBody(e *ev) (gnet.Action, bool) {
 func (h *handler) submit(e *ev, r *request) (gnet.Action, bool) {
 	s := e.s
 	b := r.buf.B
-	a, p, m := int(r.streamN), int(r.streamN)+int(r.peerN), r.metaLen()
-	r.job.Stream, r.job.RemoteAddr, r.job.ContentType, r.job.Body = b[:a], b[a:p], b[p:m], b[m:]
-	r.job.ReceivedAt = time.Now()
-	r.job.Tag = uint64(s.Req - 1)
-	r.job.ID, r.job.Err = 0, nil
+	a, p, c := int(r.streamN), int(r.streamN)+int(r.peerN), int(r.streamN)+int(r.peerN)+int(r.ctypeN)
+	m := r.metaLen()
+	j := &r.up.Job
+	*j = store.Job{Stream: b[:a], RemoteAddr: b[a:p], ContentType: b[p:c], IdemKey: b[c:m], Body: b[m:],
+		ReceivedAt: time.Now(), Tag: uint64(s.Req - 1)}
 	r.left, r.chunk = 0, 0
 	e.l.tq.Disarm(e.fd)
-	if err := h.st.Submit(&r.job); err != nil {
-		h.reqs.free(h, s.Req-1)
-		s.Req = 0
-		reason := "database unavailable"
-		if err != errStoreUnavailable {
-			reason = "server busy: commit queue full"
-		}
+	if err := h.st.Submit(&r.up); err != nil {
 		s.Flags = s.Flags.WithState(conn.StateHead)
-		return gnet.None, h.answer(e, 503, textPlain, reason, hdrRetry|hdrReasonLine, false)
+		return gnet.None, h.answerUpload(e, r, err)
 	}
 	s.Flags |= conn.FlagSubmitted
 	s.Flags = s.Flags.WithState(conn.StateCommit)
@@ -329,18 +335,7 @@ func (h *handler) complete(l *loop, idx uint32) {
 		return
 	}
 	s.Flags = s.Flags.WithState(conn.StateHead)
-	var ok bool
-	if r.job.Err == nil {
-		l.jbuf = appendCreated(l.jbuf[:0], r.job.ID, r.job.Stream, len(r.job.Body))
-		h.reqs.free(h, idx)
-		s.Req = 0
-		ok = h.answerJSON(&e, 201, l.jbuf)
-	} else {
-		h.reqs.free(h, idx)
-		s.Req = 0
-		ok = h.answer(&e, 503, textPlain, "database unavailable: upload not stored", hdrRetry|hdrReasonLine, false)
-	}
-	if !ok {
+	if !h.answerUpload(&e, r, r.up.Err) {
 		return
 	}
 	if act := h.drive(&e); act == gnet.Close {

@@ -7,7 +7,7 @@ import (
 	"github.com/valyala/bytebufferpool"
 
 	"upsink/conn"
-	"upsink/store"
+	"upsink/durable"
 )
 
 // requests is the table of in-flight request records, one at most per
@@ -24,10 +24,10 @@ type requests struct {
 
 // request is what a connection holds while it reads a body and waits for the
 // commit. Its metadata and body share one pooled buffer. It is touched by the
-// loop that owns the connection, and by the store's writer between Submit and
-// OnDone (job only).
+// loop that owns the connection, and by the durable sink (the store's and
+// the spool's writers) between Submit and OnDone (up only).
 type request struct {
-	job      store.Job
+	up       durable.Upload
 	buf      *bytebufferpool.ByteBuffer
 	reserved int64      // bytes charged to the budget for the buffer: metaMax + body capacity
 	fd       int32      // the connection's fd
@@ -40,6 +40,7 @@ type request struct {
 	streamN  uint8
 	peerN    uint8
 	ctypeN   uint8
+	keyN     uint8 // the Idempotency-Key's bytes after the content type; 0 = none
 }
 
 func (r *requests) at(idx uint32) *request { return r.tab.At(int(idx)) }
@@ -78,7 +79,9 @@ func (r *requests) free(h *handler, idx uint32) {
 	r.used.Add(-1)
 }
 
-func (r *request) metaLen() int { return int(r.streamN) + int(r.peerN) + int(r.ctypeN) }
+func (r *request) metaLen() int {
+	return int(r.streamN) + int(r.peerN) + int(r.ctypeN) + int(r.keyN)
+}
 
 // bodyLen is the number of body bytes received so far.
 func (r *request) bodyLen() int { return len(r.buf.B) - r.metaLen() }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"net/http"
 	"strconv"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"upsink/conn"
+	"upsink/durable"
 	"upsink/store"
 )
 
@@ -21,14 +23,13 @@ const (
 	hdrAllowPOST                  // Allow: POST
 	hdrAllowGET                   // Allow: GET, HEAD
 	hdrReasonLine                 // the body is a one-line reason: add the newline
+	hdrReplayed                   // Idempotent-Replayed: true (the first answer of an Idempotency-Key)
 )
 
 const (
 	textPlain = "text/plain; charset=utf-8"
 	appJSON   = "application/json"
 )
-
-var errStoreUnavailable = store.ErrUnavailable
 
 // answer writes a response and keeps the connection's machine going: it
 // returns true if the connection stays open for the next request, false if
@@ -134,6 +135,9 @@ func respond[T ~string | ~[]byte](h *handler, e *ev, status int, ctype string, b
 	if extra&hdrAllowGET != 0 {
 		b = append(b, "\r\nAllow: GET, HEAD"...)
 	}
+	if extra&hdrReplayed != 0 {
+		b = append(b, "\r\nIdempotent-Replayed: true"...)
+	}
 	switch {
 	case s.Flags&conn.FlagCloseAfter != 0 || s.Flags&conn.FlagKeepAlive == 0:
 		b = append(b, "\r\nConnection: close"...)
@@ -154,18 +158,111 @@ func respond[T ~string | ~[]byte](h *handler, e *ev, status int, ctype string, b
 	return ok
 }
 
-// appendCreated appends the 201 body {"id":N,"stream":"S","bytes":N}. The
-// stream name was validated to [A-Za-z0-9_.-], so it needs no escaping.
-func appendCreated(b []byte, id uint64, stream []byte, n int) []byte {
-	b = append(b, `{"id":`...)
-	b = strconv.AppendUint(b, id, 10)
-	b = append(b, `,"stream":"`...)
+// answerUpload answers an upload whose fate is known, and frees its record:
+// err is what Submit returned, or (after OnDone) r.up.Err.
+func (h *handler) answerUpload(e *ev, r *request, err error) bool {
+	u := &r.up
+	status, reason, extra := 503, "database unavailable and spool full or disabled: upload not stored", hdrRetry
+	switch {
+	case err == nil || err == durable.ErrAnswered:
+		l := e.l
+		l.jbuf = appendAnswer(l.jbuf[:0], u.Answer, u.Job.Stream, len(u.Job.Body))
+		if u.Replayed {
+			extra = hdrReplayed
+		} else {
+			extra = hdrNone
+		}
+		status = int(u.Answer.Status)
+		h.freeRequest(e)
+		return h.finish(e, respond(h, e, status, appJSON, l.jbuf, extra, false))
+	case err == durable.ErrKeyInProgress:
+		status, reason, extra = 409, "a request with this Idempotency-Key is still in progress", hdrNone
+	case err == durable.ErrKeyMismatch:
+		status, reason, extra = 422, "Idempotency-Key already used with a different body", hdrNone
+	case isRejected(err):
+		status, reason, extra = 422, "the database refused this upload's data", hdrNone
+	}
+	h.freeRequest(e)
+	return h.answer(e, status, textPlain, reason, extra|hdrReasonLine, false)
+}
+
+// isRejected: the database refused the upload's data (errors.As's target
+// escapes: kept off the success path).
+func isRejected(err error) bool {
+	var rejected *store.RejectedError
+	return errors.As(err, &rejected)
+}
+
+func (h *handler) freeRequest(e *ev) {
+	h.reqs.free(h, e.s.Req-1)
+	e.s.Req = 0
+}
+
+// appendAnswer appends the JSON body of a 201,
+// {"id":N,"stream":"S","bytes":N,"durable":"mysql"}, or of a 202,
+// {"stream":"S","bytes":N,"durable":"spool","spool_seq":N}. The stream name
+// was validated to [A-Za-z0-9_.-], so it needs no escaping.
+func appendAnswer(b []byte, a store.Answer, stream []byte, n int) []byte {
+	b = append(b, '{')
+	if a.Status == 201 {
+		b = append(b, `"id":`...)
+		b = strconv.AppendUint(b, a.ID, 10)
+		b = append(b, ',')
+	}
+	b = append(b, `"stream":"`...)
 	b = append(b, stream...)
 	b = append(b, `","bytes":`...)
 	b = strconv.AppendInt(b, int64(n), 10)
+	if a.Status == 201 {
+		return append(b, ",\"durable\":\"mysql\"}\n"...)
+	}
+	b = append(b, `,"durable":"spool","spool_seq":`...)
+	b = strconv.AppendUint(b, a.SpoolSeq, 10)
 	return append(b, "}\n"...)
 }
 
 func appendDate(b []byte) []byte { return time.Now().UTC().AppendFormat(b, http.TimeFormat) }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// readyz answers /readyz: 200 while an upload can be made durable (MariaDB
+// is ready, or the spool has room), else 503; the body says which, and the
+// spool's backlog, as one line of JSON:
+// {"ready":true,"database":"up","spool":{"records":N,"bytes":N,"oldest_age_seconds":F}}.
+func (h *handler) readyz(e *ev, hasBody bool, hn int, head bool) (gnet.Action, bool) {
+	st := h.st.Status()
+	b := append(e.l.jbuf[:0], `{"ready":`...)
+	b = strconv.AppendBool(b, st.Ready)
+	b = append(b, `,"database":"`...)
+	if st.Database {
+		b = append(b, "up"...)
+	} else {
+		b = append(b, "down"...)
+	}
+	b = append(b, '"')
+	if st.Spool {
+		bl := st.Backlog
+		b = append(b, `,"spool":{"records":`...)
+		b = strconv.AppendUint(b, bl.Records, 10)
+		b = append(b, `,"bytes":`...)
+		b = strconv.AppendInt(b, bl.Bytes, 10)
+		b = append(b, `,"oldest_age_seconds":`...)
+		age := 0.0
+		if !bl.Oldest.IsZero() {
+			age = max(time.Since(bl.Oldest).Seconds(), 0)
+		}
+		b = strconv.AppendFloat(b, age, 'f', 3, 64)
+		b = append(b, '}')
+	}
+	b = append(b, "}\n"...)
+	e.l.jbuf = b
+	status, extra := 200, hdrNone
+	if !st.Ready {
+		status, extra = 503, hdrRetry
+	}
+	if hasBody {
+		return h.failWith(e, status, "/readyz takes no body", extra), false
+	}
+	_, _ = e.c.Discard(hn)
+	return gnet.None, h.finish(e, respond(h, e, status, appJSON, b, extra, head))
+}

@@ -22,6 +22,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
 
+	"upsink/durable"
 	"upsink/store"
 	"upsink/tlsbridge"
 )
@@ -58,7 +59,8 @@ type Config struct {
 	// kernel's autotuned defaults.
 	SocketRecvBuffer int
 	SocketSendBuffer int
-	Store            store.Config // the DSN and batching; OnDone is set by the server
+	Store            store.Config        // the DSN and batching; OnDone is set by the server
+	Spool            durable.SpoolConfig // where uploads go while MariaDB cannot take them; empty Dir: nowhere (503)
 	Logger           *slog.Logger
 
 	fdLimit int // RLIMIT_NOFILE: the slab is indexed by fd up to it
@@ -169,7 +171,7 @@ func (c *Config) setDefaults() error {
 type Server struct {
 	cfg    Config
 	h      *handler
-	st     *store.Store
+	st     *durable.Sink
 	booted chan struct{}
 	eng    atomic.Pointer[gnet.Engine]
 	once   sync.Once
@@ -200,11 +202,17 @@ func New(cfg Config) (*Server, error) {
 		s.h.tlsPort, _ = strconv.Atoi(tp)
 		s.h.bridge = b
 	}
-	cfg.Store.OnDone = s.h.onDone
 	if cfg.Store.Logger == nil {
 		cfg.Store.Logger = cfg.Logger
 	}
-	st, err := store.Open(cfg.Store)
+	reqs := &s.h.reqs
+	st, err := durable.Open(durable.Config{
+		Store:  cfg.Store,
+		Spool:  cfg.Spool,
+		Upload: func(tag uint64) *durable.Upload { return &reqs.at(uint32(tag)).up },
+		OnDone: s.h.onDone,
+		Logger: cfg.Logger,
+	})
 	if err != nil {
 		if s.h.bridge != nil {
 			s.h.bridge.Close()
@@ -252,7 +260,10 @@ func (s *Server) Serve() error {
 func (s *Server) Booted() <-chan struct{} { return s.booted }
 
 // Store returns the server's store (for stats).
-func (s *Server) Store() *store.Store { return s.st }
+func (s *Server) Store() *store.Store { return s.st.Store() }
+
+// Sink returns the server's durable sink: the store and the spool.
+func (s *Server) Sink() *durable.Sink { return s.st }
 
 // Shutdown stops the server gracefully: new connections are closed at once,
 // idle keep-alive connections are closed, a request head that completes on

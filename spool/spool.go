@@ -379,3 +379,6 @@ func loadID(dir string, d *os.File, log *slog.Logger) (string, error) {
 	}
 	return id, nil
 }
+
+// MaxBytes is the spool's bound (Options.MaxBytes after defaults).
+func (s *Spool) MaxBytes() int64 { return s.opt.MaxBytes }

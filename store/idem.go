@@ -75,6 +75,9 @@ func (s *Store) judgeKeys(ctx context.Context, tx *sql.Tx, jobs []*Job) error {
 			}
 		}
 	}
+	if err := s.skipReplayed(ctx, tx, jobs); err != nil {
+		return err
+	}
 	if keyed > 0 {
 		if err := s.lockKeys(ctx, tx, jobs); err != nil {
 			return err
@@ -84,6 +87,53 @@ func (s *Store) judgeKeys(ctx context.Context, tx *sql.Tx, jobs []*Job) error {
 		if s.verdicts[i] == vLoad {
 			s.load = append(s.load, j)
 		}
+	}
+	return nil
+}
+
+// skipReplayed marks the replayed jobs whose seq a ledger row already holds
+// (a replay that committed before a crash or a lost reply, then read again
+// from the spool): they are answered without a row. Only this instance's
+// writer writes its spool's ranges, so nothing needs locking.
+func (s *Store) skipReplayed(ctx context.Context, tx *sql.Tx, jobs []*Job) error {
+	var lo, hi uint64
+	for _, j := range jobs {
+		if j.SpoolSeq > 0 {
+			if lo == 0 || j.SpoolSeq < lo {
+				lo = j.SpoolSeq
+			}
+			hi = max(hi, j.SpoolSeq)
+		}
+	}
+	if lo == 0 {
+		return nil
+	}
+	b := append(s.sqlBuf[:0], "SELECT spool_first, spool_last FROM upsink_batches WHERE spool_id='"...)
+	b = append(b, s.cfg.SpoolID...)
+	b = append(b, "' AND spool_last >= "...)
+	b = strconv.AppendUint(b, lo, 10)
+	b = append(b, " AND spool_first <= "...)
+	b = strconv.AppendUint(b, hi, 10)
+	s.sqlBuf = b
+	s.busy()
+	rows, err := tx.QueryContext(ctx, string(b))
+	if err != nil {
+		return fmt.Errorf("store: read replayed ranges: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var first, last uint64
+		if err := rows.Scan(&first, &last); err != nil {
+			return fmt.Errorf("store: read replayed ranges: %w", err)
+		}
+		for i, j := range jobs {
+			if j.SpoolSeq >= first && j.SpoolSeq <= last && s.verdicts[i] != vPrior {
+				s.verdicts[i], s.priors[i] = vPrior, Answer{Status: 202, SpoolSeq: j.SpoolSeq}
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("store: read replayed ranges: %w", err)
 	}
 	return nil
 }

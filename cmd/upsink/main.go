@@ -135,6 +135,10 @@ func serve(args []string, stderr io.Writer) int {
 	fs.StringVar(&certFile, "tls-cert", "", "PEM certificate (chain) for HTTPS; reloaded on SIGHUP")
 	fs.StringVar(&keyFile, "tls-key", "", "PEM private key for HTTPS; reloaded on SIGHUP")
 	fs.DurationVar(&cfg.TLS.HandshakeTimeout, "tls-handshake-timeout", 10*time.Second, "a TLS handshake must finish within this")
+	fs.StringVar(&cfg.Spool.Dir, "spool-dir", "var/spool", "directory of the local spool that takes uploads (202) while MariaDB cannot; \"\" = no spool (503 instead)")
+	fs.Var(size{&cfg.Spool.MaxBytes}, "spool-max", "most bytes the spool may hold (default: the smaller of 1GiB and half the free space of its filesystem)")
+	fs.DurationVar(&cfg.Spool.After, "spool-after", time.Second, "spool uploads waiting behind a database call outstanding this long")
+	fs.DurationVar(&cfg.Store.IdempotencyTTL, "idempotency-ttl", 24*time.Hour, "how long an Idempotency-Key and its answer are kept (at least 1m)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stderr)

@@ -161,6 +161,7 @@ func startChild(t *testing.T, bin string, args ...string) *child {
 	// is complete, so the log is whole when done is closed and upsink never
 	// blocks on a pipe nobody reads.
 	c.cmd.Stderr = c.log
+	c.cmd.Dir = t.TempDir() // its default --spool-dir, var/spool, lands there
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

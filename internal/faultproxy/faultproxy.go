@@ -40,6 +40,7 @@ type Proxy struct {
 	cond    *sync.Cond
 	stalled Dir
 	closed  bool
+	refuse  bool // new connections are closed at once (a server that is down)
 	pairs   map[*pair]struct{}
 	held    [2]int // pumps holding bytes or an EOF, by direction (0 requests, 1 replies)
 	wg      sync.WaitGroup
@@ -64,6 +65,22 @@ func New(tb testing.TB, network, upstream string) *Proxy {
 	go p.accept()
 	tb.Cleanup(p.Close)
 	return p
+}
+
+// Down makes the upstream look down: every open connection is cut and new
+// ones are closed as soon as they are accepted, until Up.
+func (p *Proxy) Down() {
+	p.mu.Lock()
+	p.refuse = true
+	p.mu.Unlock()
+	p.Cut()
+}
+
+// Up forwards new connections again after Down.
+func (p *Proxy) Up() {
+	p.mu.Lock()
+	p.refuse = false
+	p.mu.Unlock()
 }
 
 // Addr is the proxy's listening address, host:port.
@@ -155,6 +172,13 @@ func (p *Proxy) accept() {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
+			continue
+		}
+		p.mu.Lock()
+		refuse := p.refuse
+		p.mu.Unlock()
+		if refuse {
+			_ = c.Close()
 			continue
 		}
 		u, err := net.Dial(p.network, p.upstream)

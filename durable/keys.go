@@ -1,0 +1,172 @@
+package durable
+
+import (
+	"crypto/sha256"
+	"errors"
+	"io"
+	"sync"
+
+	"upsink/spool"
+	"upsink/store"
+)
+
+// keyTable is what this instance knows of Idempotency-Keys that MariaDB does
+// not (yet): keys of uploads in progress here (a second upload with one of
+// them is refused with 409 until the first is answered), and keys of
+// uploads waiting in the spool (a retry is answered from here with the first
+// 202; another body, 422). Once a spooled upload is replayed its key is in
+// MariaDB and leaves the table.
+//
+// Memory: an entry is a map slot plus the key's string (stream, NUL, key: at
+// most 64+1+255 bytes) and 48 bytes; in-progress entries are bounded by the
+// requests in progress (one per connection), spooled ones by max (MaxKeys,
+// default 16,384: at most ~6 MiB with 255-byte keys, ~2 MiB with UUIDs).
+// A keyed upload that would be spooled past max is refused (503): its key
+// could not be checked on a retry.
+//
+// Only keyed uploads touch the table; unkeyed ones never allocate here. Any
+// goroutine (one mutex).
+type keyTable struct {
+	mu       sync.Mutex
+	m        map[string]*keyEntry
+	nspooled int // entries in state spooled, plus reservations
+	max      int
+}
+
+type keyEntry struct {
+	fp   [32]byte
+	seq  uint64 // the spool seq of a spooled upload; 0 while in progress
+	busy bool   // an upload with this key is in progress here
+}
+
+func (t *keyTable) init(max int) {
+	t.m = make(map[string]*keyEntry)
+	t.max = max
+}
+
+// id is the table's key: stream NUL key (a stream name never holds a NUL).
+func keyID(buf []byte, stream, key []byte) []byte {
+	buf = append(buf[:0], stream...)
+	buf = append(buf, 0)
+	return append(buf, key...)
+}
+
+// begin registers u's key as in progress, or says why not: ErrKeyInProgress,
+// ErrKeyMismatch (a spooled upload has the key with another body), or the
+// spooled upload's answer (Status 202) for a retry with the same body.
+func (t *keyTable) begin(u *Upload) (store.Answer, error) {
+	var buf [64 + 1 + 255]byte
+	id := keyID(buf[:0], u.Job.Stream, u.Job.IdemKey)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e := t.m[string(id)]
+	switch {
+	case e == nil:
+		t.m[string(id)] = &keyEntry{fp: u.Job.Fingerprint, busy: true}
+		return store.Answer{}, nil
+	case e.busy:
+		return store.Answer{}, ErrKeyInProgress
+	case e.fp != u.Job.Fingerprint:
+		return store.Answer{}, ErrKeyMismatch
+	default:
+		return store.Answer{Status: 202, SpoolSeq: e.seq}, nil
+	}
+}
+
+// end clears u's in-progress mark: the entry goes unless it is spooled.
+func (t *keyTable) end(u *Upload) {
+	if !u.keyed {
+		return
+	}
+	u.keyed = false
+	var buf [64 + 1 + 255]byte
+	id := keyID(buf[:0], u.Job.Stream, u.Job.IdemKey)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e := t.m[string(id)]; e != nil && e.busy {
+		if e.seq == 0 {
+			delete(t.m, string(id))
+		} else {
+			e.busy = false
+		}
+	}
+}
+
+// reserve makes room for one more spooled key (false: the table is full).
+func (t *keyTable) reserve() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.nspooled >= t.max {
+		return false
+	}
+	t.nspooled++
+	return true
+}
+
+func (t *keyTable) unreserve() {
+	t.mu.Lock()
+	t.nspooled--
+	t.mu.Unlock()
+}
+
+// spooled records that u (keyed or not) was appended at seq; its reservation
+// becomes the entry, and its in-progress mark ends.
+func (t *keyTable) spooled(u *Upload, seq uint64) {
+	if !u.keyed {
+		return
+	}
+	u.keyed = false
+	var buf [64 + 1 + 255]byte
+	id := keyID(buf[:0], u.Job.Stream, u.Job.IdemKey)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e := t.m[string(id)]; e != nil {
+		e.seq, e.busy = seq, false
+	}
+}
+
+// forget drops the entry of a spooled key once its record is in MariaDB
+// (replayed or found there), if it is still that record's.
+func (t *keyTable) forget(stream, key []byte, seq uint64) {
+	var buf [64 + 1 + 255]byte
+	id := keyID(buf[:0], stream, key)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e := t.m[string(id)]; e != nil && e.seq == seq && !e.busy {
+		delete(t.m, string(id))
+		t.nspooled--
+	}
+}
+
+// load reads the keys of every record in the spool (at Open, before any
+// upload is taken). Past max, keys are not remembered (logged by the
+// caller's count): their retries are checked by MariaDB after the replay.
+func (t *keyTable) load(sp *spool.Spool) error {
+	rd := sp.NewReader(0)
+	defer rd.Close()
+	var buf [64 + 1 + 255]byte
+	for {
+		r, err := rd.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if len(r.IdempotencyKey) == 0 || t.nspooled >= t.max {
+			continue
+		}
+		id := keyID(buf[:0], r.Stream, r.IdempotencyKey)
+		if t.m[string(id)] == nil {
+			t.nspooled++
+		}
+		t.m[string(id)] = &keyEntry{seq: r.Seq, fp: sha256.Sum256(r.Body)}
+	}
+}
+
+// size is the number of keys in the table (tests, stats).
+func (t *keyTable) size() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.m)
+}
