@@ -134,7 +134,9 @@ const Usage = `usage: upsink-bench COMMAND [flags]
 
   load  --url http(s)://127.0.0.1:PORT/upload/STREAM -c CONNS (-d DURATION | -n COUNT)
         [--body 1KiB | --body 512-4KiB] [--rate N] [--chunked] [--no-keepalive] [--retry-wait 1s]
-        [--insecure | --cacert FILE] [--verify DSN] [--progress] [--json]
+        [--idempotency [--retry-for 30s]] [--request-timeout 10s]
+        [--insecure | --cacert FILE] [--verify DSN [--verify-drain READYZ_URL [--verify-drain-timeout 60s]]]
+        [--progress] [--json]
         [--watch PID,PID|NAME=PID ...] [--watch-tsv FILE] [--plot PREFIX]
         [--cgroup 256M --cgroup-pids PID,PID | --cgroup-path DIR]
   idle  --url http(s)://127.0.0.1:PORT/healthz -c N [--hold 5s] [--pid PID] [--parallel 64]
@@ -233,7 +235,8 @@ func writeJSON(w io.Writer, v any) error {
 }
 
 // verifyFailed is returned when --verify found lost, duplicated or changed
-// uploads: the result has been printed; exit 1 without another message.
+// uploads (or a 422), or --verify-drain timed out: the result has been
+// printed; exit 1 without another message.
 type verifyFailed struct{}
 
 func (verifyFailed) Error() string { return "verify failed" }
@@ -258,11 +261,16 @@ func mainLoad(args []string, cmdline string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&cfg.Chunked, "chunked", false, "send bodies with Transfer-Encoding: chunked")
 	fs.IntVar(&cfg.ChunkSize, "chunk-size", 512, "bytes per chunk with --chunked")
 	fs.BoolVar(&cfg.NoKeepAlive, "no-keepalive", false, "one request per connection")
-	fs.DurationVar(&cfg.RetryWait, "retry-wait", 0, "after a 503 a connection pauses this long before its next upload (a client honouring Retry-After; 0: at once)")
+	fs.DurationVar(&cfg.RetryWait, "retry-wait", 0, "after a 503 a connection pauses this long before its next upload (a client honouring Retry-After; 0: at once); with --idempotency the pause before every retry (0: 100ms)")
+	fs.BoolVar(&cfg.Idempotency, "idempotency", false, `every upload carries Idempotency-Key: "RUN-WORKER-SEQ"; one that fails (no answer within --request-timeout, a connection error or reset, 408, 409 or 5xx) is sent again, same key and body, after --retry-wait until it is answered 2xx or --retry-for runs out (other 4xx are final; 422 is reported as an error)`)
+	fs.DurationVar(&cfg.RetryFor, "retry-for", 30*time.Second, "with --idempotency: no retry starts later than this after the run's duration ended (uploads still failing then are given up)")
+	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", 10*time.Second, "an upload not answered within this counts as not answered (and with --idempotency is retried)")
 	fs.StringVar(&cfg.ContentType, "content-type", "application/octet-stream", "Content-Type of the uploads")
 	tlsFlags(fs, &cfg.Insecure, &cfg.CACert, "https")
 	fs.StringVar(&cfg.VerifyDSN, "verify", "", "after the run, check in this database (go-sql-driver DSN) that every acknowledged upload is stored exactly once with the same bytes; exit 1 if not")
 	fs.StringVar(&cfg.VerifyTable, "verify-table", "uploads", "table --verify reads")
+	fs.StringVar(&cfg.DrainURL, "verify-drain", "", `before verifying, poll this URL (the server's /readyz) until its spool is empty ("spool":{"records":0,...} or no spool object); exit 1 if it is not within --verify-drain-timeout`)
+	fs.DurationVar(&cfg.DrainTimeout, "verify-drain-timeout", 60*time.Second, "bound of --verify-drain")
 	fs.Var(watchFlag{&cfg.Watch}, "watch", "processes whose RSS/PSS is sampled during the run: PID,PID or NAME=PID (repeatable)")
 	fs.DurationVar(&cfg.WatchEvery, "watch-every", 100*time.Millisecond, "sampling interval of --watch")
 	fs.StringVar(&cfg.WatchTSV, "watch-tsv", "", "write every memory sample (processes, kernel TCP memory, cgroup) to this TSV file")
@@ -312,7 +320,7 @@ func mainLoad(args []string, cmdline string, stdout, stderr io.Writer) error {
 	} else {
 		FormatLoad(stdout, r)
 	}
-	if err == nil && r.Verify != nil && !r.Verify.OK {
+	if err == nil && (r.Verify != nil && !r.Verify.OK || r.Drain != nil && !r.Drain.OK) {
 		return verifyFailed{}
 	}
 	return err

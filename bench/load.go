@@ -50,20 +50,33 @@ type LoadConfig struct {
 	Chunked     bool          // send bodies with Transfer-Encoding: chunked
 	ChunkSize   int           // bytes per chunk (default 512)
 	NoKeepAlive bool          // one request per connection
-	RetryWait   time.Duration // after a 503 the connection waits this long (as a client honouring Retry-After)
-	ContentType string
-	Insecure    bool   // https: do not verify the server's certificate
-	CACert      string // https: PEM file of the CA (or self-signed cert) to trust
-	Watch       []WatchSpec
-	WatchEvery  time.Duration
-	WatchTSV    string // write the memory samples here (TSV)
-	Plot        string // write the memory graph to PLOT.png and PLOT.svg
-	Cgroup      *CgroupSpec
-	VerifyDSN   string    // check every acknowledged upload in this database afterwards
-	VerifyTable string    // default "uploads"
-	Progress    io.Writer // a progress line once a second (nil: none)
-	ProgressTTY bool      // Progress is a terminal: rewrite one line
-	Command     string    // recorded in the result
+	RetryWait   time.Duration // after a 503 the connection waits this long (as a client honouring Retry-After); with Idempotency, before every retry
+	// Idempotency: every upload carries Idempotency-Key: "RUN-WORKER-SEQ"
+	// (the marker's hex), and a failed one (no answer within
+	// RequestTimeout, a connection error, 408, 409 or 5xx) is sent again,
+	// same key and body, after RetryWait, until a 2xx or RetryFor after the
+	// run's end.
+	Idempotency    bool
+	RetryFor       time.Duration // with Idempotency: retries stop this long after the run's end (default 30s)
+	RequestTimeout time.Duration // an upload not answered within this counts as not answered (default 10s)
+	ContentType    string
+	Insecure       bool   // https: do not verify the server's certificate
+	CACert         string // https: PEM file of the CA (or self-signed cert) to trust
+	Watch          []WatchSpec
+	WatchEvery     time.Duration
+	WatchTSV       string // write the memory samples here (TSV)
+	Plot           string // write the memory graph to PLOT.png and PLOT.svg
+	Cgroup         *CgroupSpec
+	VerifyDSN      string // check every acknowledged upload in this database afterwards
+	VerifyTable    string // default "uploads"
+	// DrainURL: before verifying, poll this /readyz until its spool is
+	// empty ("spool":{"records":0,...} or no spool object), for at most
+	// DrainTimeout (default 60s).
+	DrainURL     string
+	DrainTimeout time.Duration
+	Progress     io.Writer // a progress line once a second (nil: none)
+	ProgressTTY  bool      // Progress is a terminal: rewrite one line
+	Command      string    // recorded in the result
 }
 
 // WatchSpec names a process to poll.
@@ -103,39 +116,59 @@ func cpuBetween(ru0, ru1 *syscall.Rusage, elapsed time.Duration) CPU {
 
 // LoadResult is what a load run saw.
 type LoadResult struct {
-	Command       string           `json:"command"`
-	URL           string           `json:"url"`
-	Conns         int              `json:"conns"`
-	BodyBytes     int              `json:"body_bytes"`               // fixed size, or the smallest
-	BodyMax       int              `json:"body_max_bytes,omitempty"` // largest, when sizes are drawn
-	BodyTotal     int64            `json:"body_bytes_sent"`          // body bytes of all requests written
-	Chunked       bool             `json:"chunked,omitempty"`
-	TLS           bool             `json:"tls,omitempty"`
-	Rate          float64          `json:"rate,omitempty"`         // requested uploads/s (open loop)
-	RetryWait     float64          `json:"retry_wait_s,omitempty"` // pause after a 503
-	LatencyFrom   string           `json:"latency_from,omitempty"` // "scheduled" in open-loop runs, else "write"
-	KeepAlive     bool             `json:"keep_alive"`
-	Duration      float64          `json:"duration_s,omitempty"`
-	Count         int64            `json:"count,omitempty"`
-	Elapsed       float64          `json:"elapsed_s"`
-	Responses     int64            `json:"responses"`
-	Created       int64            `json:"created"` // 201s
-	UploadsPerSec float64          `json:"uploads_per_s"`
-	RespPerSec    float64          `json:"responses_per_s"`
-	Status        map[string]int64 `json:"status"`
-	Errors        int64            `json:"errors"`
-	ErrorSamples  []string         `json:"error_samples,omitempty"`
-	Unanswered    int64            `json:"unanswered"` // sent, no answer by the hard deadline
-	Connects      int64            `json:"connects"`
-	Latency       Latency          `json:"latency"`
-	CPU           CPU              `json:"tool_cpu"`
-	Memory        []WatchResult    `json:"memory,omitempty"`
-	TCPMemPeak    int64            `json:"tcp_mem_peak,omitempty"` // highest /proc/net/sockstat TCP mem, bytes
-	Cgroup        *CgroupResult    `json:"cgroup,omitempty"`
-	Verify        *VerifyResult    `json:"verify,omitempty"`
-	RunID         string           `json:"run_id"`
-	WatchTSV      string           `json:"watch_tsv,omitempty"`
-	Plots         []string         `json:"plots,omitempty"`
+	Command        string           `json:"command"`
+	URL            string           `json:"url"`
+	Conns          int              `json:"conns"`
+	BodyBytes      int              `json:"body_bytes"`               // fixed size, or the smallest
+	BodyMax        int              `json:"body_max_bytes,omitempty"` // largest, when sizes are drawn
+	BodyTotal      int64            `json:"body_bytes_sent"`          // body bytes of all requests written
+	Chunked        bool             `json:"chunked,omitempty"`
+	TLS            bool             `json:"tls,omitempty"`
+	Rate           float64          `json:"rate,omitempty"`         // requested uploads/s (open loop)
+	RetryWait      float64          `json:"retry_wait_s,omitempty"` // pause after a 503
+	LatencyFrom    string           `json:"latency_from,omitempty"` // "scheduled" in open-loop runs, else "write"
+	KeepAlive      bool             `json:"keep_alive"`
+	Duration       float64          `json:"duration_s,omitempty"`
+	Count          int64            `json:"count,omitempty"`
+	Elapsed        float64          `json:"elapsed_s"`
+	Responses      int64            `json:"responses"`
+	Created        int64            `json:"created"`  // 201s
+	Accepted       int64            `json:"accepted"` // 202s (spooled)
+	Acked          int64            `json:"acked"`    // all 2xx answers
+	UploadsPerSec  float64          `json:"uploads_per_s"`
+	RespPerSec     float64          `json:"responses_per_s"`
+	Status         map[string]int64 `json:"status"`
+	Errors         int64            `json:"errors"`
+	ErrorSamples   []string         `json:"error_samples,omitempty"`
+	Unanswered     int64            `json:"unanswered"`            // sent, no answer within --request-timeout (or by the run's hard deadline)
+	BadAnswers     int64            `json:"bad_answers,omitempty"` // 2xx whose JSON does not say what its status promises (201 without id, 202 not spool)
+	RequestTimeout float64          `json:"request_timeout_s"`
+	Idempotency    *IdemResult      `json:"idempotency,omitempty"`
+	Drain          *DrainResult     `json:"drain,omitempty"`
+	Connects       int64            `json:"connects"`
+	Latency        Latency          `json:"latency"`
+	CPU            CPU              `json:"tool_cpu"`
+	Memory         []WatchResult    `json:"memory,omitempty"`
+	TCPMemPeak     int64            `json:"tcp_mem_peak,omitempty"` // highest /proc/net/sockstat TCP mem, bytes
+	Cgroup         *CgroupResult    `json:"cgroup,omitempty"`
+	Verify         *VerifyResult    `json:"verify,omitempty"`
+	RunID          string           `json:"run_id"`
+	WatchTSV       string           `json:"watch_tsv,omitempty"`
+	Plots          []string         `json:"plots,omitempty"`
+}
+
+// IdemResult is what --idempotency did: uploads are counted once each,
+// attempts once per request written.
+type IdemResult struct {
+	RetryWait float64 `json:"retry_wait_s"`
+	RetryFor  float64 `json:"retry_for_s"`
+	Uploads   int64   `json:"uploads"`    // uploads begun (each with its own key)
+	Retries   int64   `json:"retries"`    // attempts after an upload's first
+	Retried   int64   `json:"retried"`    // uploads that needed at least one retry
+	Acked     int64   `json:"acked"`      // uploads finally answered 2xx
+	Refused   int64   `json:"refused"`    // uploads finally answered a 4xx that is not retried (400, 413, 422, ...)
+	GivenUp   int64   `json:"given_up"`   // uploads still failing when --retry-for ran out
+	Status422 int64   `json:"status_422"` // same key, different body: must never happen
 }
 
 type target struct {
@@ -203,6 +236,7 @@ type reqBuilder struct {
 	filler    []byte // shared, read-only, BodyMax long
 	keepAlive bool
 	chunked   bool
+	idem      bool // send Idempotency-Key: "RUN-WORKER-SEQ" from the marker
 	chunk     int
 	buf       []byte
 	marker    [markerLen]byte
@@ -243,6 +277,15 @@ func (rb *reqBuilder) body(n int) ([]byte, []byte) {
 // first chunk's data).
 func (rb *reqBuilder) build(n int) []byte {
 	b := append(rb.buf[:0], rb.head...)
+	if rb.idem {
+		b = append(b, "Idempotency-Key: \""...)
+		b = append(b, rb.marker[markRun:markRun+16]...)
+		b = append(b, '-')
+		b = append(b, rb.marker[markWork:markWork+4]...)
+		b = append(b, '-')
+		b = append(b, rb.marker[markSeq:markSeq+16]...)
+		b = append(b, "\"\r\n"...)
+	}
 	if rb.chunked {
 		b = append(b, "Transfer-Encoding: chunked\r\n\r\n"...)
 	} else {
@@ -309,10 +352,13 @@ type worker struct {
 	resps  int64
 	bytes  int64
 	errMsg []string
+	badAns int64
+	idem   IdemResult
 	// --verify: what happened to each request whose bytes were all written.
 	acks   []ack    // 2xx
 	nacks  []nack   // answered with another status
 	noAns  []uint64 // written, no answer (keys)
+	gaveUp []uint64 // --idempotency: not acknowledged when the retries ran out (keys)
 	hasher interface {
 		io.Writer
 		Reset()
@@ -321,11 +367,13 @@ type worker struct {
 	sum [sha256.Size]byte
 }
 
-// ack is one acknowledged upload: the id the server answered, the marker's
-// worker and sequence (key = worker<<48 | seq) and the first 64 bits of the
-// SHA-256 of the body.
+// ack is one acknowledged upload: the id the server answered (0 for a 202,
+// which has none), the marker's worker and sequence (key = worker<<48 |
+// seq), the first 64 bits of the SHA-256 of the body, and whether it was
+// acknowledged as spooled (202).
 type ack struct {
 	id, key, hash uint64
+	spool         bool
 }
 
 type nack struct {
@@ -379,7 +427,29 @@ func Load(cfg LoadConfig) (*LoadResult, error) {
 	if cfg.VerifyTable == "" {
 		cfg.VerifyTable = "uploads"
 	}
-	const grace = 10 * time.Second // answers in flight at the end may take this long
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = 10 * time.Second
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 60 * time.Second
+	}
+	if cfg.RequestTimeout > MaxDuration || cfg.RetryFor > MaxDuration || cfg.DrainTimeout > MaxDuration || cfg.RetryWait > MaxDuration {
+		return nil, fmt.Errorf("durations are capped at %s", MaxDuration)
+	}
+	if cfg.Idempotency {
+		if cfg.RetryFor <= 0 {
+			cfg.RetryFor = 30 * time.Second
+		}
+		if cfg.RetryWait <= 0 {
+			cfg.RetryWait = 100 * time.Millisecond // never a tight loop of retries
+		}
+	}
+	// Answers in flight at the end may take this long; with retries, the
+	// last attempt may start RetryFor after the end.
+	grace := cfg.RequestTimeout
+	if cfg.Idempotency {
+		grace = cfg.RetryFor + cfg.RequestTimeout
+	}
 
 	var cg *Cgroup
 	if cfg.Cgroup != nil {
@@ -407,6 +477,7 @@ func Load(cfg LoadConfig) (*LoadResult, error) {
 	workers := make([]*worker, cfg.Conns)
 	for i := range workers {
 		rb := newReqBuilder(t, cfg.ContentType, filler, !cfg.NoKeepAlive, cfg.Chunked, cfg.ChunkSize)
+		rb.idem = cfg.Idempotency
 		copy(rb.marker[markRun:], runHex)
 		putHex(rb.marker[markWork:markWork+4], uint64(i))
 		w := &worker{id: i, rb: rb}
@@ -436,7 +507,8 @@ func Load(cfg LoadConfig) (*LoadResult, error) {
 	end := start.Add(bound)
 	hard := end.Add(grace)
 	timer := time.AfterFunc(bound, func() { stop.Store(true) })
-	run := &runCtx{cfg: &cfg, t: t, tls: tlsCfg, issued: &issued, stop: &stop, start: start, end: end, hard: hard, prog: &prog}
+	run := &runCtx{cfg: &cfg, t: t, tls: tlsCfg, issued: &issued, stop: &stop, start: start, end: end, hard: hard,
+		retryEnd: end.Add(cfg.RetryFor), prog: &prog}
 	for _, w := range workers {
 		wg.Add(1)
 		go func() {
@@ -462,6 +534,10 @@ func Load(cfg LoadConfig) (*LoadResult, error) {
 		Command: cfg.Command, URL: cfg.URL, Conns: cfg.Conns, BodyBytes: cfg.BodySize, Chunked: cfg.Chunked, TLS: t.tls,
 		KeepAlive: !cfg.NoKeepAlive, Duration: cfg.Duration.Seconds(), Count: cfg.Count, Rate: cfg.Rate, RetryWait: cfg.RetryWait.Seconds(),
 		Elapsed: elapsed.Seconds(), Status: map[string]int64{}, RunID: string(runHex), LatencyFrom: "write",
+		RequestTimeout: cfg.RequestTimeout.Seconds(),
+	}
+	if cfg.Idempotency {
+		res.Idempotency = &IdemResult{RetryWait: cfg.RetryWait.Seconds(), RetryFor: cfg.RetryFor.Seconds()}
 	}
 	if cfg.Rate > 0 {
 		res.LatencyFrom = "scheduled"
@@ -494,6 +570,20 @@ func Load(cfg LoadConfig) (*LoadResult, error) {
 			}
 		}
 		res.Created += w.status[201]
+		res.Accepted += w.status[202]
+		for code := 200; code < 300; code++ {
+			res.Acked += w.status[code]
+		}
+		res.BadAnswers += w.badAns
+		if id := res.Idempotency; id != nil {
+			id.Uploads += w.idem.Uploads
+			id.Retries += w.idem.Retries
+			id.Retried += w.idem.Retried
+			id.Acked += w.idem.Acked
+			id.Refused += w.idem.Refused
+			id.GivenUp += w.idem.GivenUp
+			id.Status422 += w.idem.Status422
+		}
 		res.Responses += w.resps
 		res.Errors += w.errs
 		res.Unanswered += w.unans
@@ -515,7 +605,7 @@ func Load(cfg LoadConfig) (*LoadResult, error) {
 		P999: all.ValueAtQuantile(99.9), Max: all.Max(), Mean: all.Mean(), N: all.TotalCount(),
 	}
 	if s := elapsed.Seconds(); s > 0 {
-		res.UploadsPerSec = float64(res.Created) / s
+		res.UploadsPerSec = float64(res.Acked) / s
 		res.RespPerSec = float64(res.Responses) / s
 	}
 	res.CPU = cpuBetween(&ru0, &ru1, elapsed)
@@ -526,13 +616,18 @@ func Load(cfg LoadConfig) (*LoadResult, error) {
 		}
 	}
 
+	if cfg.DrainURL != "" {
+		d := DrainSpool(cfg.DrainURL, cfg.DrainTimeout, cfg.Insecure, cfg.CACert)
+		res.Drain = &d
+	}
 	if verify {
 		var sent Sent
 		for _, w := range workers {
 			sent.Acks = append(sent.Acks, w.acks...)
 			sent.Nacks = append(sent.Nacks, w.nacks...)
 			sent.NoAnswer = append(sent.NoAnswer, w.noAns...)
-			w.acks, w.nacks, w.noAns = nil, nil, nil
+			sent.GivenUp = append(sent.GivenUp, w.gaveUp...)
+			w.acks, w.nacks, w.noAns, w.gaveUp = nil, nil, nil, nil
 		}
 		v, err := Verify(cfg.VerifyDSN, cfg.VerifyTable, string(runHex), &sent)
 		if err != nil {
@@ -558,8 +653,10 @@ type runCtx struct {
 	stop   *atomic.Bool
 	start  time.Time
 	end    time.Time
-	hard   time.Time
-	prog   *progress
+	hard   time.Time // no attempt's deadline is later
+	// retryEnd: with Idempotency no retry starts after this (end + RetryFor)
+	retryEnd time.Time
+	prog     *progress
 }
 
 func (w *worker) fail(err error) {
@@ -598,36 +695,90 @@ func sleepUntil(t time.Time, stop *atomic.Bool) bool {
 	}
 }
 
+// upload is the one upload a worker is sending, kept across retries.
+type upload struct {
+	seq   uint64
+	n     int    // body size
+	hash  uint64 // first 64 bits of the body's SHA-256 (--verify)
+	sends int    // attempts started
+}
+
+// retryable reports whether an --idempotency upload answered status is
+// sent again: 408 and 409 (the first attempt still in progress) and 5xx;
+// other 4xx are final.
+func retryable(status int) bool {
+	return status == 408 || status == 409 || status >= 500
+}
+
 func (w *worker) run(r *runCtx, sh *shard) {
 	cfg := r.cfg
+	idem := cfg.Idempotency
 	var (
 		c      net.Conn
 		rr     = newRespReader(nil)
 		seq    uint64
 		ticket bool // holding a request slot not yet written
 		due    time.Time
+		cur    upload
+		active bool // cur is being sent (idem: until 2xx, a final answer or retryEnd)
 	)
 	defer func() {
 		if c != nil {
 			c.Close()
 		}
 	}()
+	// retry ends a failed --idempotency attempt: wait RetryWait (no later
+	// than retryEnd), then the loop sends cur again.
+	retry := func() {
+		time.Sleep(min(cfg.RetryWait, max(time.Until(r.retryEnd), 0)))
+	}
 	counted := cfg.Count > 0 || cfg.Rate > 0
-	for !r.stop.Load() {
-		if !ticket {
-			if counted {
-				k := r.issued.Add(1) - 1
-				if cfg.Count > 0 && k >= cfg.Count {
-					return
-				}
-				if cfg.Rate > 0 {
-					due = r.start.Add(time.Duration(float64(k) * 1e9 / cfg.Rate))
-					if due.After(r.end) || !sleepUntil(due, r.stop) {
+	for {
+		if active && idem && !time.Now().Before(r.retryEnd) {
+			w.idem.GivenUp++
+			if w.hasher != nil {
+				w.gaveUp = append(w.gaveUp, markKey(w.id, cur.seq))
+			}
+			return // retryEnd is after the run's end: nothing new starts
+		}
+		if !active {
+			if r.stop.Load() {
+				return
+			}
+			if !ticket {
+				if counted {
+					k := r.issued.Add(1) - 1
+					if cfg.Count > 0 && k >= cfg.Count {
 						return
 					}
+					if cfg.Rate > 0 {
+						due = r.start.Add(time.Duration(float64(k) * 1e9 / cfg.Rate))
+						if due.After(r.end) || !sleepUntil(due, r.stop) {
+							return
+						}
+					}
 				}
+				ticket = true
 			}
-			ticket = true
+			seq++
+			cur = upload{seq: seq, n: cfg.BodySize}
+			if w.rng != nil {
+				cur.n += w.rng.IntN(cfg.BodyMax - cfg.BodySize + 1)
+			}
+			putHex(w.rb.marker[markSeq:markSeq+16], seq)
+			if w.hasher != nil {
+				m, f := w.rb.body(cur.n)
+				w.hasher.Reset()
+				w.hasher.Write(m)
+				w.hasher.Write(f)
+				cur.hash = binary.BigEndian.Uint64(w.hasher.Sum(w.sum[:0]))
+			}
+			active = true
+			if idem {
+				w.idem.Uploads++
+			}
+		} else if !idem && r.stop.Load() {
+			return
 		}
 		if c == nil {
 			var err error
@@ -639,39 +790,44 @@ func (w *worker) run(r *runCtx, sh *shard) {
 				continue
 			}
 			w.conns++
-			_ = c.SetDeadline(r.hard)
 			rr.reset(c)
 		}
-		seq++
-		putHex(w.rb.marker[markSeq:markSeq+16], seq)
-		n := cfg.BodySize
-		if w.rng != nil {
-			n += w.rng.IntN(cfg.BodyMax - cfg.BodySize + 1)
-		}
-		req := w.rb.build(n)
-		var hash uint64
-		if w.hasher != nil {
-			m, f := w.rb.body(n)
-			w.hasher.Reset()
-			w.hasher.Write(m)
-			w.hasher.Write(f)
-			hash = binary.BigEndian.Uint64(w.hasher.Sum(w.sum[:0]))
-		}
-		t0 := time.Now()
-		if cfg.Rate > 0 {
+		putHex(w.rb.marker[markSeq:markSeq+16], cur.seq)
+		req := w.rb.build(cur.n)
+		now := time.Now()
+		t0 := now
+		if cfg.Rate > 0 && cur.sends == 0 {
 			t0 = due
 		}
+		dl := now.Add(cfg.RequestTimeout)
+		if dl.After(r.hard) {
+			dl = r.hard
+		}
+		_ = c.SetDeadline(dl)
+		if idem && cur.sends > 0 {
+			w.idem.Retries++
+			if cur.sends == 1 {
+				w.idem.Retried++
+			}
+		}
+		cur.sends++
 		if _, err := c.Write(req); err != nil {
 			// The server may have closed an idle keep-alive connection: the
-			// request was not (fully) sent; count it and retry on a new one.
+			// request was not (fully) sent; count it and send again on a new
+			// one (without idempotency, as a new upload).
 			w.fail(fmt.Errorf("write: %w", err))
 			c.Close()
 			c = nil
+			if idem {
+				retry()
+			} else {
+				active = false
+			}
 			continue
 		}
 		ticket = false
-		w.bytes += int64(n)
-		key := markKey(w.id, seq)
+		w.bytes += int64(cur.n)
+		key := markKey(w.id, cur.seq)
 		resp, err := rr.read()
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
@@ -679,11 +835,16 @@ func (w *worker) run(r *runCtx, sh *shard) {
 			} else {
 				w.fail(fmt.Errorf("read: %w", err))
 			}
+			c.Close()
+			c = nil
+			if idem {
+				retry()
+				continue
+			}
 			if w.hasher != nil {
 				w.noAns = append(w.noAns, key)
 			}
-			c.Close()
-			c = nil
+			active = false
 			continue
 		}
 		lat := time.Since(t0).Microseconds()
@@ -696,38 +857,46 @@ func (w *worker) run(r *runCtx, sh *shard) {
 		}
 		ok := resp.status >= 200 && resp.status < 300
 		r.prog.add(ok)
-		if w.hasher != nil {
-			if ok {
-				w.acks = append(w.acks, ack{id: answerID(resp.body), key: key, hash: hash})
-			} else {
+		again := idem && !ok && retryable(resp.status)
+		switch {
+		case ok:
+			a, bad := parseAnswer(resp.status, resp.body)
+			if bad != "" && resp.body != nil {
+				w.badAns++
+				if len(w.errMsg) < 4 {
+					w.errMsg = append(w.errMsg, "answer: "+bad)
+				}
+			}
+			if w.hasher != nil {
+				w.acks = append(w.acks, ack{id: a.id, key: key, hash: cur.hash, spool: resp.status == 202})
+			}
+			w.idem.Acked++
+			active = false
+		case again:
+		default:
+			if w.hasher != nil {
 				w.nacks = append(w.nacks, nack{key: key, status: resp.status})
 			}
+			if resp.status == 422 {
+				w.idem.Status422++
+			}
+			if idem && resp.status < 500 {
+				w.idem.Refused++
+			}
+			active = false
 		}
 		if resp.close || cfg.NoKeepAlive {
 			c.Close()
 			c = nil
 		}
+		if again {
+			retry()
+			continue
+		}
 		if resp.status == 503 && cfg.RetryWait > 0 && !sleepUntil(time.Now().Add(cfg.RetryWait), r.stop) {
 			return
 		}
 	}
-}
-
-// answerID reads N from a body that starts {"id":N (upsink's and the
-// baseline's answer); 0 if there is none.
-func answerID(b []byte) uint64 {
-	i := strings.Index(string(b), `"id":`) // no allocation: the conversion is not kept
-	if i < 0 {
-		return 0
-	}
-	var id uint64
-	for _, c := range b[i+5:] {
-		if c < '0' || c > '9' {
-			break
-		}
-		id = id*10 + uint64(c-'0')
-	}
-	return id
 }
 
 // progress counts answers for the once-a-second progress line.
@@ -804,8 +973,15 @@ func FormatLoad(w io.Writer, r *LoadResult) {
 	if r.RetryWait > 0 {
 		bound += fmt.Sprintf(" retry-wait=%gs", r.RetryWait)
 	}
+	if r.Idempotency != nil {
+		bound += fmt.Sprintf(" idempotency (retry-for=%gs)", r.Idempotency.RetryFor)
+	}
 	fmt.Fprintf(w, "load %s  c=%d  body=%s  %s  %s  run %s\n", r.URL, r.Conns, body, ka, bound, r.RunID)
-	fmt.Fprintf(w, "  uploads/s   %.1f  (%d x 201 in %.2f s; all responses %.1f/s)\n", r.UploadsPerSec, r.Created, r.Elapsed, r.RespPerSec)
+	acked := fmt.Sprintf("%d x 201", r.Created)
+	if r.Accepted > 0 || r.Acked != r.Created {
+		acked = fmt.Sprintf("%d acknowledged: %d x 201, %d x 202 spooled", r.Acked, r.Created, r.Accepted)
+	}
+	fmt.Fprintf(w, "  uploads/s   %.1f  (%s in %.2f s; all responses %.1f/s)\n", r.UploadsPerSec, acked, r.Elapsed, r.RespPerSec)
 	from := ""
 	if r.LatencyFrom == "scheduled" {
 		from = ", from the scheduled send time"
@@ -822,7 +998,17 @@ func FormatLoad(w io.Writer, r *LoadResult) {
 		fmt.Fprintf(&sb, "  %s: %d", k, r.Status[k])
 	}
 	fmt.Fprintf(w, "  status    %s\n", sb.String())
-	fmt.Fprintf(w, "  errors      %d  unanswered %d  connects %d\n", r.Errors, r.Unanswered, r.Connects)
+	fmt.Fprintf(w, "  errors      %d  unanswered %d (request timeout %gs)  connects %d\n", r.Errors, r.Unanswered, r.RequestTimeout, r.Connects)
+	if r.BadAnswers > 0 {
+		fmt.Fprintf(w, "  bad answers %d (2xx whose JSON does not match its status)\n", r.BadAnswers)
+	}
+	if id := r.Idempotency; id != nil {
+		fmt.Fprintf(w, "  idempotent  %d uploads: %d acknowledged, %d refused, %d given up; %d retries (%d uploads retried, retry-wait %gs)\n",
+			id.Uploads, id.Acked, id.Refused, id.GivenUp, id.Retries, id.Retried, id.RetryWait)
+		if id.Status422 > 0 {
+			fmt.Fprintf(w, "  ERROR       %d answered 422 (same key, different body): must not happen\n", id.Status422)
+		}
+	}
 	for _, m := range r.ErrorSamples {
 		fmt.Fprintf(w, "    e.g. %s\n", m)
 	}
@@ -833,6 +1019,9 @@ func FormatLoad(w io.Writer, r *LoadResult) {
 	}
 	if r.WatchTSV != "" || len(r.Plots) > 0 {
 		fmt.Fprintf(w, "  samples     %s  %s\n", r.WatchTSV, strings.Join(r.Plots, " "))
+	}
+	if r.Drain != nil {
+		FormatDrain(w, r.Drain)
 	}
 	if r.Verify != nil {
 		FormatVerify(w, r.Verify)

@@ -202,3 +202,87 @@ func trunc(b []byte) []byte {
 	}
 	return b
 }
+
+// Where an acknowledged upload is durable, from the answer's "durable".
+const (
+	durableUnsaid uint8 = iota // no "durable" field (the seed's 201, the net/http baseline)
+	durableMySQL               // "durable":"mysql"
+	durableSpool               // "durable":"spool"
+	durableOther               // another value
+)
+
+// answer is what the load generator reads from a 2xx answer's JSON:
+// 201 {"id":N,"stream":"S","bytes":B,"durable":"mysql"} or
+// 202 {"stream":"S","bytes":B,"durable":"spool","spool_seq":N}.
+type answer struct {
+	id, spoolSeq uint64 // 0 when absent
+	durable      uint8
+}
+
+// parseAnswer reads an upload's 2xx answer without allocating. bad is a
+// reason when the answer does not say what its status promises: a 202 must
+// be "durable":"spool" with a spool_seq and no id; a 201 must carry an id
+// and, if it says, be "durable":"mysql".
+func parseAnswer(status int, b []byte) (a answer, bad string) {
+	a.id, _ = jsonUint(b, keyID)
+	a.spoolSeq, _ = jsonUint(b, keySpoolSeq)
+	if i := bytes.Index(b, keyDurable); i >= 0 {
+		v := b[i+len(keyDurable):]
+		switch {
+		case bytes.HasPrefix(v, valMySQL):
+			a.durable = durableMySQL
+		case bytes.HasPrefix(v, valSpool):
+			a.durable = durableSpool
+		default:
+			a.durable = durableOther
+		}
+	}
+	switch status {
+	case 201:
+		if a.id == 0 {
+			return a, "201 without an id"
+		}
+		if a.durable != durableUnsaid && a.durable != durableMySQL {
+			return a, `201 not "durable":"mysql"`
+		}
+	case 202:
+		if a.durable != durableSpool {
+			return a, `202 not "durable":"spool"`
+		}
+		if a.spoolSeq == 0 {
+			return a, "202 without a spool_seq"
+		}
+		if a.id != 0 {
+			return a, "202 with an id"
+		}
+	}
+	return a, ""
+}
+
+// What parseAnswer looks for (as []byte: searching with string(b) would
+// copy bodies longer than 32 bytes).
+var (
+	keyID       = []byte(`"id":`)
+	keySpoolSeq = []byte(`"spool_seq":`)
+	keyDurable  = []byte(`"durable":"`)
+	valMySQL    = []byte(`mysql"`)
+	valSpool    = []byte(`spool"`)
+)
+
+// jsonUint reads the unsigned integer after key (e.g. `"id":`) in b; ok is
+// false when key is absent or no digit follows.
+func jsonUint(b, key []byte) (v uint64, ok bool) {
+	i := bytes.Index(b, key)
+	if i < 0 {
+		return 0, false
+	}
+	for _, c := range b[i+len(key):] {
+		d := uint64(c - '0')
+		if c < '0' || c > '9' || v > (1<<64-1-d)/10 {
+			break
+		}
+		v = v*10 + d
+		ok = true
+	}
+	return v, ok
+}

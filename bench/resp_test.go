@@ -98,3 +98,46 @@ func TestRespReaderNoAlloc(t *testing.T) {
 		t.Fatalf("%v allocs per response, want 0", allocs)
 	}
 }
+
+func TestParseAnswer(t *testing.T) {
+	tests := []struct {
+		name     string
+		status   int
+		body     string
+		id, seq  uint64
+		durable  uint8
+		badMatch string // substring of the reason, "" for none
+	}{
+		{"201 mysql", 201, `{"id":42,"stream":"s","bytes":1024,"durable":"mysql"}`, 42, 0, durableMySQL, ""},
+		{"201 seed (no durable)", 201, `{"id":7,"stream":"s","bytes":1}` + "\n", 7, 0, durableUnsaid, ""},
+		{"202 spool", 202, `{"stream":"s","bytes":1024,"durable":"spool","spool_seq":981}`, 0, 981, durableSpool, ""},
+		{"202 spool, fields reordered", 202, `{"spool_seq":3,"durable":"spool","stream":"x.y","bytes":0}`, 0, 3, durableSpool, ""},
+		{"big id", 201, `{"id":18446744073709551615}`, 18446744073709551615, 0, durableUnsaid, ""},
+		{"200 without json", 200, "ok\n", 0, 0, durableUnsaid, ""},
+
+		{"201 without id", 201, `{"stream":"s","bytes":1}`, 0, 0, durableUnsaid, "without an id"},
+		{"201 id not a number", 201, `{"id":"x"}`, 0, 0, durableUnsaid, "without an id"},
+		{"201 spool", 201, `{"id":1,"durable":"spool"}`, 1, 0, durableSpool, `not "durable":"mysql"`},
+		{"201 other durable", 201, `{"id":1,"durable":"disk"}`, 1, 0, durableOther, `not "durable":"mysql"`},
+		{"202 mysql", 202, `{"durable":"mysql","spool_seq":1}`, 0, 1, durableMySQL, `not "durable":"spool"`},
+		{"202 without durable", 202, `{"spool_seq":1}`, 0, 1, durableUnsaid, `not "durable":"spool"`},
+		{"202 without spool_seq", 202, `{"durable":"spool"}`, 0, 0, durableSpool, "without a spool_seq"},
+		{"202 with an id", 202, `{"id":5,"durable":"spool","spool_seq":2}`, 5, 2, durableSpool, "with an id"},
+		{"202 empty", 202, ``, 0, 0, durableUnsaid, `not "durable":"spool"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, bad := parseAnswer(tt.status, []byte(tt.body))
+			if a.id != tt.id || a.spoolSeq != tt.seq || a.durable != tt.durable {
+				t.Errorf("got %+v, want id %d spool_seq %d durable %d", a, tt.id, tt.seq, tt.durable)
+			}
+			if (tt.badMatch == "") != (bad == "") || !strings.Contains(bad, tt.badMatch) {
+				t.Errorf("bad = %q, want %q", bad, tt.badMatch)
+			}
+		})
+	}
+	body := []byte(`{"stream":"s","bytes":1024,"durable":"spool","spool_seq":981}`)
+	if n := testing.AllocsPerRun(100, func() { parseAnswer(202, body) }); n != 0 {
+		t.Errorf("parseAnswer allocs = %v", n)
+	}
+}

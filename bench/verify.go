@@ -16,12 +16,15 @@ import (
 
 // Sent is what a load run recorded about its requests for Verify: each
 // acknowledged (2xx) upload with the id it was answered and the hash of its
-// body, each one answered otherwise, and each one written but not answered.
-// Keys are worker<<48 | sequence, as in the body's marker.
+// body, each one answered otherwise, each one written but not answered, and
+// (--idempotency) each one still failing when its retries ran out. Keys are
+// worker<<48 | sequence, as in the body's marker; with --idempotency each
+// upload (key) is in exactly one list, whatever its attempts were.
 type Sent struct {
 	Acks     []ack
 	Nacks    []nack
 	NoAnswer []uint64
+	GivenUp  []uint64
 }
 
 // VerifyResult is the verdict on one run's uploads in the database.
@@ -29,6 +32,8 @@ type VerifyResult struct {
 	Table          string           `json:"table"`
 	RunID          string           `json:"run_id"`
 	Acked          int64            `json:"acked"`                   // 2xx answers
+	AckedMySQL     int64            `json:"acked_mysql"`             // of those, not 202 (committed; the id is checked)
+	AckedSpool     int64            `json:"acked_spool"`             // of those, 202 (spooled; no id to check, the row appears after replay)
 	Rows           int64            `json:"rows"`                    // rows of this run in the table
 	Found          int64            `json:"found"`                   // acked, present exactly once, same bytes
 	Lost           int64            `json:"lost"`                    // acked, absent
@@ -36,11 +41,13 @@ type VerifyResult struct {
 	DuplicateRows  int64            `json:"duplicate_rows"`          // rows beyond the first of those
 	Mismatched     int64            `json:"mismatched"`              // acked, present once, different bytes
 	IDMismatch     int64            `json:"id_mismatch"`             // acked with an id other than the row's
-	NotAcked       int64            `json:"not_acked"`               // written, answered non-2xx or not answered
+	NotAcked       int64            `json:"not_acked"`               // written, answered non-2xx, not answered, or given up
 	UnackedPresent int64            `json:"unacked_present"`         // of those (or unrecorded), present in the table
+	GivenUp        int64            `json:"given_up"`                // --idempotency: uploads still failing when the retries ran out (may be present, at most once)
+	Status422      int64            `json:"status_422"`              // uploads answered 422 (same key, other body): must not happen
 	PresentAfter   map[string]int64 `json:"present_after,omitempty"` // status (or "no answer", "unrecorded") -> present count
 	Seconds        float64          `json:"seconds"`
-	OK             bool             `json:"ok"` // nothing acknowledged is lost, duplicated or changed
+	OK             bool             `json:"ok"` // nothing acknowledged is lost or changed, nothing stored twice, no 422
 }
 
 var tableName = regexp.MustCompile(`^[A-Za-z0-9_]{1,64}$`)
@@ -130,14 +137,27 @@ func parseMarkTail(b []byte) (uint64, bool) {
 
 // judge compares the stored rows with what was sent.
 func judge(stored []storedRow, sent *Sent) *VerifyResult {
-	r := &VerifyResult{Acked: int64(len(sent.Acks)), Rows: int64(len(stored)),
-		NotAcked: int64(len(sent.Nacks) + len(sent.NoAnswer)), PresentAfter: map[string]int64{}}
+	r := &VerifyResult{Acked: int64(len(sent.Acks)), Rows: int64(len(stored)), GivenUp: int64(len(sent.GivenUp)),
+		NotAcked: int64(len(sent.Nacks) + len(sent.NoAnswer) + len(sent.GivenUp)), PresentAfter: map[string]int64{}}
+	for _, a := range sent.Acks {
+		if a.spool {
+			r.AckedSpool++
+		} else {
+			r.AckedMySQL++
+		}
+	}
 	slices.SortFunc(stored, func(a, b storedRow) int { return cmpU64(a.key, b.key) })
 	acks := slices.Clone(sent.Acks)
 	slices.SortFunc(acks, func(a, b ack) int { return cmpU64(a.key, b.key) })
 	other := map[uint64]string{}
 	for _, n := range sent.Nacks {
 		other[n.key] = strconv.Itoa(n.status)
+		if n.status == 422 {
+			r.Status422++
+		}
+	}
+	for _, k := range sent.GivenUp {
+		other[k] = "given up"
 	}
 	for _, k := range sent.NoAnswer {
 		other[k] = "no answer"
@@ -184,7 +204,7 @@ func judge(stored []storedRow, sent *Sent) *VerifyResult {
 	if len(r.PresentAfter) == 0 {
 		r.PresentAfter = nil
 	}
-	r.OK = r.Lost == 0 && r.Duplicated == 0 && r.Mismatched == 0
+	r.OK = r.Lost == 0 && r.Duplicated == 0 && r.Mismatched == 0 && r.Status422 == 0
 	return r
 }
 
@@ -204,9 +224,12 @@ func FormatVerify(w io.Writer, v *VerifyResult) {
 	if !v.OK {
 		verdict = "FAILED"
 	}
-	fmt.Fprintf(w, "  verify      %s: %d acknowledged, %d found once with the same bytes; lost %d, duplicated %d (%d extra rows), changed %d, id mismatch %d  [table %s, %d rows of run %s, %.1f s]\n",
-		verdict, v.Acked, v.Found, v.Lost, v.Duplicated, v.DuplicateRows, v.Mismatched, v.IDMismatch, v.Table, v.Rows, v.RunID, v.Seconds)
-	fmt.Fprintf(w, "              not acknowledged %d, of which present anyway %d", v.NotAcked, v.UnackedPresent)
+	fmt.Fprintf(w, "  verify      %s: %d acknowledged (%d x 201, %d x 202), %d found once with the same bytes; lost %d, duplicated %d (%d extra rows), changed %d, id mismatch %d  [table %s, %d rows of run %s, %.1f s]\n",
+		verdict, v.Acked, v.AckedMySQL, v.AckedSpool, v.Found, v.Lost, v.Duplicated, v.DuplicateRows, v.Mismatched, v.IDMismatch, v.Table, v.Rows, v.RunID, v.Seconds)
+	if v.Status422 > 0 {
+		fmt.Fprintf(w, "              %d answered 422 (same key, different body): must not happen\n", v.Status422)
+	}
+	fmt.Fprintf(w, "              not acknowledged %d (given up %d), of which present anyway %d", v.NotAcked, v.GivenUp, v.UnackedPresent)
 	for k, n := range v.PresentAfter {
 		fmt.Fprintf(w, "  [%s: %d]", k, n)
 	}
