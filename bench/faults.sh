@@ -6,6 +6,7 @@
 # `upsink-bench load --verify` checks every answer against the table (0
 # acknowledged uploads lost, 0 stored twice) once the spool has drained.
 #
+#   (--spool-max 1GiB, the default's cap, except in 6; --spool-after 1s)
 #   1 mariadb-kill9   kill -9 mariadbd at 3 s, restart it 5 s later
 #   2 upsink-kill9    MariaDB stopped at 3 s (a spool backlog forms), kill -9
 #                     upsink at 6 s and restart it (the spool is recovered),
@@ -360,7 +361,7 @@ run_scenario() {
 	EV="$base.events" SRVLOG="$base.upsink.log" PROG="$base.progress" POLL="$base.readyz"
 	DB="f${N}_${NAME//-/_}"
 	DSN="root@unix($DB_SOCK)/$DB"
-	SPOOL="$tmp/spool-$N" SPOOL_MAX=256MiB FULL_PROBE=""
+	SPOOL="$tmp/spool-$N" SPOOL_MAX=1GiB FULL_PROBE=""
 	mkdir -p "$SPOOL"
 	: >"$EV"
 	if [ "$N" = 6 ]; then
