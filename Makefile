@@ -10,6 +10,10 @@
 #                (bench/attack.sh; make bench runs it last; ~12 minutes)
 #   make bench-spool uploads/s and memory into the spool alone vs MariaDB, and when
 #                a saturated MariaDB makes upsink spool (bench/spool.sh)
+#   make faults  the fault suite of issue 8 (bench/faults.sh; ~5 minutes; root for
+#                the full-spool tmpfs): kill -9 / SIGTERM / SIGSTOP of mariadbd
+#                and upsink, KILL CONNECTION, a full spool, idempotent retries;
+#                FAULTS_ONLY="1 4" runs some of them
 #   make bench-vps upsink + MariaDB in one 256 MiB memory cgroup under 10,000
 #                keep-alive uploaders (bench/vps.sh; root; VPS_MODE=https)
 #   make build   bin/upsink
@@ -29,7 +33,7 @@ DBDIR ?= var/mysql
 BENCH ?= .
 GOTESTFLAGS ?=
 
-.PHONY: all run build vet test bench bench-go bench-vps bench-spool attack sigterm tools-check db-start db-stop db-status clean
+.PHONY: all run build vet test bench bench-go bench-vps bench-spool attack sigterm faults tools-check db-start db-stop db-status clean
 
 all: build
 
@@ -84,6 +88,14 @@ bench-spool: tools-check
 # uploads committed without an answer (must be 0). ~1 minute.
 sigterm: tools-check
 	bench/sigterm.sh
+
+# The fault suite (issue 8): kill -9 mariadbd, kill -9 / SIGTERM upsink, a
+# stalled MariaDB, KILL CONNECTION, a full spool filesystem, and clients that
+# retry with Idempotency-Key through faults 1-5, each under 64 uploading
+# clients; --verify checks 0 acknowledged lost, 0 stored twice, spool drained.
+# Results in bench/results/faults-*.txt; exit 1 on a loss or a duplicate. ~5 min.
+faults: tools-check
+	bench/faults.sh
 
 # Only the go test benchmarks, on a throwaway MariaDB.
 bench-go: tools-check
