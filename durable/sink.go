@@ -40,6 +40,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"upsink/spool"
@@ -93,7 +94,8 @@ type Upload struct {
 	Replayed bool         // Answer is the first answer of the upload's Idempotency-Key
 	Err      error        // ErrUnavailable, ErrKeyMismatch or a *store.RejectedError
 
-	keyed bool // registered in the key table
+	keyed   bool // registered in the key table (in progress)
+	keyHeld bool // spooled with a reservation in the key table: its retries are answered from there
 }
 
 // Sink routes uploads to MariaDB or the spool. See the package documentation.
@@ -105,6 +107,9 @@ type Sink struct {
 	keys keyTable
 	rp   *replayer
 	once sync.Once
+
+	spoolFailed atomic.Int64 // unix nanos of the last failed spool append (full, no space); 0 = none
+	unkeyed     atomic.Uint64
 }
 
 const (
@@ -204,8 +209,12 @@ func (k *Sink) toSpool(u *Upload) error {
 	if k.sp == nil {
 		return ErrUnavailable
 	}
-	if u.keyed && !k.keys.reserve() {
-		return ErrUnavailable
+	// Past MaxKeys a keyed upload is still spooled, its key not remembered
+	// here: a retry of it would be spooled again (202 with another seq) and
+	// found by MariaDB at replay, never stored twice.
+	u.keyHeld = u.keyed && k.keys.reserve()
+	if u.keyed && !u.keyHeld {
+		k.unkeyed.Add(1)
 	}
 	j := &u.Job
 	rec := recPool.Get().(*spool.Record)
@@ -213,8 +222,12 @@ func (k *Sink) toSpool(u *Upload) error {
 		IdempotencyKey: j.IdemKey, ReceivedAt: j.ReceivedAt, Body: j.Body, Tag: j.Tag}
 	if err := k.sp.Append(rec); err != nil {
 		putRecord(rec)
-		if u.keyed {
+		if u.keyHeld {
 			k.keys.unreserve()
+			u.keyHeld = false
+		}
+		if !errors.Is(err, spool.ErrQueueFull) {
+			k.spoolFailed.Store(time.Now().UnixNano())
 		}
 		return ErrUnavailable
 	}
@@ -263,17 +276,23 @@ func (k *Sink) spooled(batch []*spool.Record) {
 		u := k.cfg.Upload(r.Tag)
 		seq, err := r.Seq, r.Err
 		putRecord(r)
-		if err == nil {
+		switch {
+		case err == nil && u.keyHeld:
 			u.Answer = store.Answer{Status: 202, SpoolSeq: seq}
 			k.keys.spooled(u, seq)
-		} else {
+		case err == nil:
+			u.Answer = store.Answer{Status: 202, SpoolSeq: seq}
+			k.keys.end(u)
+		default:
+			k.spoolFailed.Store(time.Now().UnixNano())
 			k.log.Warn("durable: spool append failed: upload refused", "err", err)
-			if u.keyed {
+			if u.keyHeld {
 				k.keys.unreserve()
 			}
 			u.Err = ErrUnavailable
 			k.keys.end(u)
 		}
+		u.keyHeld = false
 		k.cfg.OnDone(u)
 	}
 	if k.rp != nil {
@@ -284,18 +303,25 @@ func (k *Sink) spooled(batch []*spool.Record) {
 // Ready reports whether an upload can be made durable now: MariaDB is ready,
 // or the spool has room.
 func (k *Sink) Ready() bool {
-	if k.st.Ready() {
-		return true
+	return k.st.Ready() || k.spoolReady()
+}
+
+// spoolReady: the spool has room, and no append failed in the last second
+// (a full filesystem is only found by writing; one second later uploads are
+// let through again to find out whether it still is).
+func (k *Sink) spoolReady() bool {
+	if k.sp == nil {
+		return false
 	}
-	return k.sp != nil && k.spoolHasRoom()
+	if t := k.spoolFailed.Load(); t != 0 && time.Since(time.Unix(0, t)) < spoolRetry {
+		return false
+	}
+	max := k.sp.MaxBytes()
+	return k.sp.Used() < max-max/64
 }
 
-func (k *Sink) spoolHasRoom() bool {
-	st := k.sp.Stats()
-	return st.DiskBytes < k.spoolMax()-k.spoolMax()/64
-}
-
-func (k *Sink) spoolMax() int64 { return k.sp.MaxBytes() }
+// spoolRetry is how long a failed append makes the spool not ready.
+const spoolRetry = time.Second
 
 // Status is what /readyz reports.
 type Status struct {
@@ -303,6 +329,9 @@ type Status struct {
 	Database bool        // the store is ready
 	Spool    bool        // a spool is configured
 	Backlog  spool.Stats // the spool's backlog (when Spool)
+	// UnkeyedSpooled counts keyed uploads spooled past SpoolConfig.MaxKeys
+	// since Open, whose keys were not remembered here.
+	UnkeyedSpooled uint64
 }
 
 // Status returns the sink's state.
@@ -311,7 +340,8 @@ func (k *Sink) Status() Status {
 	if k.sp != nil {
 		s.Backlog = k.sp.Stats()
 	}
-	s.Ready = s.Database || (s.Spool && s.Backlog.DiskBytes < k.spoolMax()-k.spoolMax()/64)
+	s.Ready = s.Database || k.spoolReady()
+	s.UnkeyedSpooled = k.unkeyed.Load()
 	return s
 }
 

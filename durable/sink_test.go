@@ -509,3 +509,41 @@ func TestKeyTable(t *testing.T) {
 		t.Fatal("keyID")
 	}
 }
+
+// TestKeysPastMaxKeys: past MaxKeys keyed uploads are still spooled (202),
+// their keys not remembered here; a retry of one is spooled again (another
+// seq) and MariaDB finds its key at replay: each stored once.
+func TestKeysPastMaxKeys(t *testing.T) {
+	h := newHarness(t)
+	h.open(SpoolConfig{MaxKeys: 2})
+	h.until("database ready", func() bool { return h.k.Status().Database })
+	h.proxy.Down()
+	h.until("database down", func() bool { return !h.k.Status().Database })
+	var first []*Upload
+	for i := range 4 {
+		u := h.submit(fmt.Sprint("mk-", i), fmt.Sprint("body ", i))
+		wantAnswer(t, u, 202)
+		first = append(first, u)
+	}
+	if got := h.k.Status().UnkeyedSpooled; got != 2 {
+		t.Fatalf("UnkeyedSpooled %d, want 2", got)
+	}
+	for i, f := range first {
+		r := h.submit(fmt.Sprint("mk-", i), fmt.Sprint("body ", i))
+		wantAnswer(t, r, 202)
+		if remembered := i < 2; remembered != (r.Replayed && r.Answer == f.Answer) {
+			t.Fatalf("retry %d: %+v replayed %v (first %+v)", i, r.Answer, r.Replayed, f.Answer)
+		}
+	}
+	h.proxy.Up()
+	h.until("spool drained", func() bool { return h.k.Status().Backlog.Records == 0 })
+	rows := h.rows()
+	if len(rows) != 4 {
+		t.Fatalf("rows %v, want 4", rows)
+	}
+	for b, n := range rows {
+		if n != 1 {
+			t.Fatalf("%q stored %d times", b, n)
+		}
+	}
+}

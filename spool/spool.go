@@ -382,3 +382,7 @@ func loadID(dir string, d *os.File, log *slog.Logger) (string, error) {
 
 // MaxBytes is the spool's bound (Options.MaxBytes after defaults).
 func (s *Spool) MaxBytes() int64 { return s.opt.MaxBytes }
+
+// Used is the bytes the spool counts against MaxBytes now: live segment files
+// plus records queued or being written. Any goroutine; one atomic load.
+func (s *Spool) Used() int64 { return s.used.Load() }
