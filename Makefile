@@ -3,7 +3,8 @@
 #   make run     install MariaDB if missing, start it on a unix socket with data
 #                in ./var/mysql (kept between runs), create database upsink,
 #                build and run bin/upsink in the foreground; Ctrl-C stops both
-#   make test    go vet + go test -race against a throwaway MariaDB in /tmp
+#   make test    go vet + go test -race against a throwaway MariaDB in /tmp, then
+#                the short fault suite (FAULTS_SHORT=1 bench/faults.sh)
 #   make bench   side-by-side measurements into BENCHMARKS.md (bench/run.sh)
 #   make bench-go  go test -bench against a throwaway MariaDB in /tmp
 #   make attack  the attack suite at full scale into BENCHMARKS.md's "## Attacks"
@@ -60,12 +61,15 @@ tools-check:
 # The race detector allocates on its own, so the zero-allocation tests (and
 # tlsbridge's bytes-per-idle-TLS-connection bound) are
 # asserted in a second, non-race run (they skip their assertion under -race).
-# The full race run goes last so the suite's own closing lines end the output.
 ALLOCTESTS = Allocs|NoAlloc|DoesNotAllocate|TestIdleMemory
 ALLOCPKGS = ./conn ./parser ./server ./store ./bench ./tlsbridge ./spool
 
+# The short fault suite (FAULTS_SHORT=1 bench/faults.sh, ~1.5 minutes: every
+# fault of make faults at 40 % of its times with 16 clients, real processes)
+# runs after the go tests; its table ends the output.
 test: tools-check
 	deploy/with-testdb.sh bash -c '$(GO) vet ./... && $(GO) test -count=1 -run "$(ALLOCTESTS)" $(ALLOCPKGS) && $(GO) test -race -count=1 -timeout 9m $(GOTESTFLAGS) ./...'
+	FAULTS_SHORT=1 bench/faults.sh
 
 # The whole side-by-side run (upsink vs the net/http baseline, idle memory,
 # uploads/s, handshakes, stalled handshakes, go test -bench; plain and HTTPS)
