@@ -260,6 +260,13 @@ func serve(args []string, stderr io.Writer) int {
 		if cfg.TLSListen != "" {
 			log.Info("upsink: serving HTTPS", "listen", "https://"+cfg.TLSListen, "cert", certFile)
 		}
+		if sp := srv.Sink().Spool(); sp != nil {
+			st := sp.Stats()
+			log.Info("upsink: spool", "dir", cfg.Spool.Dir, "max_bytes", sp.MaxBytes(), "spool_after", cfg.Spool.After,
+				"backlog_records", st.Records, "backlog_bytes", st.Bytes)
+		} else {
+			log.Warn("upsink: no spool (--spool-dir \"\"): uploads MariaDB cannot take get 503")
+		}
 	}
 	select {
 	case err := <-errc:
