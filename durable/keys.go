@@ -73,8 +73,16 @@ func (t *keyTable) begin(u *Upload) (store.Answer, error) {
 	}
 }
 
-// end clears u's in-progress mark: the entry goes unless it is spooled.
-func (t *keyTable) end(u *Upload) {
+// end clears u's in-progress mark and drops its entry.
+func (t *keyTable) end(u *Upload) { t.finish(u, 0) }
+
+// spooled records that u was appended at seq with a reservation: its entry
+// stays, answering retries, and its in-progress mark ends.
+func (t *keyTable) spooled(u *Upload, seq uint64) { t.finish(u, seq) }
+
+// finish ends u's in-progress mark (a no-op for an upload without one):
+// with seq 0 its entry goes, else it stays as the spooled upload's.
+func (t *keyTable) finish(u *Upload, seq uint64) {
 	if !u.keyed {
 		return
 	}
@@ -83,12 +91,13 @@ func (t *keyTable) end(u *Upload) {
 	id := keyID(buf[:0], u.Job.Stream, u.Job.IdemKey)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if e := t.m[string(id)]; e != nil && e.busy {
-		if e.seq == 0 {
-			delete(t.m, string(id))
-		} else {
-			e.busy = false
-		}
+	e := t.m[string(id)]
+	switch {
+	case e == nil || !e.busy:
+	case seq == 0:
+		delete(t.m, string(id))
+	default:
+		e.seq, e.busy = seq, false
 	}
 }
 
@@ -107,22 +116,6 @@ func (t *keyTable) unreserve() {
 	t.mu.Lock()
 	t.nspooled--
 	t.mu.Unlock()
-}
-
-// spooled records that u (keyed or not) was appended at seq; its reservation
-// becomes the entry, and its in-progress mark ends.
-func (t *keyTable) spooled(u *Upload, seq uint64) {
-	if !u.keyed {
-		return
-	}
-	u.keyed = false
-	var buf [64 + 1 + 255]byte
-	id := keyID(buf[:0], u.Job.Stream, u.Job.IdemKey)
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if e := t.m[string(id)]; e != nil {
-		e.seq, e.busy = seq, false
-	}
 }
 
 // forget drops the entry of a spooled key once its record is in MariaDB

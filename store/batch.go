@@ -114,16 +114,7 @@ func (s *Store) loadRows(ctx context.Context, tx *sql.Tx, now time.Time) (first 
 // each window, so the replayed jobs of one batch span a range of which every
 // seq not in the batch was committed before).
 func (s *Store) ledgerSQL(id, first, n uint64, jobs []*Job) string {
-	var lo, hi uint64
-	for _, j := range jobs {
-		if j.SpoolSeq == 0 {
-			continue
-		}
-		if lo == 0 || j.SpoolSeq < lo {
-			lo = j.SpoolSeq
-		}
-		hi = max(hi, j.SpoolSeq)
-	}
+	lo, hi := spoolRange(jobs)
 	b := append(s.sqlBuf[:0], "INSERT INTO upsink_batches (batch_id, first_id, row_count, committed_at, spool_id, spool_first, spool_last) VALUES ("...)
 	b = strconv.AppendUint(b, id, 10)
 	b = append(b, ',')

@@ -96,15 +96,7 @@ func (s *Store) judgeKeys(ctx context.Context, tx *sql.Tx, jobs []*Job) error {
 // from the spool): they are answered without a row. Only this instance's
 // writer writes its spool's ranges, so nothing needs locking.
 func (s *Store) skipReplayed(ctx context.Context, tx *sql.Tx, jobs []*Job) error {
-	var lo, hi uint64
-	for _, j := range jobs {
-		if j.SpoolSeq > 0 {
-			if lo == 0 || j.SpoolSeq < lo {
-				lo = j.SpoolSeq
-			}
-			hi = max(hi, j.SpoolSeq)
-		}
-	}
+	lo, hi := spoolRange(jobs)
 	if lo == 0 {
 		return nil
 	}
@@ -151,11 +143,7 @@ func (s *Store) lockKeys(ctx context.Context, tx *sql.Tx, jobs []*Job) error {
 		if n > 0 {
 			b = append(b, ',')
 		}
-		b = append(b, "(X'"...)
-		b = hex.AppendEncode(b, j.Stream)
-		b = append(b, "',X'"...)
-		b = hex.AppendEncode(b, j.IdemKey)
-		b = append(b, "')"...)
+		b = append(appendKey(b, j), ')')
 		n++
 	}
 	b = append(b, ") FOR UPDATE"...)
@@ -196,6 +184,16 @@ func (s *Store) lockKeys(ctx context.Context, tx *sql.Tx, jobs []*Job) error {
 	return nil
 }
 
+// appendKey appends "(X'stream',X'key'" — a job's key as the start of a
+// row value, in hex literals.
+func appendKey(b []byte, j *Job) []byte {
+	b = append(b, "(X'"...)
+	b = hex.AppendEncode(b, j.Stream)
+	b = append(b, "',X'"...)
+	b = hex.AppendEncode(b, j.IdemKey)
+	return append(b, '\'')
+}
+
 // insertKeys records the loaded keyed jobs' keys with their answers: 201 and
 // the row's id, or, for a record replayed from the spool, the 202 its client
 // got. first is the id of the first loaded row.
@@ -210,11 +208,7 @@ func (s *Store) insertKeys(ctx context.Context, tx *sql.Tx, first uint64) error 
 		if n > 0 {
 			b = append(b, ',')
 		}
-		b = append(b, "(X'"...)
-		b = hex.AppendEncode(b, j.Stream)
-		b = append(b, "',X'"...)
-		b = hex.AppendEncode(b, j.IdemKey)
-		b = append(b, "',X'"...)
+		b = append(appendKey(b, j), ",X'"...)
 		b = hex.AppendEncode(b, j.Fingerprint[:])
 		b = append(b, "',"...)
 		if j.SpoolSeq > 0 {
@@ -320,6 +314,21 @@ var (
 	pruneEvery = 10 * time.Second
 	pruneBatch = 1000
 )
+
+// spoolRange is the lowest and highest SpoolSeq of the replayed jobs among
+// jobs (0, 0: none).
+func spoolRange(jobs []*Job) (lo, hi uint64) {
+	for _, j := range jobs {
+		if j.SpoolSeq == 0 {
+			continue
+		}
+		if lo == 0 || j.SpoolSeq < lo {
+			lo = j.SpoolSeq
+		}
+		hi = max(hi, j.SpoolSeq)
+	}
+	return lo, hi
+}
 
 func validSpoolID(id string) bool {
 	if len(id) != 32 {
