@@ -19,7 +19,7 @@
 //	0      4    magic "UPSP"
 //	4      4    CRC32C (Castagnoli) of bytes 8..end of the record (header fields after the CRC, then the payload)
 //	8      1    version (1)
-//	9      1    flags (0)
+//	9      1    flags: 0, or FlagRows (1): Body is rows for the table named by the stream field
 //	10     2    S: stream length
 //	12     2    C: content type length
 //	14     2    A: remote address length

@@ -47,6 +47,7 @@ type header struct {
 	body                     uint32
 	seq                      uint64
 	recvAt                   int64
+	flags                    uint8
 }
 
 // payloadLen is the number of bytes after the header.
@@ -70,11 +71,12 @@ func parseHeader(b []byte) (header, error) {
 	if b[offVersion] != version {
 		return header{}, fmt.Errorf("%w: unknown version %d", errCorrupt, b[offVersion])
 	}
-	if b[offFlags] != 0 || b[offReserved] != 0 || b[offReserved+1] != 0 {
+	if b[offFlags]&^FlagRows != 0 || b[offReserved] != 0 || b[offReserved+1] != 0 {
 		return header{}, fmt.Errorf("%w: reserved bits set", errCorrupt)
 	}
 	le := binary.LittleEndian
 	return header{
+		flags:  b[offFlags],
 		crc:    le.Uint32(b[offCRC:]),
 		stream: le.Uint16(b[offStream:]),
 		ctype:  le.Uint16(b[offCType:]),
@@ -105,7 +107,7 @@ func putHeader(h []byte, r *Record, seq uint64, recvAt int64) uint32 {
 	le := binary.LittleEndian
 	copy(h[offMagic:], magic[:])
 	h[offVersion] = version
-	h[offFlags] = 0
+	h[offFlags] = r.Flags & FlagRows
 	le.PutUint16(h[offStream:], uint16(len(r.Stream)))
 	le.PutUint16(h[offCType:], uint16(len(r.ContentType)))
 	le.PutUint16(h[offAddr:], uint16(len(r.RemoteAddr)))
@@ -162,6 +164,7 @@ func decode(b []byte, r *Record) (int, error) {
 	r.RemoteAddr = take(int(h.addr))
 	r.IdempotencyKey = take(int(h.key))
 	r.Body = take(int(h.body))
+	r.Flags = h.flags
 	r.ReceivedAt = time.Unix(0, h.recvAt)
 	r.Seq = h.seq
 	r.Err = nil

@@ -17,6 +17,7 @@ func TestRecordRoundTrip(t *testing.T) {
 		{"empty", Record{ReceivedAt: time.Unix(0, 1)}},
 		{"typical", Record{Stream: []byte("logs"), ContentType: []byte("text/plain"), RemoteAddr: []byte("[::1]:5000"),
 			IdempotencyKey: []byte(`"abc"`), ReceivedAt: time.Unix(1_700_000_000, 123), Body: []byte("hello")}},
+		{"rows", Record{Stream: []byte("readings"), Flags: FlagRows, ReceivedAt: time.Unix(7, 0), Body: []byte("a\t1\nb\t2\n")}},
 		{"no key", Record{Stream: []byte("s"), RemoteAddr: []byte("1.2.3.4:5"), ReceivedAt: time.Unix(5, 0), Body: bytes.Repeat([]byte{0}, 1000)}},
 		{"long fields", Record{Stream: bytes.Repeat([]byte("s"), maxMeta), ContentType: bytes.Repeat([]byte("c"), 300),
 			IdempotencyKey: bytes.Repeat([]byte("k"), 255), ReceivedAt: time.Unix(-5, 0), Body: bytes.Repeat([]byte{0xff}, 70000)}},
@@ -140,4 +141,16 @@ func FuzzFlippedRecord(f *testing.F) {
 			t.Fatalf("record with byte %d ^ %#x accepted", int(pos)%len(b), x)
 		}
 	})
+}
+
+func TestUnknownFlagsAreCorrupt(t *testing.T) {
+	b := appendRecord(nil, &Record{Stream: []byte("s"), Flags: FlagRows}, 1)
+	if b[9] != FlagRows {
+		t.Fatalf("flags byte %d, want FlagRows", b[9])
+	}
+	b[9] = 2
+	var r Record
+	if _, err := decode(b, &r); !errors.Is(err, errCorrupt) {
+		t.Fatalf("decode with an unknown flag: %v, want corrupt", err)
+	}
 }

@@ -236,7 +236,7 @@ func sameRecord(t testing.TB, got Record, want *Record) {
 	t.Helper()
 	if !bytes.Equal(got.Stream, want.Stream) || !bytes.Equal(got.ContentType, want.ContentType) ||
 		!bytes.Equal(got.RemoteAddr, want.RemoteAddr) || !bytes.Equal(got.IdempotencyKey, want.IdempotencyKey) ||
-		!bytes.Equal(got.Body, want.Body) || !got.ReceivedAt.Equal(want.ReceivedAt) {
+		!bytes.Equal(got.Body, want.Body) || !got.ReceivedAt.Equal(want.ReceivedAt) || got.Flags != want.Flags {
 		t.Fatalf("seq %d: record differs from tag %d: got stream %q ct %q addr %q key %q body %d bytes at %v",
 			got.Seq, want.Tag, got.Stream, got.ContentType, got.RemoteAddr, got.IdempotencyKey, len(got.Body), got.ReceivedAt)
 	}

@@ -24,6 +24,11 @@ var (
 	ErrCorrupt   = errCorrupt
 )
 
+// FlagRows marks a record whose Body is rows for the table named by Stream
+// (structured ingest: LOAD DATA text, one line per row) rather than one
+// upload's body.
+const FlagRows uint8 = 1
+
 // Record is one upload. For Append the caller fills the metadata and Body and
 // owns the record and its slices until OnDone hands it back; meanwhile only
 // the writer goroutine touches it (it reads the fields and sets Seq and Err),
@@ -36,6 +41,7 @@ type Record struct {
 	IdempotencyKey []byte    // may be empty
 	ReceivedAt     time.Time // stored as unix nanoseconds; zero is stored as the time of the write
 	Body           []byte
+	Flags          uint8  // FlagRows or 0; stored
 	Tag            uint64 // opaque to the spool: the caller's handle; not stored
 
 	// Set by the spool before OnDone (and by a Reader):
