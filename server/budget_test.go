@@ -21,8 +21,8 @@ func TestMemoryBudget(t *testing.T) {
 	if got := unsafe.Sizeof(ref); got != 16 {
 		t.Errorf("conn ref %d bytes, budget says 16", got)
 	}
-	if got := unsafe.Sizeof(request{}); got > 352 {
-		t.Errorf("request record %d bytes, budget says at most 352", got)
+	if got := unsafe.Sizeof(request{}); got > 360 {
+		t.Errorf("request record %d bytes, budget says at most 360", got)
 	}
 	if metaMax != 383 {
 		t.Errorf("metaMax %d, budget says 383", metaMax)

@@ -18,8 +18,8 @@ import (
 // been executed although an error came back. On a known failure the
 // transaction is rolled back and, if the connection may be broken, dropped.
 // On success (or an unknown outcome) s.verdicts says what became of each job
-// and s.load holds the loaded ones, the first with id first; settle turns
-// that into the jobs' results once the commit is known.
+// and s.ids the ids of the loaded ones (first is the first upload's, for the
+// ledger); settle turns that into the jobs' results once the commit is known.
 func (s *Store) attempt(id uint64, jobs []*Job, now time.Time) (first uint64, err error, unknown bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
 	defer cancel()
@@ -37,9 +37,19 @@ func (s *Store) attempt(id uint64, jobs []*Job, now time.Time) (first uint64, er
 		if first, err = s.loadRows(ctx, tx, now); err != nil {
 			return 0, s.abort(tx, err), false
 		}
-		if err := s.insertKeys(ctx, tx, first); err != nil {
-			return 0, s.abort(tx, err), false
+		k := first
+		for i, j := range jobs {
+			if j.Table == nil && s.verdicts[i] == vLoad {
+				s.ids[i] = k
+				k++
+			}
 		}
+	}
+	if err := s.loadTables(ctx, tx, jobs, now); err != nil {
+		return 0, s.abort(tx, err), false
+	}
+	if err := s.insertKeys(ctx, tx, jobs); err != nil {
+		return 0, s.abort(tx, err), false
 	}
 	if h := s.hooks.afterLoad; h != nil {
 		if err := h(s); err != nil {

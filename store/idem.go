@@ -19,13 +19,16 @@ import (
 // can never disagree. A key whose expires_at has passed counts as absent and
 // is overwritten. Keys are pruned after Config.IdempotencyTTL (prune).
 //
+// A key's scope is its upload's stream, or for structured ingest "/" and
+// its table's name (no stream name holds a "/"), in the stream column.
+//
 // Two jobs of one batch with one key (which the server's in-flight check
 // makes rare: a spooled record and its retry, after a restart) are judged
 // against each other like against a committed key: the later one takes the
 // earlier one's answer, or ErrKeyMismatch.
 
 const createIdem = `CREATE TABLE IF NOT EXISTS upsink_idem (
-  stream VARCHAR(64) CHARACTER SET ascii NOT NULL,
+  stream VARCHAR(80) CHARACTER SET ascii NOT NULL,
   idem_key VARBINARY(255) NOT NULL,
   fingerprint BINARY(32) NOT NULL,
   status SMALLINT UNSIGNED NOT NULL,
@@ -51,12 +54,14 @@ func (s *Store) judgeKeys(ctx context.Context, tx *sql.Tx, jobs []*Job) error {
 	s.verdicts = s.verdicts[:0]
 	s.priors = s.priors[:0]
 	s.sameAs = s.sameAs[:0]
+	s.ids = s.ids[:0]
 	s.load = s.load[:0]
 	keyed := 0
 	for range jobs {
 		s.verdicts = append(s.verdicts, vLoad)
 		s.priors = append(s.priors, Answer{})
 		s.sameAs = append(s.sameAs, 0)
+		s.ids = append(s.ids, 0)
 	}
 	for i, j := range jobs {
 		if len(j.IdemKey) == 0 {
@@ -65,7 +70,7 @@ func (s *Store) judgeKeys(ctx context.Context, tx *sql.Tx, jobs []*Job) error {
 		keyed++
 		for k := 0; k < i; k++ {
 			o := jobs[k]
-			if len(o.IdemKey) > 0 && s.verdicts[k] == vLoad && bytes.Equal(o.IdemKey, j.IdemKey) && bytes.Equal(o.Stream, j.Stream) {
+			if len(o.IdemKey) > 0 && s.verdicts[k] == vLoad && bytes.Equal(o.IdemKey, j.IdemKey) && sameScope(o, j) {
 				if o.Fingerprint == j.Fingerprint {
 					s.verdicts[i], s.sameAs[i] = vSameAs, int32(k)
 				} else {
@@ -84,11 +89,27 @@ func (s *Store) judgeKeys(ctx context.Context, tx *sql.Tx, jobs []*Job) error {
 		}
 	}
 	for i, j := range jobs {
-		if s.verdicts[i] == vLoad {
+		if s.verdicts[i] == vLoad && j.Table == nil {
 			s.load = append(s.load, j)
 		}
 	}
 	return nil
+}
+
+// sameScope reports whether two jobs' keys share a scope.
+func sameScope(a, b *Job) bool {
+	if a.Table != nil || b.Table != nil {
+		return a.Table == b.Table
+	}
+	return bytes.Equal(a.Stream, b.Stream)
+}
+
+// scopeIs reports whether j's key scope is the stream column's value s.
+func scopeIs(j *Job, s []byte) bool {
+	if j.Table != nil {
+		return len(s) == len(j.Table.Name)+1 && s[0] == '/' && string(s[1:]) == j.Table.Name
+	}
+	return bytes.Equal(j.Stream, s)
 }
 
 // skipReplayed marks the replayed jobs whose seq a ledger row already holds
@@ -168,7 +189,7 @@ func (s *Store) lockKeys(ctx context.Context, tx *sql.Tx, jobs []*Job) error {
 			continue // expired, not yet pruned: absent, overwritten below
 		}
 		for i, j := range jobs {
-			if s.verdicts[i] != vLoad || !bytes.Equal(j.IdemKey, key) || !bytes.Equal(j.Stream, stream) {
+			if s.verdicts[i] != vLoad || !bytes.Equal(j.IdemKey, key) || !scopeIs(j, stream) {
 				continue
 			}
 			if bytes.Equal(j.Fingerprint[:], fp) {
@@ -188,7 +209,12 @@ func (s *Store) lockKeys(ctx context.Context, tx *sql.Tx, jobs []*Job) error {
 // row value, in hex literals.
 func appendKey(b []byte, j *Job) []byte {
 	b = append(b, "(X'"...)
-	b = hex.AppendEncode(b, j.Stream)
+	if j.Table != nil {
+		b = append(b, "2f"...) // "/"
+		b = hex.AppendEncode(b, []byte(j.Table.Name))
+	} else {
+		b = hex.AppendEncode(b, j.Stream)
+	}
 	b = append(b, "',X'"...)
 	b = hex.AppendEncode(b, j.IdemKey)
 	return append(b, '\'')
@@ -196,13 +222,13 @@ func appendKey(b []byte, j *Job) []byte {
 
 // insertKeys records the loaded keyed jobs' keys with their answers: 201 and
 // the row's id, or, for a record replayed from the spool, the 202 its client
-// got. first is the id of the first loaded row.
-func (s *Store) insertKeys(ctx context.Context, tx *sql.Tx, first uint64) error {
+// got.
+func (s *Store) insertKeys(ctx context.Context, tx *sql.Tx, jobs []*Job) error {
 	b := append(s.sqlBuf[:0], "INSERT INTO upsink_idem (stream, idem_key, fingerprint, status, upload_id, spool_seq, expires_at) VALUES "...)
 	n := 0
 	ttl := strconv.FormatInt(int64(s.cfg.IdempotencyTTL/time.Second), 10)
-	for i, j := range s.load {
-		if len(j.IdemKey) == 0 {
+	for i, j := range jobs {
+		if len(j.IdemKey) == 0 || s.verdicts[i] != vLoad {
 			continue
 		}
 		if n > 0 {
@@ -216,7 +242,7 @@ func (s *Store) insertKeys(ctx context.Context, tx *sql.Tx, first uint64) error 
 			b = strconv.AppendUint(b, j.SpoolSeq, 10)
 		} else {
 			b = append(b, "201,"...)
-			b = strconv.AppendUint(b, first+uint64(i), 10)
+			b = strconv.AppendUint(b, s.ids[i], 10)
 			b = append(b, ",0"...)
 		}
 		b = append(b, ",NOW(6) + INTERVAL "...)
@@ -237,16 +263,13 @@ func (s *Store) insertKeys(ctx context.Context, tx *sql.Tx, first uint64) error 
 	return nil
 }
 
-// settle sets every job's result after its attempt committed; first is the
-// id of the first loaded row.
-func (s *Store) settle(jobs []*Job, first uint64) {
-	li := uint64(0)
+// settle sets every job's result after its attempt committed.
+func (s *Store) settle(jobs []*Job) {
 	for i, j := range jobs {
 		j.ID, j.Err, j.Prior = 0, nil, Answer{}
 		switch s.verdicts[i] {
 		case vLoad:
-			j.ID = first + li
-			li++
+			j.ID = s.ids[i]
 		case vPrior:
 			j.Prior = s.priors[i]
 			j.ID = j.Prior.ID

@@ -116,6 +116,8 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+
+	"upsink/schema"
 )
 
 // Config configures a Store. Zero values select the defaults.
@@ -140,6 +142,10 @@ type Config struct {
 	// store (Job.SpoolSeq); it keys their ranges in the ledger. Required
 	// when any job carries a SpoolSeq.
 	SpoolID string
+	// Tables are the declared tables of structured ingest (jobs with a
+	// Table must point to one of them). Their tables are created at
+	// connect when missing.
+	Tables []*schema.Table
 	OnDone  func(batch []*Job) // called once per finished batch after every job's ID/Err is set, by the writer goroutine or (jobs failed while the database stalls) its watchdog, one call at a time; must not block; must not retain the slice
 }
 
@@ -151,6 +157,10 @@ type Job struct {
 	ReceivedAt  time.Time // stored as UTC DATETIME(6)
 	Body        []byte
 	Tag         uint64 // opaque to the store; the caller's handle
+	// Table is set for structured ingest: Body then holds Rows rows for it
+	// (rows.go), and ID is the id of the first.
+	Table *schema.Table
+	Rows  int
 	// IdemKey is the upload's Idempotency-Key (empty: none) and Fingerprint
 	// the SHA-256 of its body (set by the caller when IdemKey is). The key
 	// is scoped to the stream; see idem.go.
@@ -196,7 +206,7 @@ func (e *RejectedError) Error() string { return "store: row refused by the datab
 // Stats are cumulative counters since Open, plus the current queue length.
 type Stats struct {
 	Batches   uint64 // batches committed
-	Rows      uint64 // rows committed (= jobs acknowledged)
+	Rows      uint64 // rows committed: one per upload, Rows per ingest job
 	Failed    uint64 // jobs handed back with ErrUnavailable
 	Recovered uint64 // batches whose outcome was unknown and was resolved through the ledger
 	Rejected  uint64 // jobs refused by the database alone (after bisecting their batch)
@@ -265,7 +275,7 @@ type Store struct {
 	stopWatch chan struct{}
 	watchDone chan struct{}
 
-	batches, rows, failed, recovered atomic.Uint64
+	batches, rowsDone, failed, recovered atomic.Uint64
 	rejected, prior, split, pruned   atomic.Uint64
 
 	// Owned by the writer goroutine.
@@ -277,7 +287,13 @@ type Store struct {
 	nextBatch   uint64
 	batch       []*Job // jobs drained for the current batch, handed to OnDone
 	valid       []*Job // the part of batch that goes to the database
-	load        []*Job // of the current attempt's jobs, those loaded as rows (idem.go)
+	load        []*Job // of the current attempt's uploads, those loaded as rows of uploads (idem.go)
+	ids         []uint64 // per job of the current attempt: the id of its (first) row once loaded
+	group       []*Job   // one table's jobs being loaded (rows.go)
+	groupAt     []int    // their indices in the attempt's jobs
+	tables      map[*schema.Table]*tableLoad
+	rowsName    string
+	rows        rowsReader
 	verdicts    []verdict
 	priors      []Answer
 	sameAs      []int32
@@ -374,6 +390,16 @@ func open(cfg Config, hooks *testHooks) (*Store, error) {
 	if s.hooks == nil {
 		s.hooks = &testHooks{}
 	}
+	s.rowsName = "upsink_rows_" + strconv.FormatUint(readerSeq.Add(1), 10)
+	if err := s.initTables(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	rr := &s.rows
+	mysql.RegisterReaderHandler(s.rowsName, func() io.Reader {
+		rr.rewind()
+		return rr
+	})
 	s.loadSQL = "LOAD DATA LOCAL INFILE 'Reader::" + s.readerName + `' INTO TABLE uploads CHARACTER SET binary` +
 		` FIELDS TERMINATED BY '\t' ESCAPED BY '\\' LINES TERMINATED BY '\n'` +
 		` (stream, received_at, remote_addr, content_type, body)`
@@ -441,7 +467,7 @@ func (s *Store) Close() error {
 func (s *Store) Stats() Stats {
 	return Stats{
 		Batches:   s.batches.Load(),
-		Rows:      s.rows.Load(),
+		Rows:      s.rowsDone.Load(),
 		Failed:    s.failed.Load(),
 		Recovered: s.recovered.Load(),
 		Rejected:  s.rejected.Load(),

@@ -249,8 +249,9 @@ func TestInvalidJobRejected(t *testing.T) {
 		mustSubmit(t, s, j)
 	}
 	col.waitFor(t, len(jobs))
-	if jobs[0].Err != ErrUnavailable || jobs[2].Err != ErrUnavailable || jobs[1].Err != nil {
-		t.Fatalf("errs %v %v %v", jobs[0].Err, jobs[1].Err, jobs[2].Err)
+	var re0, re2 *RejectedError
+	if !errors.As(jobs[0].Err, &re0) || !errors.As(jobs[2].Err, &re2) || jobs[1].Err != nil {
+		t.Fatalf("errs %v %v %v, want RejectedError, nil, RejectedError", jobs[0].Err, jobs[1].Err, jobs[2].Err)
 	}
 	if got := countRows(t, db, "uploads"); got != 1 {
 		t.Fatalf("%d rows, want 1", got)

@@ -115,8 +115,11 @@ func (s *Store) handle() {
 	for _, j := range s.batch {
 		j.ID, j.Err = 0, nil
 		if err := s.validate(j); err != nil {
+			// Not the database's doing: retrying, or spooling it to retry
+			// later, cannot help.
 			s.log.Error("store: job rejected", "tag", j.Tag, "err", err)
-			j.Err = ErrUnavailable
+			j.Err = &RejectedError{Reason: err.Error()}
+			s.rejected.Add(1)
 			s.failed.Add(1)
 			continue
 		}
@@ -161,6 +164,15 @@ func (s *Store) validate(j *Job) error {
 	}
 	if j.SpoolSeq > 0 && s.cfg.SpoolID == "" {
 		return errors.New("spool seq without Config.SpoolID")
+	}
+	if j.Table != nil {
+		if s.tables[j.Table] == nil {
+			return errors.New("rows for a table not in Config.Tables")
+		}
+		if j.Rows <= 0 || len(j.Body) == 0 || j.Body[len(j.Body)-1] != '\n' || countLines(j.Body) != j.Rows {
+			return errors.New("rows body does not hold Rows lines")
+		}
+		return nil
 	}
 	if len(j.Stream) > 64 || !isASCII(j.Stream) {
 		return errors.New("stream longer than 64 bytes or not ASCII")
@@ -247,9 +259,9 @@ func (s *Store) commit(jobs []*Job, now time.Time) error {
 			}
 		}
 		if err == nil {
-			s.settle(jobs, first)
+			s.settle(jobs)
 			s.batches.Add(1)
-			s.rows.Add(uint64(len(s.load)))
+			s.rowsDone.Add(uint64(s.loadedRows(jobs)))
 			s.lastOK = time.Now()
 			s.ready.Store(true)
 			return nil
@@ -268,6 +280,21 @@ func (s *Store) commit(jobs []*Job, now time.Time) error {
 	}
 }
 
+// loadedRows is the number of rows the attempt just committed loaded.
+func (s *Store) loadedRows(jobs []*Job) int {
+	n := 0
+	for i, j := range jobs {
+		switch {
+		case s.verdicts[i] != vLoad:
+		case j.Table != nil:
+			n += j.Rows
+		default:
+			n++
+		}
+	}
+	return n
+}
+
 // shutdown runs on the writer after the queue is closed and drained.
 func (s *Store) shutdown() {
 	s.ready.Store(false)
@@ -276,6 +303,7 @@ func (s *Store) shutdown() {
 		s.conn = nil
 	}
 	mysql.DeregisterReaderHandler(s.readerName)
+	mysql.DeregisterReaderHandler(s.rowsName)
 	if err := s.db.Close(); err != nil {
 		s.closeErr = fmt.Errorf("store: close: %w", err)
 	}
