@@ -119,9 +119,9 @@ func (s *Store) loadTable(ctx context.Context, tx *sql.Tx, t *schema.Table, n in
 type rowsReader struct {
 	jobs  []*Job
 	now   time.Time
-	job   int  // current job
-	off   int  // bytes of its Body consumed
-	ts    int  // bytes of the timestamp field (with its tab) written for the current line; -1 = the line's body is being copied
+	job   int // current job
+	off   int // bytes of its Body consumed
+	ts    int // bytes of the timestamp field (with its tab) written for the current line; -1 = the line's body is being copied
 	tsBuf [33]byte
 	tsLen int
 }

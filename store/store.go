@@ -146,7 +146,7 @@ type Config struct {
 	// Table must point to one of them). Their tables are created at
 	// connect when missing.
 	Tables []*schema.Table
-	OnDone  func(batch []*Job) // called once per finished batch after every job's ID/Err is set, by the writer goroutine or (jobs failed while the database stalls) its watchdog, one call at a time; must not block; must not retain the slice
+	OnDone func(batch []*Job) // called once per finished batch after every job's ID/Err is set, by the writer goroutine or (jobs failed while the database stalls) its watchdog, one call at a time; must not block; must not retain the slice
 }
 
 // Job is one upload. The caller owns it and its byte slices until OnDone hands it back; the store only reads them.
@@ -276,7 +276,7 @@ type Store struct {
 	watchDone chan struct{}
 
 	batches, rowsDone, failed, recovered atomic.Uint64
-	rejected, prior, split, pruned   atomic.Uint64
+	rejected, prior, split, pruned       atomic.Uint64
 
 	// Owned by the writer goroutine.
 	conn        *sql.Conn
@@ -285,9 +285,9 @@ type Store struct {
 	staleID     uint64 // session of a dropped connection that may still run on the server; killed at the next connect
 	staleStart  int64  // its server's start time
 	nextBatch   uint64
-	batch       []*Job // jobs drained for the current batch, handed to OnDone
-	valid       []*Job // the part of batch that goes to the database
-	load        []*Job // of the current attempt's uploads, those loaded as rows of uploads (idem.go)
+	batch       []*Job   // jobs drained for the current batch, handed to OnDone
+	valid       []*Job   // the part of batch that goes to the database
+	load        []*Job   // of the current attempt's uploads, those loaded as rows of uploads (idem.go)
 	ids         []uint64 // per job of the current attempt: the id of its (first) row once loaded
 	group       []*Job   // one table's jobs being loaded (rows.go)
 	groupAt     []int    // their indices in the attempt's jobs
