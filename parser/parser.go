@@ -114,7 +114,10 @@ type Request struct {
 	// bare token. Parse has validated it; IdempotencyKey(r.IdempotencyKey,
 	// dst) gives the key itself.
 	IdempotencyKey []byte
-	Fields         int // number of header fields
+	// Authorization is the first Authorization field's value (OWS
+	// trimmed), nil when absent; not interpreted here.
+	Authorization []byte
+	Fields        int // number of header fields
 }
 
 // Byte classes.
@@ -405,6 +408,10 @@ func Parse(buf []byte, r *Request) (n int, err error) {
 		case 12:
 			if r.ContentType == nil && equalFold(name, "content-type") {
 				r.ContentType = value
+			}
+		case 13:
+			if r.Authorization == nil && equalFold(name, "authorization") {
+				r.Authorization = value
 			}
 		case 14:
 			if equalFold(name, "content-length") {

@@ -645,3 +645,16 @@ func TestParseIdempotencyKeyAbsent(t *testing.T) {
 		t.Fatalf("look-alikes: Parse = %v, key %q", err, r.IdempotencyKey)
 	}
 }
+
+func TestParseAuthorization(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"POST /i HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer s3cret\r\n\r\n", "Bearer s3cret"},
+		{"POST /i HTTP/1.1\r\nHost: h\r\nauthorization:   Bearer  x  \r\nAuthorization: Bearer second\r\n\r\n", "Bearer  x"},
+		{"POST /i HTTP/1.1\r\nHost: h\r\nX-Authorization: Bearer no\r\n\r\n", ""},
+	} {
+		var r Request
+		if _, err := Parse([]byte(tc.in), &r); err != nil || string(r.Authorization) != tc.want {
+			t.Fatalf("%q: Parse = %v, Authorization %q, want %q", tc.in, err, r.Authorization, tc.want)
+		}
+	}
+}
