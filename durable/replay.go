@@ -1,6 +1,7 @@
 package durable
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"errors"
 	"io"
@@ -199,7 +200,20 @@ func (r *replayer) fill() error {
 		if len(j.IdemKey) > 0 {
 			j.Fingerprint = sha256.Sum256(j.Body)
 		}
-		r.state = append(r.state, jobWaiting)
+		st := jobWaiting
+		if rec.Flags&spool.FlagRows != 0 {
+			j.Table, j.Rows = r.k.tables[string(j.Stream)], bytes.Count(j.Body, []byte{'\n'})
+			if j.Table == nil {
+				// Its table is no longer declared: nowhere to put the rows.
+				r.k.log.Error("durable: spooled rows for a table no longer declared: dropped", "spool_seq", j.SpoolSeq, "table", string(j.Stream), "rows", j.Rows)
+				r.dropped.Add(1)
+				st = jobDone
+				if len(j.IdemKey) > 0 {
+					r.k.keys.forget(j.Stream, j.IdemKey, j.SpoolSeq)
+				}
+			}
+		}
+		r.state = append(r.state, st)
 	}
 	return nil
 }

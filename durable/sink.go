@@ -43,6 +43,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"upsink/schema"
 	"upsink/spool"
 	"upsink/store"
 )
@@ -108,6 +109,8 @@ type Sink struct {
 	rp   *replayer
 	once sync.Once
 
+	tables map[string]*schema.Table // cfg.Store.Tables by name, for replayed rows
+
 	spoolFailed atomic.Int64 // unix nanos of the last failed spool append (full, no space); 0 = none
 	unkeyed     atomic.Uint64
 }
@@ -134,6 +137,10 @@ func Open(cfg Config) (*Sink, error) {
 	}
 	k := &Sink{cfg: cfg, log: cfg.Logger.With("component", "durable")}
 	k.keys.init(cfg.Spool.MaxKeys)
+	k.tables = make(map[string]*schema.Table, len(cfg.Store.Tables))
+	for _, t := range cfg.Store.Tables {
+		k.tables[t.Name] = t
+	}
 	if cfg.Spool.Dir != "" {
 		if err := os.MkdirAll(cfg.Spool.Dir, 0o750); err != nil {
 			return nil, fmt.Errorf("durable: spool directory: %w", err)
@@ -220,6 +227,9 @@ func (k *Sink) toSpool(u *Upload) error {
 	rec := recPool.Get().(*spool.Record)
 	*rec = spool.Record{Stream: j.Stream, ContentType: j.ContentType, RemoteAddr: j.RemoteAddr,
 		IdempotencyKey: j.IdemKey, ReceivedAt: j.ReceivedAt, Body: j.Body, Tag: j.Tag}
+	if j.Table != nil { // rows of a declared table (j.Stream is its name)
+		rec.Flags = spool.FlagRows
+	}
 	if err := k.sp.Append(rec); err != nil {
 		putRecord(rec)
 		if u.keyHeld {

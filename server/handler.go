@@ -10,6 +10,7 @@ import (
 	"upsink/budget"
 	"upsink/conn"
 	"upsink/durable"
+	"upsink/schema"
 	"upsink/tlsbridge"
 )
 
@@ -52,6 +53,8 @@ type handler struct {
 
 	loopsMu sync.Mutex
 	loops   atomic.Pointer[[]*loop]
+
+	tables map[string]*schema.Table // declared tables of /ingest/{table}, by name
 
 	bridge  *tlsbridge.Bridge // nil without HTTPS
 	tlsPort int               // connections accepted on this local port speak TLS

@@ -210,6 +210,16 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Store.Logger == nil {
 		cfg.Store.Logger = cfg.Logger
 	}
+	// The declared tables: the store and the spool's replay get pointers
+	// into s.cfg.Tables, and so do the handler's routes.
+	tables := make([]*schema.Table, len(s.cfg.Tables))
+	s.h.tables = make(map[string]*schema.Table, len(tables))
+	for i := range s.cfg.Tables {
+		t := &s.cfg.Tables[i]
+		tables[i] = t
+		s.h.tables[t.Name] = t
+	}
+	cfg.Store.Tables = tables
 	reqs := &s.h.reqs
 	st, err := durable.Open(durable.Config{
 		Store:  cfg.Store,

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+
+	"upsink/schema"
 )
 
 // The connection: the DSN the store builds, connecting, session settings and
@@ -53,6 +55,9 @@ func (s *Store) connect() error {
 	return nil
 }
 
+// sessionSetup is every store session's settings: strict, UTC, consecutive ids.
+const sessionSetup = "SET SESSION sql_mode='STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', time_zone='+00:00', auto_increment_increment=1, auto_increment_offset=1"
+
 const (
 	createUploads = `CREATE TABLE IF NOT EXISTS uploads (
   id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
@@ -81,7 +86,7 @@ const (
 )
 
 func (s *Store) setup(ctx context.Context, c *sql.Conn) error {
-	if _, err := c.ExecContext(ctx, "SET SESSION sql_mode='STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', time_zone='+00:00', auto_increment_increment=1, auto_increment_offset=1"); err != nil {
+	if _, err := c.ExecContext(ctx, sessionSetup); err != nil {
 		return fmt.Errorf("store: session setup: %w", err)
 	}
 	var id uint64
@@ -100,6 +105,10 @@ func (s *Store) setup(ctx context.Context, c *sql.Conn) error {
 		if _, err := c.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("store: create tables: %w", err)
 		}
+	}
+	if err := prepareTables(ctx, c, s.cfg.Tables); err != nil {
+		s.log.Error("store: a declared table disagrees with the database: nothing is written until it is fixed", "err", err)
+		return err
 	}
 	var hasSpool int
 	if err := c.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'upsink_batches' AND COLUMN_NAME = 'spool_last'").Scan(&hasSpool); err != nil {
@@ -132,6 +141,43 @@ func (s *Store) setup(ctx context.Context, c *sql.Conn) error {
 	s.connID, s.serverStart = id, start
 	s.curConn.Store(id)
 	return nil
+}
+
+// prepareTables creates the declared tables that are missing and checks
+// that every one agrees with its declaration; c's session must be in UTC
+// (defaults of time columns are written in UTC).
+func prepareTables(ctx context.Context, c *sql.Conn, tables []*schema.Table) error {
+	for _, t := range tables {
+		if _, err := c.ExecContext(ctx, t.CreateSQL()); err != nil {
+			return fmt.Errorf("store: create table %s: %w", t.Name, err)
+		}
+		if err := t.Check(ctx, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// PrepareTables connects to dsn once, creates the declared tables that are
+// missing and checks every one against its declaration (for a start-time
+// check: upsink refuses to start on a disagreement). reachable is false when
+// the database could not be asked; the writer then does the same at its
+// first connect.
+func PrepareTables(ctx context.Context, dsn string, tables []*schema.Table) (reachable bool, err error) {
+	db, err := openDB(dsn, slog.Default())
+	if err != nil {
+		return false, err
+	}
+	defer db.Close()
+	c, err := db.Conn(ctx)
+	if err != nil {
+		return false, fmt.Errorf("store: connect: %w", err)
+	}
+	defer c.Close()
+	if _, err := c.ExecContext(ctx, sessionSetup); err != nil {
+		return false, fmt.Errorf("store: session setup: %w", err)
+	}
+	return true, prepareTables(ctx, c, tables)
 }
 
 // dropConn discards the pinned connection (it is closed, not returned to the pool).

@@ -158,7 +158,8 @@ type Job struct {
 	Body        []byte
 	Tag         uint64 // opaque to the store; the caller's handle
 	// Table is set for structured ingest: Body then holds Rows rows for it
-	// (rows.go), and ID is the id of the first.
+	// (rows.go), ID is the id of the first, and Stream is the table's name
+	// (kept with the rows if they are spooled).
 	Table *schema.Table
 	Rows  int
 	// IdemKey is the upload's Idempotency-Key (empty: none) and Fingerprint
