@@ -44,9 +44,15 @@ func (t *keyTable) init(max int) {
 	t.max = max
 }
 
-// id is the table's key: stream NUL key (a stream name never holds a NUL).
-func keyID(buf []byte, stream, key []byte) []byte {
-	buf = append(buf[:0], stream...)
+// keyID is the table's key: the key's scope, NUL, the key. The scope is
+// the upload's stream, or for rows of a declared table "/" and its name (no
+// stream name holds a "/" or a NUL).
+func keyID(buf []byte, rows bool, stream, key []byte) []byte {
+	buf = buf[:0]
+	if rows {
+		buf = append(buf, '/')
+	}
+	buf = append(buf, stream...)
 	buf = append(buf, 0)
 	return append(buf, key...)
 }
@@ -55,8 +61,8 @@ func keyID(buf []byte, stream, key []byte) []byte {
 // ErrKeyMismatch (a spooled upload has the key with another body), or the
 // spooled upload's answer (Status 202) for a retry with the same body.
 func (t *keyTable) begin(u *Upload) (store.Answer, error) {
-	var buf [64 + 1 + 255]byte
-	id := keyID(buf[:0], u.Job.Stream, u.Job.IdemKey)
+	var buf [1 + 64 + 1 + 255]byte
+	id := keyID(buf[:0], u.Job.Table != nil, u.Job.Stream, u.Job.IdemKey)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	e := t.m[string(id)]
@@ -87,8 +93,8 @@ func (t *keyTable) finish(u *Upload, seq uint64) {
 		return
 	}
 	u.keyed = false
-	var buf [64 + 1 + 255]byte
-	id := keyID(buf[:0], u.Job.Stream, u.Job.IdemKey)
+	var buf [1 + 64 + 1 + 255]byte
+	id := keyID(buf[:0], u.Job.Table != nil, u.Job.Stream, u.Job.IdemKey)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	e := t.m[string(id)]
@@ -120,9 +126,9 @@ func (t *keyTable) unreserve() {
 
 // forget drops the entry of a spooled key once its record is in MariaDB
 // (replayed or found there), if it is still that record's.
-func (t *keyTable) forget(stream, key []byte, seq uint64) {
-	var buf [64 + 1 + 255]byte
-	id := keyID(buf[:0], stream, key)
+func (t *keyTable) forget(rows bool, stream, key []byte, seq uint64) {
+	var buf [1 + 64 + 1 + 255]byte
+	id := keyID(buf[:0], rows, stream, key)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if e := t.m[string(id)]; e != nil && e.seq == seq && !e.busy {
@@ -137,7 +143,7 @@ func (t *keyTable) forget(stream, key []byte, seq uint64) {
 func (t *keyTable) load(sp *spool.Spool) error {
 	rd := sp.NewReader(0)
 	defer rd.Close()
-	var buf [64 + 1 + 255]byte
+	var buf [1 + 64 + 1 + 255]byte
 	for {
 		r, err := rd.Next()
 		if errors.Is(err, io.EOF) {
@@ -149,7 +155,7 @@ func (t *keyTable) load(sp *spool.Spool) error {
 		if len(r.IdempotencyKey) == 0 || t.nspooled >= t.max {
 			continue
 		}
-		id := keyID(buf[:0], r.Stream, r.IdempotencyKey)
+		id := keyID(buf[:0], r.Flags&spool.FlagRows != 0, r.Stream, r.IdempotencyKey)
 		if t.m[string(id)] == nil {
 			t.nspooled++
 		}

@@ -209,7 +209,7 @@ func (r *replayer) fill() error {
 				r.dropped.Add(1)
 				st = jobDone
 				if len(j.IdemKey) > 0 {
-					r.k.keys.forget(j.Stream, j.IdemKey, j.SpoolSeq)
+					r.k.keys.forget(j.Table != nil, j.Stream, j.IdemKey, j.SpoolSeq)
 				}
 			}
 		}
@@ -275,7 +275,7 @@ func (r *replayer) settle() bool {
 			r.state[i] = jobDone
 			r.replayed.Add(1)
 			if len(j.IdemKey) > 0 {
-				r.k.keys.forget(j.Stream, j.IdemKey, j.SpoolSeq)
+				r.k.keys.forget(j.Table != nil, j.Stream, j.IdemKey, j.SpoolSeq)
 			}
 		case errors.Is(j.Err, store.ErrUnavailable), errors.Is(j.Err, store.ErrBusy), errors.Is(j.Err, store.ErrClosed):
 			r.state[i] = jobWaiting // nothing committed: again, with the rest of the window
@@ -290,7 +290,7 @@ func (r *replayer) settle() bool {
 			r.state[i] = jobDone
 			r.dropped.Add(1)
 			if len(j.IdemKey) > 0 {
-				r.k.keys.forget(j.Stream, j.IdemKey, j.SpoolSeq)
+				r.k.keys.forget(j.Table != nil, j.Stream, j.IdemKey, j.SpoolSeq)
 			}
 		}
 	}

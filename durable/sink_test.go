@@ -498,14 +498,15 @@ func TestKeyTable(t *testing.T) {
 		t.Fatal("reservations past max")
 	}
 	kt.unreserve()
-	kt.forget([]byte("s"), []byte("a"), 7)
+	kt.forget(false, []byte("s"), []byte("a"), 7)
 	if _, err := kt.begin(up("a", "1")); err != nil {
 		t.Fatalf("after forget: %v", err)
 	}
 	if kt.nspooled != 0 {
 		t.Fatalf("nspooled %d", kt.nspooled)
 	}
-	if !bytes.Equal(keyID(nil, []byte("s"), []byte("k")), []byte("s\x00k")) {
+	if !bytes.Equal(keyID(nil, false, []byte("s"), []byte("k")), []byte("s\x00k")) ||
+		!bytes.Equal(keyID(nil, true, []byte("s"), []byte("k")), []byte("/s\x00k")) {
 		t.Fatal("keyID")
 	}
 }
