@@ -1,8 +1,12 @@
 // Package schema is the shape of the tables structured ingest writes
 // (issue 9): a table's columns and their types as declared in the config
-// file, parsed and checked once at start. It knows the types' SQL and their
-// bounds; it reads no input and no database (the config package loads the
-// declarations, the ingest package turns request bodies into rows of them).
+// file, parsed and checked once at start (Validate). It knows the types'
+// SQL and their bounds: Type.AppendValue checks one field's text and renders
+// what LOAD DATA reads (the hot path of ingest; values.go), Table.CreateSQL
+// is the DDL, and Table.Check compares an existing table with its
+// declaration through information_schema (the only database access here).
+// It reads no input (the config package loads the declarations, the ingest
+// package turns request bodies into rows of them).
 //
 // Every table also has the two columns upsink adds: id BIGINT UNSIGNED
 // AUTO_INCREMENT PRIMARY KEY and received_at DATETIME(6).

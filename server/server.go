@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"upsink/durable"
+	"upsink/schema"
 	"upsink/store"
 	"upsink/tlsbridge"
 )
@@ -62,6 +63,10 @@ type Config struct {
 	Store            store.Config        // the DSN and batching; OnDone is set by the server
 	Spool            durable.SpoolConfig // where uploads go while MariaDB cannot take them; empty Dir: nowhere (503)
 	Logger           *slog.Logger
+	// Tables are the tables of structured ingest (POST /ingest/{table},
+	// issue 9) as declared in the --config file, already valid
+	// (schema.Validate); nil: none. Read-only once handed over.
+	Tables []schema.Table
 
 	fdLimit int // RLIMIT_NOFILE: the slab is indexed by fd up to it
 }

@@ -1,6 +1,6 @@
 // Command upsink serves HTTP uploads into MariaDB/MySQL in bounded memory.
 //
-//	upsink serve [--listen ADDR] [--dsn DSN] [limits...]
+//	upsink serve [--config FILE] [--listen ADDR] [--dsn DSN] [limits...]
 //	upsink version
 package main
 
@@ -139,6 +139,7 @@ func serve(args []string, stderr io.Writer) int {
 	fs.Var(size{&cfg.Spool.MaxBytes}, "spool-max", "most bytes the spool may hold (default: the smaller of 1GiB and half the free space of its filesystem)")
 	fs.DurationVar(&cfg.Spool.After, "spool-after", time.Second, "spool uploads waiting behind a database call outstanding this long")
 	fs.DurationVar(&cfg.Store.IdempotencyTTL, "idempotency-ttl", 24*time.Hour, "how long an Idempotency-Key and its answer are kept (at least 1m)")
+	configFile := fs.String("config", "", "TOML file: tables for structured ingest ([[table]]) and settings ([server], keys named as these flags with _ for -); flags given here win")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stderr)
@@ -151,6 +152,14 @@ func serve(args []string, stderr io.Writer) int {
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "upsink serve: unexpected argument %q\n", fs.Arg(0))
 		return 2
+	}
+	if *configFile != "" {
+		tables, err := applyConfig(fs, *configFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "upsink serve: %s\n", oneLine(err))
+			return 2
+		}
+		cfg.Tables = tables
 	}
 	cfg.MinBodyRate = minRate
 	if minRate == 0 {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"net"
+	"os"
 	"strings"
 	"testing"
 )
@@ -22,6 +23,15 @@ func TestCommandErrors(t *testing.T) {
 			t.Fatalf("gencert: %d %s", code, out.String())
 		}
 	}
+	cfgDir := t.TempDir()
+	conf := func(name, text string) string {
+		p := cfgDir + "/" + name + ".toml"
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	table := "[[table]]\nname = \"r\"\n[[table.column]]\nname = \"a\"\n"
 	tlsArgs := func(cert, key string) []string {
 		return []string{"serve", "--dsn", dsn, "--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:1", "--tls-cert", cert, "--tls-key", key}
 	}
@@ -43,6 +53,16 @@ func TestCommandErrors(t *testing.T) {
 		{"missing cert", tlsArgs(d1+"/nope.pem", d1+"/key.pem"), "nope.pem"},
 		{"tls without key", []string{"serve", "--dsn", dsn, "--tls-listen", "127.0.0.1:1"}, "needs all of"},
 		{"gencert without dir", []string{"gencert"}, "usage"},
+		{"config missing", []string{"serve", "--dsn", dsn, "--config", cfgDir + "/none.toml"}, "none.toml: no such file"},
+		{"config syntax", []string{"serve", "--dsn", dsn, "--config", conf("syntax", "[server\n")}, "syntax.toml:1:"},
+		{"config unknown key", []string{"serve", "--dsn", dsn, "--config", conf("key", "[server]\nlisen = \"x\"\n")}, "key.toml:2:1: unknown key server.lisen"},
+		{"config bad type", []string{"serve", "--dsn", dsn, "--config", conf("type", table+"type = \"dubble\"\n")}, `table "r" column "a": type "dubble": unknown type`},
+		{"config bad default", []string{"serve", "--dsn", dsn, "--config", conf("default", table+"type = \"tinyint\"\ndefault = 300\n")}, `default "300": out of range for tinyint`},
+		{"config bad setting", []string{"serve", "--dsn", dsn, "--config", conf("size", "[server]\nmax_body = \"12XB\"\n")}, `server.max_body = "12XB": bad size`},
+		{"config setting applies", []string{"serve", "--dsn", dsn, "--config", conf("listen", "[server]\nlisten = \"nope\"\n")}, "nope"},
+		{"config dsn from file", []string{"serve", "--config", conf("dsn", "[server]\ndsn = \"\"\n")}, "no database"},
+		// the file's bad max_body is not applied: --max-body is given, so the next check speaks
+		{"flags win over config", []string{"serve", "--max-body", "1MiB", "--dsn", "", "--config", conf("size2", "[server]\nmax_body = \"12XB\"\n")}, "no database"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
