@@ -263,6 +263,17 @@ func (d *Decoder) fail(col string, colB, v []byte, reason string) {
 	d.errs = append(d.errs, FieldError{Line: d.pos, Index: d.index, Column: col, Value: truncValue(v), Reason: reason})
 }
 
+// defaultEncode is the column type's own check.
+func defaultEncode(t schema.Type, dst, v []byte) ([]byte, error) { return t.AppendValue(dst, v) }
+
+// reasonOf is the reason an EncodeFunc's error gives.
+func reasonOf(err error) string {
+	if ve, ok := err.(*schema.ValueError); ok {
+		return ve.Reason
+	}
+	return err.Error()
+}
+
 // escTab maps a byte to the character that follows the backslash in its
 // LOAD DATA escape sequence, or 0 when the byte is written as is: the same
 // table as store/tsv.go's (`FIELDS TERMINATED BY '\t' ESCAPED BY '\\' LINES

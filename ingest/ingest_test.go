@@ -110,7 +110,7 @@ func row(fields ...string) string { return strings.Join(fields, "\t") + "\n" }
 var cases = []tcase{
 	// JSON
 	{name: "json object", f: JSON, body: `{"device":"d1","temp":21.5,"ts":"2026-01-02 03:04:05"}`,
-		want: row("d1", "21.5", "2026-01-02 03:04:05", "7", N, N, N), nrows: 1},
+		want: row("d1", "21.5", "2026-01-02 03:04:05.000000", "7", N, N, N), nrows: 1},
 	{name: "json array", f: JSON, body: " [ {\"device\":\"a\"} ,\n{\"device\":\"b\",\"n\":-3}\n] ",
 		want: row("a", N, N, "7", N, N, N) + row("b", N, N, "-3", N, N, N), nrows: 2},
 	{name: "json empty array", f: JSON, body: `[]`, want: "", nrows: 0},
@@ -157,9 +157,9 @@ var cases = []tcase{
 	{name: "json bad base64", f: JSON, body: `{"device":"a","data":"!!"}`,
 		want: `{"error":"invalid base64","index":0,"column":"data","value":"!!"}`},
 	{name: "json bad value", f: JSON, body: `[{"device":"a"},{"device":"b","temp":"abc"}]`,
-		want: `{"error":"not a number","index":1,"column":"temp","value":"abc"}`},
+		want: `{"error":"not a number (want decimal notation, e.g. -1.5e3)","index":1,"column":"temp","value":"abc"}`},
 	{name: "json several errors", f: JSON, body: `[{"device":"a","temp":"x"},{"device":"b"},{"temp":"y","q":1}]`,
-		want: `{"error":"not a number","index":0,"column":"temp","value":"x","errors":[{"error":"not a number","index":2,"column":"temp","value":"y"},{"error":"unknown column","index":2,"column":"q"},{"error":"missing value for a not_null column without a default","index":2,"column":"device"}],"total":4}`},
+		want: `{"error":"not a number (want decimal notation, e.g. -1.5e3)","index":0,"column":"temp","value":"x","errors":[{"error":"not a number (want decimal notation, e.g. -1.5e3)","index":2,"column":"temp","value":"y"},{"error":"unknown column","index":2,"column":"q"},{"error":"missing value for a not_null column without a default","index":2,"column":"device"}],"total":4}`},
 	{name: "json element not object", f: JSON, body: `[{"device":"a"},[1]]`,
 		want: `{"error":"array element is not an object","index":1,"value":"[1]"}`},
 	{name: "json empty body", f: JSON, body: ` `, want: `{"error":"invalid JSON: unexpected end of body: empty body","index":0}`},
@@ -184,18 +184,18 @@ var cases = []tcase{
 	{name: "json bad nested", f: JSON, body: `{"device":"a","payload":{"a":1,}}`,
 		want: `{"error":"invalid JSON at offset 31 of the body: invalid value","index":0}`},
 	{name: "json long value truncated", f: JSON, body: `{"device":"` + strings.Repeat("é", 70) + `"}`,
-		want: `{"error":"too long","index":0,"column":"device","value":"` + strings.Repeat("é", 32) + `"}`},
+		want: `{"error":"longer than 64 characters","index":0,"column":"device","value":"` + strings.Repeat("é", 32) + `"}`},
 
 	// NDJSON
 	{name: "ndjson", f: NDJSON, body: "{\"device\":\"a\",\"temp\":1}\n\n  \r\n{\"device\":\"b\"}\r\n{\"device\":\"c\"}",
 		want: row("a", "1", N, "7", N, N, N) + row("b", N, N, "7", N, N, N) + row("c", N, N, "7", N, N, N), nrows: 3},
 	{name: "ndjson empty", f: NDJSON, body: "\n\n", want: "", nrows: 0},
 	{name: "ndjson errors by line", f: NDJSON, body: "{\"device\":\"a\"}\n\n{\"device\":\"b\",\"temp\":\"x\"}\n{\"device\":\"c\"\n[1]\n{\"device\":\"d\"} x\n{\"temp\":2}\n",
-		want: `{"error":"not a number","line":3,"column":"temp","value":"x","errors":[{"error":"invalid JSON: unexpected end of line: expected ',' or '}'","line":4},{"error":"invalid JSON at offset 0 of the line: a line must be a JSON object","line":5},{"error":"invalid JSON at offset 15 of the line: data after the object","line":6},{"error":"missing value for a not_null column without a default","line":7,"column":"device"}],"total":5}`},
+		want: `{"error":"not a number (want decimal notation, e.g. -1.5e3)","line":3,"column":"temp","value":"x","errors":[{"error":"invalid JSON: unexpected end of line: expected ',' or '}'","line":4},{"error":"invalid JSON at offset 0 of the line: a line must be a JSON object","line":5},{"error":"invalid JSON at offset 15 of the line: data after the object","line":6},{"error":"missing value for a not_null column without a default","line":7,"column":"device"}],"total":5}`},
 
 	// CSV
 	{name: "csv", f: CSV, body: "device,temp,ts\na,1.5,2026-01-02 03:04:05\nb,,\n",
-		want: row("a", "1.5", "2026-01-02 03:04:05", "7", N, N, N) + row("b", N, N, "7", N, N, N), nrows: 2},
+		want: row("a", "1.5", "2026-01-02 03:04:05.000000", "7", N, N, N) + row("b", N, N, "7", N, N, N), nrows: 2},
 	{name: "csv spreadsheet export", f: CSV,
 		body: "\xef\xbb\xbfdevice,temp,payload,n\r\n" +
 			"\"Kitchen, north\",\"21.5\",\"{\"\"a\"\": 1}\",\r\n" +
@@ -206,7 +206,7 @@ var cases = []tcase{
 		want: row("Kitchen, north", "21.5", N, N, N, `{"a": 1}`, N) +
 			row(`multi`+"\r"+`\nline\nname`, N, N, "4", N, N, N) +
 			row("", "-0.5", N, N, N, N, N) +
-			row(`say "hi"`, "1e3", N, "3", N, "[]", N), nrows: 4},
+			row(`say "hi"`, "1000", N, "3", N, "[]", N), nrows: 4},
 	{name: "csv header only", f: CSV, body: "device,temp\r\n", want: "", nrows: 0},
 	{name: "csv empty", f: CSV, body: "", want: "", nrows: 0},
 	{name: "csv no final newline", f: CSV, body: "device\na\nb", want: row("a", N, N, "7", N, N, N) + row("b", N, N, "7", N, N, N), nrows: 2},
@@ -232,7 +232,7 @@ var cases = []tcase{
 	{name: "csv field count", f: CSV, body: "device,temp\na,1\n\"b\nc\",2,3\nd\n",
 		want: `{"error":"record has 3 fields, want 2","line":3,"errors":[{"error":"record has 1 fields, want 2","line":5}],"total":2}`},
 	{name: "csv bad value line of record start", f: CSV, body: "device,temp\n\"a\nb\nc\",1\nd,x\n",
-		want: `{"error":"not a number","line":5,"column":"temp","value":"x"}`},
+		want: `{"error":"not a number (want decimal notation, e.g. -1.5e3)","line":5,"column":"temp","value":"x"}`},
 	{name: "csv empty not_null", f: CSV, body: "device,temp\n,1\n", want: `{"error":"null in a not_null column without a default","line":2,"column":"device"}`},
 	{name: "csv missing not_null", f: CSV, body: "temp\n1\n", want: `{"error":"missing value for a not_null column without a default","line":2,"column":"device"}`},
 	{name: "csv bare quote", f: CSV, body: "device,temp\na\"b,1\n",
@@ -389,7 +389,7 @@ func TestLargeNDJSON(t *testing.T) {
 	if !errors.As(err, &e) || n != 0 || len(out) != 0 {
 		t.Fatalf("rows %d, %d bytes, err %v", n, len(out), err)
 	}
-	if got, want := string(e.AppendJSON(nil)), `{"error":"not a number","line":9999,"column":"temp","value":"hot"}`; got != want {
+	if got, want := string(e.AppendJSON(nil)), `{"error":"not a number (want decimal notation, e.g. -1.5e3)","line":9999,"column":"temp","value":"hot"}`; got != want {
 		t.Errorf("got %s want %s", got, want)
 	}
 }
