@@ -205,8 +205,10 @@ func (d *Decoder) decodeCSV(b []byte, o Options) {
 // it names no column (or -1 when such fields are dropped) or one already
 // mapped.
 func (d *Decoder) mapColumn(name []byte) {
-	if len(name) == 0 {
-		d.fail("", nil, nil, "empty column name")
+	if len(name) == 0 { // a spreadsheet's unnamed column: unknown
+		if d.t.Unknown != schema.IgnoreUnknown {
+			d.fail("", nil, nil, "empty column name")
+		}
 		d.csvMap = append(d.csvMap, -1)
 		return
 	}
