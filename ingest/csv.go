@@ -30,11 +30,18 @@ var csvPlain = func() (t [256]bool) {
 	return t
 }()
 
-// csvRecord reads the record at b[i:] into d.fields. It returns the index
-// after it and the line breaks it spanned (its own included), or a non-empty
-// reason when it is malformed.
-func (d *Decoder) csvRecord(b []byte, i int) (next, lines int, reason string) {
+// maxFields bounds the fields of a header (MariaDB's limit of columns per
+// table), so that a body of commas cannot make d.fields 24 times its size.
+const maxFields = 4096
+
+// csvRecord reads the record at b[i:] into d.fields, at most limit of its
+// fields; d.nfields counts them all. It returns the index after it and the
+// line breaks it spanned (its own included), or a non-empty reason when it is
+// malformed.
+func (d *Decoder) csvRecord(b []byte, i, limit int) (next, lines int, reason string) {
 	d.fields = d.fields[:0]
+	d.nfields = 0
+	limit = max(limit, 1) // blank() looks at the first
 	for {
 		if i < len(b) && b[i] == '"' {
 			s := i + 1
@@ -53,7 +60,9 @@ func (d *Decoder) csvRecord(b []byte, i int) (next, lines int, reason string) {
 				}
 				break
 			}
-			d.fields = append(d.fields, csvField{s: s, e: j, quoted: true, dq: dq})
+			if d.nfields++; d.nfields <= limit {
+				d.fields = append(d.fields, csvField{s: s, e: j, quoted: true, dq: dq})
+			}
 			i = j + 1
 			switch {
 			case i == len(b):
@@ -79,7 +88,9 @@ func (d *Decoder) csvRecord(b []byte, i int) (next, lines int, reason string) {
 		if e > s && b[e-1] == '\r' && (i == len(b) || b[i] == '\n') {
 			e-- // CRLF
 		}
-		d.fields = append(d.fields, csvField{s: s, e: e})
+		if d.nfields++; d.nfields <= limit {
+			d.fields = append(d.fields, csvField{s: s, e: e})
+		}
 		if i == len(b) {
 			return i, lines, ""
 		}
@@ -94,7 +105,7 @@ var nl = []byte{'\n'}
 
 // blank reports whether the record just read was an empty line.
 func (d *Decoder) blank() bool {
-	return len(d.fields) == 1 && !d.fields[0].quoted && d.fields[0].s == d.fields[0].e
+	return d.nfields == 1 && !d.fields[0].quoted && d.fields[0].s == d.fields[0].e
 }
 
 // fieldText returns the contents of field f of body b, "" pairs undone.
@@ -131,7 +142,7 @@ func (d *Decoder) decodeCSV(b []byte, o Options) {
 			if i >= len(b) {
 				return // an empty body: no rows
 			}
-			next, lines, reason := d.csvRecord(b, i)
+			next, lines, reason := d.csvRecord(b, i, maxFields)
 			d.pos = line
 			if reason != "" {
 				d.fail("", nil, nil, "invalid CSV: "+reason)
@@ -141,6 +152,10 @@ func (d *Decoder) decodeCSV(b []byte, o Options) {
 			if !d.blank() {
 				break
 			}
+		}
+		if d.nfields > maxFields {
+			d.fail("", nil, nil, "more than "+strconv.Itoa(maxFields)+" columns in the header")
+			return
 		}
 		for k := range d.fields {
 			d.mapColumn(d.fieldText(b, &d.fields[k], &d.key))
@@ -170,7 +185,7 @@ func (d *Decoder) decodeCSV(b []byte, o Options) {
 	}
 	for i < len(b) {
 		start := line
-		next, lines, reason := d.csvRecord(b, i)
+		next, lines, reason := d.csvRecord(b, i, len(d.csvMap))
 		d.beginRow(start, false)
 		if reason != "" {
 			d.fail("", nil, nil, "invalid CSV: "+reason)
@@ -180,8 +195,8 @@ func (d *Decoder) decodeCSV(b []byte, o Options) {
 		if d.blank() {
 			continue
 		}
-		if len(d.fields) != len(d.csvMap) {
-			d.fail("", nil, nil, "record has "+strconv.Itoa(len(d.fields))+" fields, want "+strconv.Itoa(len(d.csvMap)))
+		if d.nfields != len(d.csvMap) {
+			d.fail("", nil, nil, "record has "+strconv.Itoa(d.nfields)+" fields, want "+strconv.Itoa(len(d.csvMap)))
 			continue
 		}
 		for k := range d.fields {

@@ -38,8 +38,9 @@ type Decoder struct {
 	key []byte // an unescaped JSON key or form key
 	bin []byte // a decoded base64 value
 
-	fields []csvField // the current CSV record
-	csvMap []int      // CSV field position -> column index (-1: dropped)
+	fields  []csvField // the current CSV record (its first fields)
+	nfields int        // how many fields it has
+	csvMap  []int      // CSV field position -> column index (-1: dropped)
 
 	pos   int  // the current record's line or index
 	index bool // pos is a JSON array index
@@ -80,6 +81,7 @@ func (d *Decoder) Decode(dst []byte, t *schema.Table, f Format, o Options, body 
 	}
 	out := d.out
 	d.out = nil
+	d.trim()
 	if d.total > 0 {
 		e := &Error{First: d.errs[0], Total: d.total}
 		if len(d.errs) > 1 {
@@ -89,6 +91,22 @@ func (d *Decoder) Decode(dst []byte, t *schema.Table, f Format, o Options, body 
 		return out[:start], 0, e
 	}
 	return out, d.rows, nil
+}
+
+// keepCap is the most capacity a scratch buffer keeps between requests: a
+// value beyond it (a large text or blob) costs an allocation rather than
+// pinning that much memory per Decoder for good.
+const keepCap = 128 << 10
+
+func (d *Decoder) trim() {
+	for _, b := range []*[]byte{&d.row, &d.str, &d.key, &d.bin} {
+		if cap(*b) > keepCap {
+			*b = nil
+		}
+	}
+	if cap(d.fields) > keepCap/24 {
+		d.fields = nil
+	}
 }
 
 func (d *Decoder) reset(t *schema.Table, dst []byte) {

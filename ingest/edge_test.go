@@ -1,6 +1,8 @@
 package ingest
 
 import (
+	"bytes"
+	"strings"
 	"testing"
 
 	"upsink/schema"
@@ -49,5 +51,28 @@ func TestEdgeValues(t *testing.T) {
 	}
 	if got := string(e.AppendJSON(nil)); got != wantErr {
 		t.Errorf("got  %s\nwant %s", got, wantErr)
+	}
+}
+
+// A body of commas costs no memory in proportion: a header is bounded, a
+// record's fields beyond the header's are counted, not kept.
+func TestCSVManyFields(t *testing.T) {
+	var d Decoder
+	body := append([]byte("device,temp\n"), bytes.Repeat([]byte(","), 100000)...)
+	_, _, err := d.Decode(nil, readings(t), CSV, Options{}, body)
+	if got := err.(*Error).First.Reason; got != "record has 100001 fields, want 2" || cap(d.fields) > 16 {
+		t.Errorf("%s; cap(fields) %d", got, cap(d.fields))
+	}
+	_, _, err = d.Decode(nil, ignoring(readings(t)), CSV, Options{}, bytes.Repeat([]byte("x,"), 5000))
+	if got := err.(*Error).First.Reason; got != "more than 4096 columns in the header" {
+		t.Error(got)
+	}
+	// Scratch buffers do not keep a large value's capacity.
+	big := `{"device":"d","payload":"` + strings.Repeat(`\u00e9`, 100000) + `"}`
+	if _, n, err := d.Decode(nil, readings(t), JSON, Options{}, []byte(big)); n != 1 || err != nil {
+		t.Fatal(err)
+	}
+	if cap(d.str) > keepCap || cap(d.row) > keepCap {
+		t.Errorf("kept %d, %d bytes", cap(d.str), cap(d.row))
 	}
 }
