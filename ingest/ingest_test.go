@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -538,5 +537,3 @@ func BenchmarkDecode(b *testing.B) {
 		})
 	}
 }
-
-var _ = strconv.Itoa
