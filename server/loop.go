@@ -9,6 +9,7 @@ import (
 
 	"upsink/conn"
 	"upsink/durable"
+	"upsink/ingest"
 )
 
 // loop is one event loop's private state. Everything but the completion list
@@ -20,6 +21,7 @@ type loop struct {
 	tq   *conn.Timeouts
 	out  []byte // response scratch
 	jbuf []byte // JSON body scratch
+	dec  ingest.Decoder
 	date []byte
 
 	mu        sync.Mutex

@@ -10,7 +10,9 @@ import (
 	"github.com/valyala/bytebufferpool"
 
 	"upsink/conn"
+	"upsink/ingest"
 	"upsink/parser"
+	"upsink/schema"
 	"upsink/store"
 )
 
@@ -108,7 +110,9 @@ func (h *handler) route(e *ev, req *parser.Request, hn int) (gnet.Action, bool) 
 		if !bytes.Equal(req.Method, methodPOST) {
 			return h.reject(e, hasBody, hn, 405, "uploads take POST", hdrAllowPOST)
 		}
-		return h.startUpload(e, req, stream, hn)
+		return h.startUpload(e, req, dest{stream: stream}, hn)
+	case bytes.HasPrefix(path, prefixIngest):
+		return h.routeIngest(e, req, path[len(prefixIngest):], hasBody, hn)
 	case bytes.Equal(path, pathHealthz), bytes.Equal(path, pathReadyz):
 		if !bytes.Equal(req.Method, methodGET) && !bytes.Equal(req.Method, methodHEAD) {
 			return h.reject(e, hasBody, hn, 405, "method not allowed", hdrAllowGET)
@@ -148,8 +152,18 @@ func (h *handler) reject(e *ev, hasBody bool, hn, status int, reason string, ext
 	return gnet.None, h.answer(e, status, textPlain, reason, extra|hdrReasonLine, false)
 }
 
-// startUpload accepts an upload's head: limits, readiness, budget, record.
-func (h *handler) startUpload(e *ev, req *parser.Request, stream []byte, hn int) (gnet.Action, bool) {
+// dest is where a request's body goes: an upload stream, or (format set)
+// the rows of the declared table named stream, with the request's query.
+type dest struct {
+	stream []byte
+	format ingest.Format
+	query  []byte
+}
+
+// startUpload accepts an upload's or an ingest request's head: limits,
+// readiness, budget, record.
+func (h *handler) startUpload(e *ev, req *parser.Request, d dest, hn int) (gnet.Action, bool) {
+	stream := d.stream
 	s, c := e.s, e.c
 	if req.ContentLength > h.cfg.MaxBody {
 		return h.failWith(e, 413, h.reason413, hdrNone), false
@@ -182,7 +196,7 @@ func (h *handler) startUpload(e *ev, req *parser.Request, stream []byte, hn int)
 	if whole {
 		charge = h.budget.Reserve
 	}
-	meta := metaMax + int64(len(key))
+	meta := metaMax + int64(len(key)) + int64(len(d.query))
 	if !charge(meta + size) {
 		return h.failWith(e, 503, "server busy: in-flight body budget exhausted", hdrRetry), false
 	}
@@ -209,6 +223,9 @@ func (h *handler) startUpload(e *ev, req *parser.Request, stream []byte, hn int)
 	r.ctypeN = uint8(len(ct))
 	b = append(b, key...)
 	r.keyN = uint8(len(key))
+	b = append(b, d.query...)
+	r.queryN = uint16(len(d.query))
+	r.format = d.format
 	r.buf.B = b
 	if size > 0 {
 		r.buf.B = slices.Grow(b, int(size))
@@ -299,14 +316,22 @@ func (h *handler) readBody(e *ev) (gnet.Action, bool) {
 // submit hands a complete upload to the store and suspends the connection.
 func (h *handler) submit(e *ev, r *request) (gnet.Action, bool) {
 	s := e.s
-	b := r.buf.B
-	a, p, c := int(r.streamN), int(r.streamN)+int(r.peerN), int(r.streamN)+int(r.peerN)+int(r.ctypeN)
-	m := r.metaLen()
-	j := &r.up.Job
-	*j = store.Job{Stream: b[:a], RemoteAddr: b[a:p], ContentType: b[p:c], IdemKey: b[c:m], Body: b[m:],
-		ReceivedAt: time.Now(), Tag: uint64(s.Req - 1)}
 	r.left, r.chunk = 0, 0
 	e.l.tq.Disarm(e.fd)
+	var table *schema.Table
+	rows := 0
+	if r.format != ingest.FormatInvalid {
+		var ok, open bool
+		if table, rows, ok, open = h.decodeRows(e, r); !ok {
+			return gnet.None, open // answered: on to the next request
+		}
+	}
+	b := r.buf.B
+	a, p, c := int(r.streamN), int(r.streamN)+int(r.peerN), int(r.streamN)+int(r.peerN)+int(r.ctypeN)
+	k, m := c+int(r.keyN), r.metaLen()
+	j := &r.up.Job
+	*j = store.Job{Stream: b[:a], RemoteAddr: b[a:p], ContentType: b[p:c], IdemKey: b[c:k], Body: b[m:],
+		ReceivedAt: time.Now(), Tag: uint64(s.Req - 1), Table: table, Rows: rows}
 	if err := h.st.Submit(&r.up); err != nil {
 		s.Flags = s.Flags.WithState(conn.StateHead)
 		return gnet.None, h.answerUpload(e, r, err)
@@ -345,6 +370,7 @@ func (h *handler) complete(l *loop, idx uint32) {
 
 var (
 	prefixUpload = []byte("/upload/")
+	prefixIngest = []byte("/ingest/")
 	pathHealthz  = []byte("/healthz")
 	pathReadyz   = []byte("/readyz")
 	methodPOST   = []byte("POST")

@@ -8,6 +8,7 @@ import (
 
 	"upsink/conn"
 	"upsink/durable"
+	"upsink/ingest"
 )
 
 // requests is the table of in-flight request records, one at most per
@@ -40,7 +41,9 @@ type request struct {
 	streamN  uint8
 	peerN    uint8
 	ctypeN   uint8
-	keyN     uint8 // the Idempotency-Key's bytes after the content type; 0 = none
+	keyN     uint8         // the Idempotency-Key's bytes after the content type; 0 = none
+	format   ingest.Format // ingest: the body's format; FormatInvalid for an upload
+	queryN   uint16        // ingest: the query string's bytes after the key
 }
 
 func (r *requests) at(idx uint32) *request { return r.tab.At(int(idx)) }
@@ -80,7 +83,7 @@ func (r *requests) free(h *handler, idx uint32) {
 }
 
 func (r *request) metaLen() int {
-	return int(r.streamN) + int(r.peerN) + int(r.ctypeN) + int(r.keyN)
+	return int(r.streamN) + int(r.peerN) + int(r.ctypeN) + int(r.keyN) + int(r.queryN)
 }
 
 // bodyLen is the number of body bytes received so far.

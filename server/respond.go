@@ -24,6 +24,7 @@ const (
 	hdrAllowGET                   // Allow: GET, HEAD
 	hdrReasonLine                 // the body is a one-line reason: add the newline
 	hdrReplayed                   // Idempotent-Replayed: true (the first answer of an Idempotency-Key)
+	hdrBearer                     // WWW-Authenticate: Bearer
 )
 
 const (
@@ -135,6 +136,9 @@ func respond[T ~string | ~[]byte](h *handler, e *ev, status int, ctype string, b
 	if extra&hdrAllowGET != 0 {
 		b = append(b, "\r\nAllow: GET, HEAD"...)
 	}
+	if extra&hdrBearer != 0 {
+		b = append(b, "\r\nWWW-Authenticate: Bearer"...)
+	}
 	if extra&hdrReplayed != 0 {
 		b = append(b, "\r\nIdempotent-Replayed: true"...)
 	}
@@ -166,7 +170,11 @@ func (h *handler) answerUpload(e *ev, r *request, err error) bool {
 	switch {
 	case err == nil || err == durable.ErrAnswered:
 		l := e.l
-		l.jbuf = appendAnswer(l.jbuf[:0], u.Answer, u.Job.Stream, len(u.Job.Body))
+		if t := u.Job.Table; t != nil {
+			l.jbuf = appendRowsAnswer(l.jbuf[:0], u.Answer, t.Name, u.Job.Rows)
+		} else {
+			l.jbuf = appendAnswer(l.jbuf[:0], u.Answer, u.Job.Stream, len(u.Job.Body))
+		}
 		if u.Replayed {
 			extra = hdrReplayed
 		} else {

@@ -21,7 +21,9 @@ import (
 	"time"
 
 	"upsink/massif"
+	"upsink/schema"
 	"upsink/server"
+	"upsink/store"
 	"upsink/tlsbridge"
 )
 
@@ -213,6 +215,24 @@ func serve(args []string, stderr io.Writer) int {
 			return 2
 		}
 		ln.Close()
+	}
+	if len(cfg.Tables) > 0 {
+		// A declared table that disagrees with the database is refused at
+		// start when the database answers (else at the writer's connect).
+		tables := make([]*schema.Table, len(cfg.Tables))
+		for i := range cfg.Tables {
+			tables[i] = &cfg.Tables[i]
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		reachable, err := store.PrepareTables(ctx, cfg.Store.DSN, tables)
+		cancel()
+		switch {
+		case err != nil && reachable:
+			fmt.Fprintf(stderr, "upsink serve: %s\n", oneLine(err))
+			return 2
+		case err != nil:
+			log.Warn("upsink: database unreachable at start: declared tables are created and checked when it answers", "err", err)
+		}
 	}
 	if *massifFile != "" {
 		mw, err := massif.Start(*massifFile, massif.Options{Interval: *massifEvery})
