@@ -112,6 +112,8 @@ type Sink struct {
 	tables map[string]*schema.Table // cfg.Store.Tables by name, for replayed rows
 
 	spoolFailed atomic.Int64 // unix nanos of the last failed spool append (full, no space); 0 = none
+	failLogAt   atomic.Int64 // unix nanos of the last "spool append failed" line (the spool's writer goroutine only)
+	failLogged  atomic.Int64 // failed appends since that line
 	unkeyed     atomic.Uint64
 }
 
@@ -294,8 +296,15 @@ func (k *Sink) spooled(batch []*spool.Record) {
 			u.Answer = store.Answer{Status: 202, SpoolSeq: seq}
 			k.keys.end(u)
 		default:
-			k.spoolFailed.Store(time.Now().UnixNano())
-			k.log.Warn("durable: spool append failed: upload refused", "err", err)
+			now := time.Now().UnixNano()
+			k.spoolFailed.Store(now)
+			// At most one line a second: a full or broken disk must not
+			// turn a flood of uploads into a flood of log lines.
+			if n := k.failLogged.Add(1); now-k.failLogAt.Load() >= int64(time.Second) {
+				k.failLogAt.Store(now)
+				k.failLogged.Store(0)
+				k.log.Warn("durable: spool append failed: upload refused", "err", err, "refused_since_last_line", n)
+			}
 			if u.keyHeld {
 				k.keys.unreserve()
 			}
