@@ -15,6 +15,8 @@
 #                the full-spool tmpfs): kill -9 / SIGTERM / SIGSTOP of mariadbd
 #                and upsink, KILL CONNECTION, a full spool, idempotent retries;
 #                FAULTS_ONLY="1 4" runs some of them
+#   make bench-ingest rows/s of NDJSON and CSV into a declared table beside raw
+#                uploads, and the server's peak RSS (bench/ingest.sh)
 #   make bench-vps upsink + MariaDB in one 256 MiB memory cgroup under 10,000
 #                keep-alive uploaders (bench/vps.sh; root; VPS_MODE=https)
 #   make build   bin/upsink
@@ -34,7 +36,7 @@ DBDIR ?= var/mysql
 BENCH ?= .
 GOTESTFLAGS ?=
 
-.PHONY: all run build vet test bench bench-go bench-vps bench-spool attack sigterm faults tools-check db-start db-stop db-status clean
+.PHONY: all run build vet test bench bench-go bench-vps bench-spool bench-ingest attack sigterm faults tools-check db-start db-stop db-status clean
 
 all: build
 
@@ -87,6 +89,12 @@ attack: tools-check
 # spooled with --spool-after 1s and 50ms (bench/spool.sh). ~1 minute.
 bench-spool: tools-check
 	bench/spool.sh
+
+# Structured ingest end to end: rows/s of NDJSON and CSV bodies (1,000 rows
+# of ~100 B per request, h2load over keep-alive) into a declared table,
+# beside raw 1 KiB uploads, with the server's peak RSS (bench/ingest.sh).
+bench-ingest: tools-check
+	bench/ingest.sh
 
 # SIGTERM to upsink while 64 clients upload, three times; --verify counts
 # uploads committed without an answer (must be 0). ~1 minute.
