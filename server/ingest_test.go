@@ -45,9 +45,18 @@ type ingestReply struct {
 
 func ingestPost(t *testing.T, addr, path, ctype, body string, hdr ...string) ingestReply {
 	t.Helper()
-	req, err := http.NewRequest("POST", "http://"+addr+path, strings.NewReader(body))
+	r, err := ingestPostErr(addr, path, ctype, body, hdr...)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return r
+}
+
+// ingestPostErr is ingestPost for goroutines other than the test's.
+func ingestPostErr(addr, path, ctype, body string, hdr ...string) (ingestReply, error) {
+	req, err := http.NewRequest("POST", "http://"+addr+path, strings.NewReader(body))
+	if err != nil {
+		return ingestReply{}, err
 	}
 	if ctype != "" {
 		req.Header.Set("Content-Type", ctype)
@@ -57,11 +66,11 @@ func ingestPost(t *testing.T, addr, path, ctype, body string, hdr ...string) ing
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatal(err)
+		return ingestReply{}, err
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return ingestReply{resp.StatusCode, string(b), resp.Header}
+	b, err := io.ReadAll(resp.Body)
+	return ingestReply{resp.StatusCode, string(b), resp.Header}, err
 }
 
 type rowsAnswer struct {
@@ -223,5 +232,81 @@ func TestIngestSpooled(t *testing.T) {
 	})
 	if n := countTable(t, db, "readings"); n != 2 {
 		t.Fatalf("%d rows after the replay, want 2", n)
+	}
+}
+
+// TestIngestConcurrentTables: clients ingest into two tables and upload at
+// once; every request's rows are in its table once, each request's ids
+// consecutive from its first_id, and no two requests share an id.
+func TestIngestConcurrentTables(t *testing.T) {
+	dsn := testdb.New(t)
+	db := testdb.Open(t, dsn)
+	tables := ingestTables(t)
+	tables[1].Token = ""
+	_, addr := startServer(t, dsn, func(c *Config) { c.Tables = tables })
+	waitReady(t, addr)
+	const workers, each = 8, 15
+	type done struct {
+		table         string
+		first, rows   int
+		worker, index int
+	}
+	results := make(chan done, workers*each)
+	errs := make(chan error, workers)
+	for w := range workers {
+		go func() {
+			for i := range each {
+				var r ingestReply
+				var err error
+				switch i % 3 {
+				case 0:
+					r, err = ingestPostErr(addr, "/ingest/readings", "text/csv", fmt.Sprintf("device,temp\nw%d-%d-a,%d\nw%d-%d-b,%d\n", w, i, i, w, i, i))
+				case 1:
+					r, err = ingestPostErr(addr, "/ingest/secure", "application/x-ndjson", fmt.Sprintf("{\"v\":%d}\n{\"v\":%d}\n{\"v\":%d}\n", w, i, -i))
+				default:
+					r, err = ingestPostErr(addr, "/upload/mixed", "text/plain", fmt.Sprintf("upload %d %d", w, i))
+				}
+				if err != nil || r.status != 201 {
+					errs <- fmt.Errorf("worker %d request %d: %d %q %v", w, i, r.status, r.body, err)
+					return
+				}
+				if i%3 == 2 {
+					continue
+				}
+				var a rowsAnswer
+				if err := json.Unmarshal([]byte(r.body), &a); err != nil {
+					errs <- err
+					return
+				}
+				results <- done{a.Table, int(a.FirstID), a.Rows, w, i}
+			}
+			errs <- nil
+		}()
+	}
+	for range workers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(results)
+	seen := map[string]map[int]bool{"readings": {}, "secure": {}}
+	n := map[string]int{}
+	for d := range results {
+		for k := d.first; k < d.first+d.rows; k++ {
+			if seen[d.table][k] {
+				t.Fatalf("%s id %d given to two requests", d.table, k)
+			}
+			seen[d.table][k] = true
+		}
+		n[d.table] += d.rows
+		if d.table == "readings" {
+			var dev string
+			if err := db.QueryRow("SELECT device FROM readings WHERE id = ?", d.first+1).Scan(&dev); err != nil || dev != fmt.Sprintf("w%d-%d-b", d.worker, d.index) {
+				t.Fatalf("readings id %d: %q %v, want the request's second row", d.first+1, dev, err)
+			}
+		}
+	}
+	if countTable(t, db, "readings") != n["readings"] || countTable(t, db, "secure") != n["secure"] || n["readings"] != workers*5*2 || n["secure"] != workers*5*3 {
+		t.Fatalf("rows: readings %d secure %d, answered %v", countTable(t, db, "readings"), countTable(t, db, "secure"), n)
 	}
 }
