@@ -22,8 +22,14 @@ type Decoder struct {
 	// Encode checks and renders one value; nil means the column type's own
 	// check (schema.Type.AppendValue). Tests and benchmarks may replace it.
 	Encode EncodeFunc
+	// MaxOut bounds the rows one Decode may append (0: no bound). Rows can
+	// be much larger than their body (a JSON record {} of a table of 20
+	// columns is 20 \N fields; defaults are copied in full), so a server
+	// sets it: past it the body is refused like a bad record.
+	MaxOut int
 
 	t      *schema.Table
+	start  int // len(dst) when Decode began
 	enc    EncodeFunc
 	out    []byte // the caller's dst, with the rows appended so far
 	rows   int
@@ -116,6 +122,7 @@ func (d *Decoder) reset(t *schema.Table, dst []byte) {
 		d.enc = defaultEncode
 	}
 	d.out = dst
+	d.start = len(dst)
 	d.rows = 0
 	d.failed = false
 	d.errs = d.errs[:0]
@@ -261,7 +268,12 @@ func (d *Decoder) endRow() {
 			out = appendEscaped(out, d.row[s.start:s.end])
 		}
 	}
-	d.out = append(out, '\n')
+	out = append(out, '\n')
+	if d.MaxOut > 0 && len(out)-d.start > d.MaxOut {
+		d.fail("", nil, nil, reasonTooLarge)
+		return
+	}
+	d.out = out
 	d.rows++
 }
 

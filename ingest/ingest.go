@@ -354,4 +354,5 @@ const (
 	reasonNested     = "nested object or array for a non-json column"
 	reasonBlobString = "blob columns take a base64 string"
 	reasonBase64     = "invalid base64"
+	reasonTooLarge   = "the rows are larger than the server takes from one request (split the body)"
 )

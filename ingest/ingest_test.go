@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -535,5 +536,27 @@ func BenchmarkDecode(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1000, "ns/row")
 		})
+	}
+}
+
+// TestMaxOut: a body whose rows would outgrow the bound is refused (the
+// rows of empty records in a wide table are ~20× their body).
+func TestMaxOut(t *testing.T) {
+	cols := make([]schema.Column, 20)
+	for i := range cols {
+		cols[i] = schema.Column{Name: "c" + strconv.Itoa(i), Type: schema.Type{Kind: schema.Int}}
+	}
+	wide := &schema.Table{Name: "wide", Columns: cols}
+	body := []byte("[" + strings.Repeat("{},", 999) + "{}]")
+	var d Decoder
+	out, rows, err := d.Decode(nil, wide, JSON, Options{}, body)
+	if err != nil || rows != 1000 || len(out) < 15*len(body) {
+		t.Fatalf("unbounded: %d rows, %d bytes of rows from %d, %v", rows, len(out), len(body), err)
+	}
+	d.MaxOut = 4 * len(body)
+	out, rows, err = d.Decode(out[:0], wide, JSON, Options{}, body)
+	e, ok := err.(*Error)
+	if !ok || rows != 0 || e.First.Reason != reasonTooLarge || e.Total != 1 {
+		t.Fatalf("bounded: %d rows, err %v, want one %q", rows, err, reasonTooLarge)
 	}
 }

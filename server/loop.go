@@ -51,6 +51,9 @@ func (h *handler) loopFor(el gnet.EventLoop) *loop {
 		}
 	}
 	l := &loop{h: h, idx: len(old), el: el, out: make([]byte, 0, 512)}
+	// Rows can be far larger than their body ({} becomes a row of \N
+	// fields, defaults are copied): 4 × --max-body at most per request.
+	l.dec.MaxOut = int(4 * h.cfg.MaxBody)
 	l.tq = conn.NewTimeouts(h.slab, h.cfg.HeaderTimeout, h.cfg.IdleTimeout, h.bodyCheck, h.cfg.DrainTimeout)
 	l.reaper.l, l.evictor.l, l.drainer.l = l, l, l
 	l.expire = l.onExpire
