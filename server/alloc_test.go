@@ -3,7 +3,9 @@ package server
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"upsink/budget"
 	"upsink/conn"
 	"upsink/durable"
+	"upsink/schema"
 	"upsink/store"
 )
 
@@ -111,6 +114,20 @@ func TestRequestPathAllocs(t *testing.T) {
 	chunked := "POST /upload/sensors HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n200\r\n" + body[:512] + "\r\n200\r\n" + body[:512] + "\r\n0\r\n\r\n"
 	health := "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 	notFound := "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+	h.tables = map[string]*schema.Table{"readings": {Name: "readings", Columns: []schema.Column{
+		{Name: "device", Type: schema.Type{Kind: schema.Varchar, Len: 32}, NotNull: true},
+		{Name: "temp", Type: schema.Type{Kind: schema.Double}},
+		{Name: "ts", Type: schema.Type{Kind: schema.Datetime, Prec: 6}},
+	}}}
+	var nd, cs strings.Builder
+	cs.WriteString("device,temp,ts\r\n")
+	for i := range 100 {
+		fmt.Fprintf(&nd, `{"device":"sensor-%04d","temp":%d.5,"ts":"2026-12-02T03:04:05.123456Z"}`+"\n", i, i)
+		fmt.Fprintf(&cs, "\"sensor, %04d\",%d.5,2026-12-02 03:04:05\r\n", i, i)
+	}
+	ingestReq := func(ctype, body string) string {
+		return "POST /ingest/readings?header=present HTTP/1.1\r\nHost: x\r\nContent-Type: " + ctype + "\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
+	}
 	tests := []struct {
 		name   string
 		req    string
@@ -121,6 +138,8 @@ func TestRequestPathAllocs(t *testing.T) {
 		{"chunked upload", chunked, true, "HTTP/1.1 201 Created"},
 		{"pipelined healthz", health + health + health, false, "HTTP/1.1 200 OK"},
 		{"not found", notFound, false, "HTTP/1.1 404 Not Found"},
+		{"ingest ndjson", ingestReq("application/x-ndjson", nd.String()), true, "HTTP/1.1 201 Created"},
+		{"ingest csv", ingestReq("text/csv", cs.String()), true, "HTTP/1.1 201 Created"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -179,6 +179,7 @@ func TestIngestOverHTTP(t *testing.T) {
 			`{"error":"unknown column","index":0,"column":"humidity"}` + "\n", [2]string{}},
 		{"not null missing", "/ingest/readings", "application/x-ndjson", `{"temp":1}` + "\n", nil, 400, "", [2]string{}},
 		{"no records", "/ingest/readings", "application/json", `[]`, nil, 400, `{"error":"no records"}` + "\n", [2]string{}},
+		{"over --max-body", "/ingest/readings", "application/x-ndjson", strings.Repeat(" ", 1<<20+1), nil, 413, "body larger than the limit of 1048576 bytes\n", [2]string{}},
 		{"unknown table", "/ingest/nope", "application/json", `{}`, nil, 404, "no such table\n", [2]string{}},
 		{"wrong content type", "/ingest/readings", "application/xml", `<a/>`, nil, 415, reason415 + "\n", [2]string{}},
 		{"bad query", "/ingest/readings?header=maybe", "text/csv", "a\n", nil, 400, "", [2]string{}},
