@@ -94,6 +94,7 @@ type server struct {
 	SpoolMax            any `toml:"spool_max"`
 	SpoolAfter          any `toml:"spool_after"`
 	IdempotencyTTL      any `toml:"idempotency_ttl"`
+	AdminListen         any `toml:"admin_listen"`
 }
 
 type tableDecl struct {

@@ -129,6 +129,7 @@ db_install_clients() {
 	db_apt_need "the HTTPS client tests" openssl openssl
 	db_apt_need "the HTTPS client tests" nghttp2-client h2load
 	db_apt_need "the massif profile test" valgrind ms_print
+	db_apt_need "the Prometheus scrape test" prometheus prometheus promtool
 }
 
 # db_paths DIR: set DB_DIR DB_DATA DB_TMP DB_PID DB_LOG DB_SOCK for DIR.

@@ -58,6 +58,7 @@ func (h *handler) wait(e *ev) (act gnet.Action, again bool) {
 	if h.settle(e, parser.MaxHeaderBytes) {
 		return gnet.None, false
 	}
+	h.budgetRefused.Add(1)
 	return h.failWith(e, 503, "server busy: in-flight budget exhausted", hdrRetry), false
 }
 

@@ -41,6 +41,9 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	s.Reset(flags) // first: acquires the slot from the loop that closed the fd
 	*h.conns.At(fd) = c
 	h.nconns.Add(1)
+	if flags&conn.FlagTLS != 0 {
+		h.ntls.Add(1)
+	}
 	if !h.admit(l) {
 		return nil, gnet.Close // OnClose undoes the above
 	}
@@ -78,6 +81,9 @@ func (h *handler) OnClose(c gnet.Conn, _ error) gnet.Action {
 	// acknowledged.
 	*h.conns.At(fd) = nil
 	h.nconns.Add(-1)
+	if s.Flags&conn.FlagTLS != 0 {
+		h.ntls.Add(-1)
+	}
 	s.Reset(0) // last: publishes the slot to whichever loop gets the fd next
 	return gnet.None
 }

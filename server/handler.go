@@ -63,6 +63,13 @@ type handler struct {
 
 	nconns, nreqs                atomic.Int64
 	evicted, refused, slowBodies atomic.Int64
+	ntls                         atomic.Int64 // of nconns, TLS connections
+	// Counters read by the metrics (metrics.go): plain atomics, nothing
+	// allocated where they are bumped.
+	counts                     reqCounts
+	bodyBytes                  atomic.Uint64
+	budgetRefused              atomic.Uint64
+	headTimeouts, idleTimeouts atomic.Uint64
 
 	// Precomputed one-line reasons (no fmt on the request path).
 	reason413, reasonSlow string
@@ -109,6 +116,9 @@ type ev struct {
 	c  stream          // what the machine reads and writes: gc, or tc's plaintext
 	fd int
 	s  *conn.Slot
+	// route is the route of the request being answered (metrics.go), set
+	// when it is known; routeOther before.
+	route uint8
 }
 
 // tls reports whether the machine runs over the TLS bridge.

@@ -131,6 +131,7 @@ func (h *handler) decodeRows(e *ev, r *request) (t *schema.Table, rows int, ok, 
 		e.l.jbuf = append(e.l.jbuf[:0], `{"error":"no records"}`+"\n"...)
 		return nil, 0, false, h.answerJSON(e, 400, e.l.jbuf)
 	}
+	h.budgetRefused.Add(1)
 	return nil, 0, false, h.answer(e, 503, textPlain, "server busy: in-flight body budget exhausted", hdrRetry|hdrReasonLine, false)
 }
 

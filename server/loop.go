@@ -121,6 +121,12 @@ func (l *loop) onExpire(fd int, q conn.QueueID) {
 		h.close(l, fd)
 		return
 	}
+	switch q {
+	case conn.QueueHead:
+		h.headTimeouts.Add(1)
+	case conn.QueueIdle:
+		h.idleTimeouts.Add(1)
+	}
 	switch {
 	case q == conn.QueueHead && e.c.InboundBuffered() > 0:
 		h.answerAndClose(&e, 408, "request head not complete within the header timeout")

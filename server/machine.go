@@ -101,6 +101,7 @@ func (h *handler) route(e *ev, req *parser.Request, hn int) (gnet.Action, bool) 
 		return h.reject(e, hasBody, hn, 503, "server shutting down", hdrRetry)
 	}
 	path := pathOf(req.Target)
+	e.route = routeOf(path)
 	switch {
 	case bytes.HasPrefix(path, prefixUpload):
 		stream := path[len(prefixUpload):]
@@ -198,7 +199,7 @@ func (h *handler) startUpload(e *ev, req *parser.Request, d dest, hn int) (gnet.
 	}
 	meta := metaMax + int64(len(key)) + int64(len(d.query))
 	if !charge(meta + size) {
-		return h.failWith(e, 503, "server busy: in-flight body budget exhausted", hdrRetry), false
+		return h.refuseBudget(e), false
 	}
 	idx, ok := h.reqs.get()
 	if !ok {
@@ -260,11 +261,12 @@ func (h *handler) readBody(e *ev) (gnet.Action, bool) {
 		n := min(c.InboundBuffered(), int(r.left))
 		if n > 0 {
 			if !h.growBody(r, n, int64(r.bodyLen())+int64(r.left), n == int(r.left)) {
-				return h.failWith(e, 503, "server busy: in-flight body budget exhausted", hdrRetry), false
+				return h.refuseBudget(e), false
 			}
 			buf, _ := c.Peek(n)
 			r.buf.B = append(r.buf.B, buf...)
 			_, _ = c.Discard(n)
+			h.bodyBytes.Add(uint64(n))
 			r.left -= uint32(n)
 			progress = true
 		}
@@ -292,9 +294,10 @@ func (h *handler) readBody(e *ev) (gnet.Action, bool) {
 					return h.failWith(e, 413, h.reason413, hdrNone), false
 				}
 				if !h.growBody(r, len(data), h.cfg.MaxBody, false) {
-					return h.failWith(e, 503, "server busy: in-flight body budget exhausted", hdrRetry), false
+					return h.refuseBudget(e), false
 				}
 				r.buf.B = append(r.buf.B, data...)
+				h.bodyBytes.Add(uint64(len(data)))
 			}
 			if used == 0 {
 				break
@@ -360,6 +363,10 @@ func (h *handler) complete(l *loop, idx uint32) {
 		return
 	}
 	s.Flags = s.Flags.WithState(conn.StateHead)
+	e.route = routeUpload
+	if r.format != ingest.FormatInvalid {
+		e.route = routeIngest
+	}
 	if !h.answerUpload(&e, r, r.up.Err) {
 		return
 	}

@@ -107,6 +107,7 @@ func (h *handler) write(e *ev, p []byte) bool {
 // shuts down every answer closes its connection.
 func respond[T ~string | ~[]byte](h *handler, e *ev, status int, ctype string, body T, extra hdr, head bool) bool {
 	h.nreqs.Add(1)
+	h.counts.add(e.route, status)
 	s, l := e.s, e.l
 	if h.draining.Load() {
 		s.Flags |= conn.FlagCloseAfter

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"upsink/durable"
+	"upsink/metrics"
 	"upsink/schema"
 	"upsink/store"
 	"upsink/tlsbridge"
@@ -63,6 +64,9 @@ type Config struct {
 	Store            store.Config        // the DSN and batching; OnDone is set by the server
 	Spool            durable.SpoolConfig // where uploads go while MariaDB cannot take them; empty Dir: nowhere (503)
 	Logger           *slog.Logger
+	// Metrics, when set, gets the server's metrics (store batch
+	// histograms included) for the admin listener's /metrics.
+	Metrics *metrics.Set
 	// Tables are the tables of structured ingest (POST /ingest/{table},
 	// issue 9) as declared in the --config file, already valid
 	// (schema.Validate); nil: none. Read-only once handed over.
@@ -220,6 +224,7 @@ func New(cfg Config) (*Server, error) {
 		s.h.tables[t.Name] = t
 	}
 	cfg.Store.Tables = tables
+	cfg.Store.Observe = observeBatches(cfg.Metrics)
 	reqs := &s.h.reqs
 	st, err := durable.Open(durable.Config{
 		Store:  cfg.Store,
@@ -236,6 +241,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.st = st
 	s.h.st = st
+	if cfg.Metrics != nil {
+		s.registerMetrics(cfg.Metrics)
+	}
 	return s, nil
 }
 

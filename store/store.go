@@ -146,7 +146,11 @@ type Config struct {
 	// Table must point to one of them). Their tables are created at
 	// connect when missing.
 	Tables []*schema.Table
-	OnDone func(batch []*Job) // called once per finished batch after every job's ID/Err is set, by the writer goroutine or (jobs failed while the database stalls) its watchdog, one call at a time; must not block; must not retain the slice
+	// Observe, when set, is called by the writer after each committed
+	// batch with its rows, its body bytes and how long it took (attempts and
+	// unknown-outcome resolution included); it must not block.
+	Observe func(rows, bytes int, d time.Duration)
+	OnDone  func(batch []*Job) // called once per finished batch after every job's ID/Err is set, by the writer goroutine or (jobs failed while the database stalls) its watchdog, one call at a time; must not block; must not retain the slice
 }
 
 // Job is one upload. The caller owns it and its byte slices until OnDone hands it back; the store only reads them.

@@ -231,6 +231,7 @@ func (s *Store) write(jobs []*Job, now time.Time) {
 // retried once (not one the data caused: the same rows would fail again);
 // the error is returned with the jobs' results unset.
 func (s *Store) commit(jobs []*Job, now time.Time) error {
+	t0 := time.Now()
 	if s.conn == nil {
 		if err := s.connect(); err != nil {
 			s.log.Warn("store: reconnect failed", "err", err)
@@ -261,7 +262,11 @@ func (s *Store) commit(jobs []*Job, now time.Time) error {
 		if err == nil {
 			s.settle(jobs)
 			s.batches.Add(1)
-			s.rowsDone.Add(uint64(s.loadedRows(jobs)))
+			rows := s.loadedRows(jobs)
+			s.rowsDone.Add(uint64(rows))
+			if f := s.cfg.Observe; f != nil {
+				f(rows, loadedBytes(jobs, s.verdicts), time.Since(t0))
+			}
 			s.lastOK = time.Now()
 			s.ready.Store(true)
 			return nil
@@ -278,6 +283,17 @@ func (s *Store) commit(jobs []*Job, now time.Time) error {
 		}
 		// nothing was committed: retry once
 	}
+}
+
+// loadedBytes is the body (or rows) bytes of the jobs an attempt loaded.
+func loadedBytes(jobs []*Job, verdicts []verdict) int {
+	n := 0
+	for i, j := range jobs {
+		if verdicts[i] == vLoad {
+			n += len(j.Body)
+		}
+	}
+	return n
 }
 
 // loadedRows is the number of rows the attempt just committed loaded.

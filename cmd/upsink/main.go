@@ -20,7 +20,9 @@ import (
 	"syscall"
 	"time"
 
+	"upsink/admin"
 	"upsink/massif"
+	"upsink/metrics"
 	"upsink/schema"
 	"upsink/server"
 	"upsink/store"
@@ -137,6 +139,7 @@ func serve(args []string, stderr io.Writer) int {
 	fs.StringVar(&certFile, "tls-cert", "", "PEM certificate (chain) for HTTPS; reloaded on SIGHUP")
 	fs.StringVar(&keyFile, "tls-key", "", "PEM private key for HTTPS; reloaded on SIGHUP")
 	fs.DurationVar(&cfg.TLS.HandshakeTimeout, "tls-handshake-timeout", 10*time.Second, "a TLS handshake must finish within this")
+	adminListen := fs.String("admin-listen", "127.0.0.1:9180", "admin listener (GET /metrics, Prometheus text format); \"\" = none")
 	fs.StringVar(&cfg.Spool.Dir, "spool-dir", "var/spool", "directory of the local spool that takes uploads (202) while MariaDB cannot; \"\" = no spool (503 instead)")
 	fs.Var(size{&cfg.Spool.MaxBytes}, "spool-max", "most bytes the spool may hold (default: the smaller of 1GiB and half the free space of its filesystem)")
 	fs.DurationVar(&cfg.Spool.After, "spool-after", time.Second, "spool uploads waiting behind a database call outstanding this long")
@@ -246,6 +249,9 @@ func serve(args []string, stderr io.Writer) int {
 			}
 		}()
 	}
+	if *adminListen != "" {
+		cfg.Metrics = metrics.New()
+	}
 	srv, err := server.New(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "upsink serve: %v\n", err)
@@ -288,6 +294,15 @@ func serve(args []string, stderr io.Writer) int {
 		log.Info("upsink: serving", "listen", "http://"+cfg.Listen, "max_body", cfg.MaxBody, "max_inflight", cfg.MaxInflight, "memory_limit", memLimit, "max_conns", srv.Stats().MaxConns)
 		if cfg.TLSListen != "" {
 			log.Info("upsink: serving HTTPS", "listen", "https://"+cfg.TLSListen, "cert", certFile)
+		}
+		if *adminListen != "" {
+			// Not fatal: the uploads matter more than their metrics.
+			if a, err := admin.Start(*adminListen, cfg.Metrics, log); err != nil {
+				log.Error("upsink: no admin listener: serving without /metrics", "err", err)
+			} else {
+				defer a.Close()
+				log.Info("upsink: admin listener", "metrics", "http://"+a.Addr()+"/metrics")
+			}
 		}
 		if sp := srv.Sink().Spool(); sp != nil {
 			st := sp.Stats()
