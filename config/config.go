@@ -97,6 +97,7 @@ type server struct {
 	SocketSndbuf        any `toml:"socket_sndbuf"`
 	ShutdownTimeout     any `toml:"shutdown_timeout"`
 	LogLevel            any `toml:"log_level"`
+	LogFormat           any `toml:"log_format"`
 	Massif              any `toml:"massif"`
 	MassifInterval      any `toml:"massif_interval"`
 	TLSListen           any `toml:"tls_listen"`
