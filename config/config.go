@@ -1,8 +1,8 @@
 // Package config loads upsink's TOML configuration file (upsink serve
 // --config FILE): the tables structured ingest writes into, and optionally
 // the server's settings. It only reads and checks the file; the command
-// applies the settings (flags given on the command line win) and hands the
-// tables to the server.
+// applies the settings (flags and UPSINK_* variables win over the file) and
+// hands the tables to the server.
 //
 // The layout:
 //
