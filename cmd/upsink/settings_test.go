@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
+	"log/slog"
 	"os"
 	"strings"
 	"testing"
@@ -189,5 +191,31 @@ func unsetenv(t *testing.T, name string) {
 	t.Helper()
 	if err := os.Unsetenv(name); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLogFormat: --log-format json writes one JSON object per line; the
+// level can change while it runs.
+func TestLogFormat(t *testing.T) {
+	var b bytes.Buffer
+	level := new(slog.LevelVar)
+	log, err := newLogger(&b, "json", level)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Debug("hidden")
+	log.Info("upsink: serving", "listen", "http://127.0.0.1:8080")
+	level.Set(slog.LevelDebug)
+	log.Debug("shown")
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("lines %q", lines)
+	}
+	var rec struct{ Msg, Listen, Level string }
+	if err := json.Unmarshal([]byte(lines[0]), &rec); err != nil || rec.Msg != "upsink: serving" || rec.Listen != "http://127.0.0.1:8080" || rec.Level != "INFO" {
+		t.Fatalf("%q: %+v %v", lines[0], rec, err)
+	}
+	if _, err := newLogger(&b, "xml", level); err == nil {
+		t.Fatal("xml accepted")
 	}
 }
