@@ -1,8 +1,8 @@
 // Package config loads upsink's TOML configuration file (upsink serve
 // --config FILE): the tables structured ingest writes into, and optionally
 // the server's settings. It only reads and checks the file; the command
-// applies the settings (flags given on the command line win) and hands the
-// tables to the server.
+// applies the settings (flags and UPSINK_* variables win over the file) and
+// hands the tables to the server.
 //
 // The layout:
 //
@@ -39,6 +39,7 @@ import (
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
+	"github.com/pelletier/go-toml/v2/unstable"
 
 	"upsink/schema"
 )
@@ -59,6 +60,18 @@ type Setting struct {
 	Key   string // as in the file: max_body
 	Flag  string // the upsink serve flag: max-body
 	Value string // "1MiB"; integers and booleans in decimal / true, false
+	// Line and Col are where the key is written in the file (1-based;
+	// 0 when unknown).
+	Line, Col int
+}
+
+// Where is "PATH:LINE:COL" of the setting in f (or PATH alone when the
+// position is unknown), for messages.
+func (f *File) Where(s Setting) string {
+	if s.Line == 0 {
+		return f.Path
+	}
+	return f.Path + ":" + strconv.Itoa(s.Line) + ":" + strconv.Itoa(s.Col)
 }
 
 // server is the [server] table: one key per upsink serve flag (but
@@ -84,6 +97,7 @@ type server struct {
 	SocketSndbuf        any `toml:"socket_sndbuf"`
 	ShutdownTimeout     any `toml:"shutdown_timeout"`
 	LogLevel            any `toml:"log_level"`
+	LogFormat           any `toml:"log_format"`
 	Massif              any `toml:"massif"`
 	MassifInterval      any `toml:"massif_interval"`
 	TLSListen           any `toml:"tls_listen"`
@@ -147,6 +161,7 @@ func Parse(path string, data []byte) (*File, error) {
 		return nil, decodeError(path, err)
 	}
 	f := &File{Path: path}
+	pos := serverKeyPositions(data)
 	sv := reflect.ValueOf(doc.Server)
 	for i, flagName := range ServerFlags() {
 		v := sv.Field(i).Interface()
@@ -158,7 +173,8 @@ func Parse(path string, data []byte) (*File, error) {
 		if !ok {
 			return nil, fmt.Errorf("config: %s: server.%s: want a string, an integer or a boolean, got %s", path, key, tomlType(v))
 		}
-		f.Server = append(f.Server, Setting{Key: key, Flag: flagName, Value: text})
+		p := pos[key]
+		f.Server = append(f.Server, Setting{Key: key, Flag: flagName, Value: text, Line: p.Line, Col: p.Column})
 	}
 	for i := range doc.Table {
 		t, err := table(&doc.Table[i], i)
@@ -311,4 +327,46 @@ func goTypeName(t string) string {
 		return "a table ([server])"
 	}
 	return t
+}
+
+// serverKeyPositions finds where each [server] key is written: under a
+// [server] header, as server.KEY = …, or in server = { KEY = … }. The
+// document has already decoded, so a parse error here only ends the search.
+func serverKeyPositions(data []byte) map[string]unstable.Position {
+	out := map[string]unstable.Position{}
+	var p unstable.Parser
+	p.Reset(data)
+	var table []string
+	keyOf := func(it unstable.Iterator) []string {
+		var k []string
+		for it.Next() {
+			k = append(k, string(it.Node().Data))
+		}
+		return k
+	}
+	record := func(path []string, kv *unstable.Node) {
+		if len(path) == 2 && path[0] == "server" {
+			if _, seen := out[path[1]]; !seen {
+				out[path[1]] = p.Shape(kv.Raw).Start
+			}
+		}
+	}
+	for p.NextExpression() {
+		e := p.Expression()
+		switch e.Kind {
+		case unstable.Table, unstable.ArrayTable:
+			table = keyOf(e.Children())
+		case unstable.KeyValue:
+			path := append(append([]string(nil), table...), keyOf(e.Key())...)
+			record(path, e)
+			if v := e.Value(); len(path) == 1 && path[0] == "server" && v.Kind == unstable.InlineTable {
+				it := v.Children()
+				for it.Next() {
+					kv := it.Node()
+					record(append([]string{"server"}, keyOf(kv.Key())...), kv)
+				}
+			}
+		}
+	}
+	return out
 }

@@ -85,8 +85,8 @@ func TestLoadGood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantServer := []Setting{{"listen", "listen", "127.0.0.1:9090"}, {"dsn", "dsn", "root@unix(/tmp/x.sock)/upsink"},
-		{"max_body", "max-body", "2MiB"}, {"batch_rows", "batch-rows", "500"}, {"spool_dir", "spool-dir", ""}}
+	wantServer := []Setting{{"listen", "listen", "127.0.0.1:9090", 3, 1}, {"dsn", "dsn", "root@unix(/tmp/x.sock)/upsink", 4, 1},
+		{"max_body", "max-body", "2MiB", 5, 1}, {"batch_rows", "batch-rows", "500", 6, 1}, {"spool_dir", "spool-dir", "", 7, 1}}
 	if len(f.Server) != len(wantServer) {
 		t.Fatalf("server: %+v", f.Server)
 	}
@@ -218,4 +218,28 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("loaded tables invalid: %v", err)
 		}
 	})
+}
+
+// TestSettingPositions: each [server] setting knows where it is written,
+// whichever way the file spells the table.
+func TestSettingPositions(t *testing.T) {
+	for _, tt := range []struct {
+		text, want string
+	}{
+		{"# c\n[server]\nlisten = \"x\"\n  max_body = \"1MiB\"\n", "listen@3:1 max_body@4:3"},
+		{"server.listen = \"x\"\n\n[[table]]\nname = \"t\"\n[[table.column]]\nname = \"a\"\ntype = \"int\"\n", "listen@1:1"},
+		{"server = { listen = \"x\", max_body = 7 }\n", "listen@1:12 max_body@1:26"},
+	} {
+		f, err := Parse("f.toml", []byte(tt.text))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, s := range f.Server {
+			got = append(got, s.Key+"@"+strings.TrimPrefix(f.Where(s), "f.toml:"))
+		}
+		if strings.Join(got, " ") != tt.want {
+			t.Errorf("%q: got %v, want %s", tt.text, got, tt.want)
+		}
+	}
 }

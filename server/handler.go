@@ -54,7 +54,8 @@ type handler struct {
 	loopsMu sync.Mutex
 	loops   atomic.Pointer[[]*loop]
 
-	tables map[string]*schema.Table // declared tables of /ingest/{table}, by name
+	tables map[string]*schema.Table          // declared tables of /ingest/{table}, by name
+	tokens atomic.Pointer[map[string]string] // their bearer tokens once SetTokens has run (tokens.go)
 
 	bridge  *tlsbridge.Bridge // nil without HTTPS
 	tlsPort int               // connections accepted on this local port speak TLS

@@ -32,12 +32,13 @@ var reason415 = "unsupported Content-Type; accepted: " + ingest.Accepted
 // routeIngest checks an ingest request's head and starts reading its body.
 func (h *handler) routeIngest(e *ev, req *parser.Request, name []byte, hasBody bool, hn int) (gnet.Action, bool) {
 	t := h.tables[string(name)]
-	switch {
-	case t == nil:
+	if t == nil {
 		return h.reject(e, hasBody, hn, 404, "no such table", hdrNone)
+	}
+	switch token := h.token(t); {
 	case !bytes.Equal(req.Method, methodPOST):
 		return h.reject(e, hasBody, hn, 405, "ingest takes POST", hdrAllowPOST)
-	case t.Token != "" && !bearerOK(req.Authorization, t.Token):
+	case token != "" && !bearerOK(req.Authorization, token):
 		return h.reject(e, hasBody, hn, 401, "missing or wrong bearer token", hdrBearer)
 	}
 	f, ok := ingest.FormatOf(req.ContentType)

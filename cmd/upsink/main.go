@@ -1,6 +1,7 @@
 // Command upsink serves HTTP uploads into MariaDB/MySQL in bounded memory.
 //
 //	upsink serve [--config FILE] [--listen ADDR] [--dsn DSN] [limits...]
+//	upsink check-config [--config FILE] [flags...]
 //	upsink version
 package main
 
@@ -38,7 +39,7 @@ func main() {
 
 func run(args []string, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: upsink serve [flags] | upsink gencert --dir DIR | upsink version")
+		fmt.Fprintln(stderr, "usage: upsink serve [flags] | upsink check-config [flags] | upsink gencert --dir DIR | upsink version")
 		return 2
 	}
 	switch args[0] {
@@ -46,14 +47,16 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Println("upsink", version)
 		return 0
 	case "serve":
-		return serve(args[1:], stderr)
+		return serve(args[1:], stderr, nil)
+	case "check-config":
+		return serve(args[1:], stderr, os.Stdout)
 	case "gencert":
 		return gencert(args[1:], stderr)
 	case "-h", "--help", "help":
 		fmt.Fprintln(stderr, "usage: upsink serve [flags] | upsink version (upsink serve -h lists the flags)")
 		return 0
 	default:
-		fmt.Fprintf(stderr, "upsink: unknown command %q (want serve, gencert or version)\n", args[0])
+		fmt.Fprintf(stderr, "upsink: unknown command %q (want serve, check-config, gencert or version)\n", args[0])
 		return 2
 	}
 }
@@ -96,8 +99,15 @@ func parseSize(v string) (int64, error) {
 	return n * mult, nil
 }
 
-func serve(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("upsink serve", flag.ContinueOnError)
+// serve runs upsink serve; with check non-nil it is upsink check-config:
+// everything is checked as serve would (no port bound, no database
+// touched) and the effective settings are written to check.
+func serve(args []string, stderr io.Writer, check io.Writer) int {
+	cmd := "upsink serve"
+	if check != nil {
+		cmd = "upsink check-config"
+	}
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	var (
 		cfg      server.Config
@@ -106,7 +116,7 @@ func serve(args []string, stderr io.Writer) int {
 	)
 	cfg.MaxBody, cfg.MaxInflight = 1<<20, 32<<20
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "HTTP listen address host:port")
-	fs.StringVar(&cfg.Store.DSN, "dsn", os.Getenv("UPSINK_DSN"), "MariaDB/MySQL DSN in go-sql-driver form (default $UPSINK_DSN)")
+	fs.StringVar(&cfg.Store.DSN, "dsn", "", "MariaDB/MySQL DSN in go-sql-driver form (or $UPSINK_DSN)")
 	fs.Var(size{&cfg.MaxBody}, "max-body", "largest accepted upload body (default 1MiB)")
 	fs.Var(size{&cfg.MaxInflight}, "max-inflight", "global budget for bodies being received or committed (default 32MiB)")
 	fs.Var(size{&memLimit}, "memory-limit", "Go soft memory limit (default 48MiB; 0 = none)")
@@ -131,7 +141,8 @@ func serve(args []string, stderr io.Writer) int {
 	fs.Var(size{&rcvbuf}, "socket-rcvbuf", "SO_RCVBUF of client sockets (kernel memory per connection; 0 = the kernel's autotuning)")
 	fs.Var(size{&sndbuf}, "socket-sndbuf", "SO_SNDBUF of client sockets (default 16KiB; 0 = the kernel's autotuning)")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 10*time.Second, "on SIGTERM/SIGINT, how long uploads in progress have to be answered before upsink exits")
-	fs.StringVar(&logLevel, "log-level", logLevel, "debug, info, warn or error")
+	fs.StringVar(&logLevel, "log-level", logLevel, "debug, info, warn or error; SIGHUP re-reads it from the --config file")
+	logFormat := fs.String("log-format", "text", "text or json (slog's TextHandler or JSONHandler)")
 	massifFile := fs.String("massif", "", "write valgrind massif-format heap snapshots to this file (ms_print FILE)")
 	massifEvery := fs.Duration("massif-interval", 100*time.Millisecond, "time between --massif snapshots")
 	var certFile, keyFile string
@@ -144,59 +155,55 @@ func serve(args []string, stderr io.Writer) int {
 	fs.Var(size{&cfg.Spool.MaxBytes}, "spool-max", "most bytes the spool may hold (default: the smaller of 1GiB and half the free space of its filesystem)")
 	fs.DurationVar(&cfg.Spool.After, "spool-after", time.Second, "spool uploads waiting behind a database call outstanding this long")
 	fs.DurationVar(&cfg.Store.IdempotencyTTL, "idempotency-ttl", 24*time.Hour, "how long an Idempotency-Key and its answer are kept (at least 1m)")
-	configFile := fs.String("config", "", "TOML file: tables for structured ingest ([[table]]) and settings ([server], keys named as these flags with _ for -); flags given here win")
-	if err := fs.Parse(args); err != nil {
+	fs.String("config", "", "TOML file: tables for structured ingest ([[table]]) and settings ([server], keys named as these flags with _ for -); flags and UPSINK_* variables win")
+	set, err := loadSettings(fs, args, os.Environ())
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stderr)
 			fs.PrintDefaults()
 			return 0
 		}
-		fmt.Fprintf(stderr, "upsink serve: %v\n", err)
+		fmt.Fprintf(stderr, "%s: %s\n", cmd, oneLine(err))
 		return 2
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "upsink serve: unexpected argument %q\n", fs.Arg(0))
-		return 2
-	}
-	if *configFile != "" {
-		tables, err := applyConfig(fs, *configFile)
-		if err != nil {
-			fmt.Fprintf(stderr, "upsink serve: %s\n", oneLine(err))
-			return 2
-		}
-		cfg.Tables = tables
-	}
+	cfg.Tables = set.tables
 	cfg.MinBodyRate = minRate
 	if minRate == 0 {
 		cfg.MinBodyRate = -1
 	}
 	if rcvbuf > 1<<30 || sndbuf > 1<<30 {
-		fmt.Fprintln(stderr, "upsink serve: --socket-rcvbuf and --socket-sndbuf take at most 1GiB")
+		fmt.Fprintf(stderr, "%s: --socket-rcvbuf and --socket-sndbuf take at most 1GiB\n", cmd)
 		return 2
 	}
 	cfg.SocketRecvBuffer, cfg.SocketSendBuffer = int(rcvbuf), int(sndbuf)
 	if cfg.Store.DSN == "" {
-		fmt.Fprintln(stderr, "upsink serve: no database: pass --dsn or set UPSINK_DSN")
+		fmt.Fprintf(stderr, "%s: no database: pass --dsn or set UPSINK_DSN\n", cmd)
 		return 2
 	}
 	if cfg.TLSListen != "" || certFile != "" || keyFile != "" {
 		if cfg.TLSListen == "" || certFile == "" || keyFile == "" {
-			fmt.Fprintln(stderr, "upsink serve: HTTPS needs all of --tls-listen, --tls-cert and --tls-key")
+			fmt.Fprintf(stderr, "%s: HTTPS needs all of --tls-listen, --tls-cert and --tls-key\n", cmd)
 			return 2
 		}
 		cert, err := tlsbridge.LoadKeyPair(certFile, keyFile)
 		if err != nil {
-			fmt.Fprintf(stderr, "upsink serve: %v\n", oneLine(err))
+			fmt.Fprintf(stderr, "%s: %v\n", cmd, oneLine(err))
 			return 2
 		}
 		cfg.TLS.Certificate = cert
 	}
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
-		fmt.Fprintf(stderr, "upsink serve: bad --log-level %q\n", logLevel)
+	level := new(slog.LevelVar)
+	log, err := set.logger(stderr, logLevel, *logFormat, level)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %s\n", cmd, oneLine(err))
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+	if check != nil {
+		return checkConfig(check, stderr, set, cfg)
+	}
+	if len(set.unknownEnv) > 0 {
+		log.Warn("upsink: ignoring environment variables that name no setting", "vars", strings.Join(set.unknownEnv, ","))
+	}
 	slog.SetDefault(log)
 	cfg.Logger = log
 	if memLimit > 0 {
@@ -271,22 +278,8 @@ func serve(args []string, stderr io.Writer) int {
 		return 0
 	}
 	// SIGHUP is caught before "serving" is logged: a reload sent as soon as
-	// upsink says it serves must not kill it.
-	if cfg.TLSListen != "" {
-		hup := make(chan os.Signal, 1)
-		signal.Notify(hup, syscall.SIGHUP)
-		go func() {
-			for range hup {
-				cert, err := tlsbridge.LoadKeyPair(certFile, keyFile)
-				if err != nil {
-					log.Error("upsink: SIGHUP: keeping the current certificate", "err", oneLine(err))
-					continue
-				}
-				srv.SetCertificate(cert)
-				log.Info("upsink: SIGHUP: certificate reloaded", "cert", certFile)
-			}
-		}()
-	}
+	// upsink says it serves must not kill it (reload.go).
+	newReloader(log, level, srv, set, cfg.TLSListen != "", certFile, keyFile).listen()
 	select {
 	case err := <-errc:
 		return ended(err)
