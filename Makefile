@@ -36,7 +36,7 @@ DBDIR ?= var/mysql
 BENCH ?= .
 GOTESTFLAGS ?=
 
-.PHONY: all run build vet test bench bench-go bench-vps bench-spool bench-ingest attack sigterm faults tools-check db-start db-stop db-status clean
+.PHONY: all run build vet test bench bench-go bench-vps bench-spool bench-ingest status-shot attack sigterm faults tools-check db-start db-stop db-status clean
 
 all: build
 
@@ -95,6 +95,11 @@ bench-spool: tools-check
 # beside raw 1 KiB uploads, with the server's peak RSS (bench/ingest.sh).
 bench-ingest: tools-check
 	bench/ingest.sh
+
+# The admin listener's /status page in Debian's headless Chromium after 30 s
+# of uploads: the rendered DOM is checked and docs/status.png taken.
+status-shot: tools-check
+	bench/status-shot.sh
 
 # SIGTERM to upsink while 64 clients upload, three times; --verify counts
 # uploads committed without an answer (must be 0). ~1 minute.

@@ -1,6 +1,6 @@
 // Package admin is upsink's admin listener (--admin-listen, loopback by
 // default, never an upload port): GET /metrics in the Prometheus text
-// format. It is a small net/http server: a scraper or an operator, not
+// format, and GET /status, a small self-refreshing HTML page (status.go). It is a small net/http server: a scraper or an operator, not
 // clients, connect to it, so a goroutine per connection is fine here.
 package admin
 
@@ -22,8 +22,9 @@ type Server struct {
 	ln  net.Listener
 }
 
-// Start listens on addr and serves m's metrics at /metrics.
-func Start(addr string, m *metrics.Set, log *slog.Logger) (*Server, error) {
+// Start listens on addr and serves m's metrics at /metrics and, with a
+// sampler, the status page at /status.
+func Start(addr string, m *metrics.Set, status *Sampler, log *slog.Logger) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("admin: listen %s: %w", addr, err)
@@ -35,6 +36,9 @@ func Start(addr string, m *metrics.Set, log *slog.Logger) (*Server, error) {
 			log.Warn("admin: write metrics", "err", err)
 		}
 	})
+	if status != nil {
+		mux.Handle("GET /status", status)
+	}
 	s := &Server{ln: ln, srv: &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,

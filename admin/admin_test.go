@@ -44,7 +44,7 @@ func startUpsink(t *testing.T, dsn string) (addr, adminAddr string) {
 		_ = srv.Shutdown(ctx)
 		<-errc
 	})
-	a, err := Start("127.0.0.1:0", m, slog.Default())
+	a, err := Start("127.0.0.1:0", m, nil, slog.Default())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -290,11 +290,15 @@ func serve(args []string, stderr io.Writer, check io.Writer) int {
 		}
 		if *adminListen != "" {
 			// Not fatal: the uploads matter more than their metrics.
-			if a, err := admin.Start(*adminListen, cfg.Metrics, log); err != nil {
+			sampler := newSampler(srv, cfg.MaxInflight)
+			stopSampling := make(chan struct{})
+			defer close(stopSampling)
+			go sampler.Run(stopSampling)
+			if a, err := admin.Start(*adminListen, cfg.Metrics, sampler, log); err != nil {
 				log.Error("upsink: no admin listener: serving without /metrics", "err", err)
 			} else {
 				defer a.Close()
-				log.Info("upsink: admin listener", "metrics", "http://"+a.Addr()+"/metrics")
+				log.Info("upsink: admin listener", "metrics", "http://"+a.Addr()+"/metrics", "status", "http://"+a.Addr()+"/status")
 			}
 		}
 		if sp := srv.Sink().Spool(); sp != nil {
