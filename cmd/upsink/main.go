@@ -259,6 +259,7 @@ func serve(args []string, stderr io.Writer, check io.Writer) int {
 	if *adminListen != "" {
 		cfg.Metrics = metrics.New()
 	}
+	sd := envNotifier(log) // systemd's Type=notify; nil (no-op) without NOTIFY_SOCKET
 	srv, err := server.New(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "upsink serve: %v\n", err)
@@ -308,12 +309,15 @@ func serve(args []string, stderr io.Writer, check io.Writer) int {
 		} else {
 			log.Warn("upsink: no spool (--spool-dir \"\"): uploads MariaDB cannot take get 503")
 		}
+		sd.ready(servingStatus(cfg.Listen, cfg.TLSListen))
+		defer sd.startWatchdog(healthzCheck(cfg.Listen))()
 	}
 	select {
 	case err := <-errc:
 		return ended(err)
 	case sig := <-sigc:
 		log.Info("upsink: shutting down", "signal", sig.String())
+		sd.stopped("stopping: answering uploads in progress (" + sig.String() + ")")
 	}
 	// The store does not give up on a batch whose outcome it cannot learn
 	// (guessing either way could lose or duplicate an upload), so a shutdown
