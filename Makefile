@@ -19,6 +19,9 @@
 #                uploads, and the server's peak RSS (bench/ingest.sh)
 #   make bench-vps upsink + MariaDB in one 256 MiB memory cgroup under 10,000
 #                keep-alive uploaders (bench/vps.sh; root; VPS_MODE=https)
+#   make systemd-check  systemd-analyze verify (and security --offline) on
+#                deploy/systemd, and sd_notify against a real notify socket;
+#                skipped with a message without systemd-analyze
 #   make build   bin/upsink
 #   make vet     go vet ./...
 #   make db-start / db-stop / db-status   the ./var/mysql server alone
@@ -36,7 +39,7 @@ DBDIR ?= var/mysql
 BENCH ?= .
 GOTESTFLAGS ?=
 
-.PHONY: all run build vet test bench bench-go bench-vps bench-spool bench-ingest status-shot attack sigterm faults tools-check db-start db-stop db-status clean
+.PHONY: all run build vet test systemd-check bench bench-go bench-vps bench-spool bench-ingest status-shot attack sigterm faults tools-check db-start db-stop db-status clean
 
 all: build
 
@@ -123,6 +126,12 @@ bench-go: tools-check
 # acknowledged upload verified in the database; ~2 minutes. Root only.
 bench-vps: tools-check
 	bench/vps.sh
+
+# deploy/systemd/upsink.service and the MariaDB drop-in through
+# systemd-analyze verify (ExecStart pointed at a freshly built binary) and
+# security --offline=true, plus the sd_notify test (TestSdNotify); no database.
+systemd-check:
+	$(GO) test -count=1 -v -run 'TestSystemdUnits|TestSdNotify' ./cmd/upsink
 
 db-start:
 	deploy/mariadb.sh start '$(DBDIR)'
