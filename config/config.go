@@ -109,6 +109,7 @@ type server struct {
 	SpoolAfter          any `toml:"spool_after"`
 	IdempotencyTTL      any `toml:"idempotency_ttl"`
 	AdminListen         any `toml:"admin_listen"`
+	AccessLog           any `toml:"access_log"`
 }
 
 type tableDecl struct {

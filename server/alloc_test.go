@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"upsink/accesslog"
 	"upsink/budget"
 	"upsink/conn"
 	"upsink/durable"
@@ -283,5 +286,42 @@ func TestHeadRescanOnlyOnNewLine(t *testing.T) {
 	}
 	if !strings.HasPrefix(fc.out.String(), "HTTP/1.1 200 OK") || s.Held != 0 || h.budget.Used() != 0 {
 		t.Fatalf("answer %q held %d budget %d", fc.out.String(), s.Held, h.budget.Used())
+	}
+}
+
+// TestAccessLogAllocs: with --access-log on, an upload still allocates
+// nothing on the loop, and its line reaches the file.
+func TestAccessLogAllocs(t *testing.T) {
+	h, fs, fc := newTestHandler(t)
+	p := filepath.Join(t.TempDir(), "access.log")
+	alog, err := accesslog.Open(p, accesslog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.alog = alog
+	req := []byte("POST /upload/logged HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+	run := func() {
+		fc.in = req
+		fc.out.Reset()
+		h.OnTraffic(fc)
+		fs.flush()
+		r := fc.el.pending
+		fc.el.pending = nil
+		_ = r.Run(context.Background())
+	}
+	run()
+	allocs := testing.AllocsPerRun(100, run)
+	if err := alog.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(p)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) != 102 || !strings.HasSuffix(lines[0], " 127.0.0.1:4242 upload 201 55") {
+		t.Fatalf("%d lines, first %q", len(lines), lines[0])
+	}
+	if raceEnabled {
+		t.Logf("race detector on: %.1f allocations not asserted", allocs)
+	} else if allocs != 0 {
+		t.Fatalf("%.1f allocations per request with the access log on", allocs)
 	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"upsink/accesslog"
 	"upsink/budget"
 	"upsink/conn"
 	"upsink/durable"
@@ -55,6 +56,7 @@ type handler struct {
 	loops   atomic.Pointer[[]*loop]
 
 	tables map[string]*schema.Table          // declared tables of /ingest/{table}, by name
+	alog   *accesslog.Log                    // nil: no access log
 	tokens atomic.Pointer[map[string]string] // their bearer tokens once SetTokens has run (tokens.go)
 
 	bridge  *tlsbridge.Bridge // nil without HTTPS

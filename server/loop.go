@@ -21,6 +21,7 @@ type loop struct {
 	tq   *conn.Timeouts
 	out  []byte // response scratch
 	jbuf []byte // JSON body scratch
+	abuf []byte // access log line scratch
 	dec  ingest.Decoder
 	date []byte
 

@@ -2,7 +2,9 @@ package server
 
 import (
 	"errors"
+	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -116,6 +118,9 @@ func respond[T ~string | ~[]byte](h *handler, e *ev, status int, ctype string, b
 	if extra&hdrReasonLine != 0 {
 		n++
 	}
+	if h.alog != nil {
+		h.logLine(e, status, n)
+	}
 	b := l.out[:0]
 	b = append(b, "HTTP/1.1 "...)
 	b = strconv.AppendInt(b, int64(status), 10)
@@ -228,6 +233,29 @@ func appendAnswer(b []byte, a store.Answer, stream []byte, n int) []byte {
 	b = append(b, `,"durable":"spool","spool_seq":`...)
 	b = strconv.AppendUint(b, a.SpoolSeq, 10)
 	return append(b, "}\n"...)
+}
+
+// logLine appends the access log's line for an answer:
+// "DATE PEER ROUTE STATUS BODY-BYTES\n" (the loop's cached HTTP date).
+func (h *handler) logLine(e *ev, status, n int) {
+	l := e.l
+	b := append(l.abuf[:0], l.date...)
+	b = append(b, ' ')
+	if ta, ok := e.gc.RemoteAddr().(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		b = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).AppendTo(b)
+	} else {
+		b = append(b, '-')
+	}
+	b = append(b, ' ')
+	b = append(b, routeNames[e.route]...)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, int64(status), 10)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, int64(n), 10)
+	b = append(b, '\n')
+	l.abuf = b
+	h.alog.Append(b)
 }
 
 func appendDate(b []byte) []byte { return time.Now().UTC().AppendFormat(b, http.TimeFormat) }

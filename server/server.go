@@ -22,6 +22,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
 
+	"upsink/accesslog"
 	"upsink/durable"
 	"upsink/metrics"
 	"upsink/schema"
@@ -64,6 +65,9 @@ type Config struct {
 	Store            store.Config        // the DSN and batching; OnDone is set by the server
 	Spool            durable.SpoolConfig // where uploads go while MariaDB cannot take them; empty Dir: nowhere (503)
 	Logger           *slog.Logger
+	// AccessLog, when set, gets one line per answer (the caller opens and
+	// closes it).
+	AccessLog *accesslog.Log
 	// Metrics, when set, gets the server's metrics (store batch
 	// histograms included) for the admin listener's /metrics.
 	Metrics *metrics.Set
@@ -194,6 +198,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, booted: make(chan struct{})}
 	s.h = newHandler(&s.cfg, s)
+	s.h.alog = cfg.AccessLog
 	if cfg.TLSListen != "" {
 		if cfg.TLS.Logger == nil {
 			cfg.TLS.Logger = cfg.Logger

@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"upsink/accesslog"
 	"upsink/admin"
 	"upsink/massif"
 	"upsink/metrics"
@@ -151,6 +152,7 @@ func serve(args []string, stderr io.Writer, check io.Writer) int {
 	fs.StringVar(&keyFile, "tls-key", "", "PEM private key for HTTPS; reloaded on SIGHUP")
 	fs.DurationVar(&cfg.TLS.HandshakeTimeout, "tls-handshake-timeout", 10*time.Second, "a TLS handshake must finish within this")
 	adminListen := fs.String("admin-listen", "127.0.0.1:9180", "admin listener (GET /metrics, Prometheus text format); \"\" = none")
+	accessLog := fs.String("access-log", "", "one line per answered request to this file, through a bounded buffer (lines are dropped, and counted, rather than block when the disk is slow); reopened on SIGHUP; \"\" = none")
 	fs.StringVar(&cfg.Spool.Dir, "spool-dir", "var/spool", "directory of the local spool that takes uploads (202) while MariaDB cannot; \"\" = no spool (503 instead)")
 	fs.Var(size{&cfg.Spool.MaxBytes}, "spool-max", "most bytes the spool may hold (default: the smaller of 1GiB and half the free space of its filesystem)")
 	fs.DurationVar(&cfg.Spool.After, "spool-after", time.Second, "spool uploads waiting behind a database call outstanding this long")
@@ -259,6 +261,22 @@ func serve(args []string, stderr io.Writer, check io.Writer) int {
 	if *adminListen != "" {
 		cfg.Metrics = metrics.New()
 	}
+	if *accessLog != "" {
+		alog, err := accesslog.Open(*accessLog, accesslog.Options{})
+		if err != nil {
+			fmt.Fprintf(stderr, "upsink serve: %s\n", oneLine(err))
+			return 2
+		}
+		defer func() {
+			if err := alog.Close(); err != nil {
+				log.Error("upsink: access log", "err", err)
+			}
+			if _, dropped := alog.Stats(); dropped > 0 {
+				log.Warn("upsink: access log lines dropped (the disk was slower than the requests)", "lines", dropped)
+			}
+		}()
+		cfg.AccessLog = alog
+	}
 	sd := envNotifier(log) // systemd's Type=notify; nil (no-op) without NOTIFY_SOCKET
 	srv, err := server.New(cfg)
 	if err != nil {
@@ -280,7 +298,11 @@ func serve(args []string, stderr io.Writer, check io.Writer) int {
 	}
 	// SIGHUP is caught before "serving" is logged: a reload sent as soon as
 	// upsink says it serves must not kill it (reload.go).
-	newReloader(log, level, srv, set, cfg.TLSListen != "", certFile, keyFile).listen()
+	rl := newReloader(log, level, srv, set, cfg.TLSListen != "", certFile, keyFile)
+	if alog := cfg.AccessLog; alog != nil {
+		rl.reopen = func() error { alog.Reopen(); return nil }
+	}
+	rl.listen()
 	select {
 	case err := <-errc:
 		return ended(err)
