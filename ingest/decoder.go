@@ -304,12 +304,9 @@ func reasonOf(err error) string {
 	return err.Error()
 }
 
-// escTab maps a byte to the character that follows the backslash in its
-// LOAD DATA escape sequence, or 0 when the byte is written as is: the same
-// table as store/tsv.go's (`FIELDS TERMINATED BY '\t' ESCAPED BY '\\' LINES
-// TERMINATED BY '\n'`, no ENCLOSED BY), so every byte string round-trips and
-// a literal "\N" is written `\\N`, not read as NULL.
-var escTab = [256]byte{0: '0', '\t': 't', '\n': 'n', '\\': '\\'}
+// escTab is the LOAD DATA escaping (schema.LoadEscape: the store loads the
+// rows with the FIELDS clause it is made for).
+var escTab = schema.LoadEscape
 
 // appendEscaped appends src to dst, escaped as escTab says.
 func appendEscaped(dst, src []byte) []byte {

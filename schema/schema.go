@@ -226,3 +226,12 @@ func (t Type) String() string {
 	}
 	return t.SQL()
 }
+
+// LoadEscape maps a byte to the character that follows the backslash in
+// its LOAD DATA escape, or 0 when the byte is written as is: the escaping of
+// the text the store loads with `FIELDS TERMINATED BY '\t' ESCAPED BY '\\'
+// LINES TERMINATED BY '\n'` (and no ENCLOSED BY). The field separator, the
+// line separator, the escape character and NUL are escaped, so every byte
+// string round-trips; a literal "\N" becomes `\\N` and is not read as NULL.
+// The ingest decoder (rows) and the store (uploads) both escape by it.
+var LoadEscape = [256]byte{0: '0', '\t': 't', '\n': 'n', '\\': '\\'}

@@ -3,15 +3,13 @@ package store
 import (
 	"io"
 	"time"
+	"upsink/schema"
 )
 
-// escTab maps a byte to the character that follows the backslash in its
-// LOAD DATA escape sequence, or 0 when the byte is written as is. Together with
-// `FIELDS TERMINATED BY '\t' ESCAPED BY '\\' LINES TERMINATED BY '\n'` (and no
-// ENCLOSED BY) this makes every byte string round-trip exactly: the field
-// separator, the line separator, the escape character itself and NUL are
-// escaped; a literal "\N" in the data becomes `\\N` and so is not read as NULL.
-var escTab = [256]byte{0: '0', '\t': 't', '\n': 'n', '\\': '\\'}
+// escTab is the LOAD DATA escaping (schema.LoadEscape), for the FIELDS
+// clause of the statements (store.go, rows.go): every byte string
+// round-trips; a literal "\N" in the data becomes `\\N`, not NULL.
+var escTab = schema.LoadEscape
 
 // Field order in the file; must match the column list of the LOAD DATA statement.
 const (
