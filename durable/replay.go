@@ -277,7 +277,7 @@ func (r *replayer) settle() bool {
 			if len(j.IdemKey) > 0 {
 				r.k.keys.forget(j.Table != nil, j.Stream, j.IdemKey, j.SpoolSeq)
 			}
-		case errors.Is(j.Err, store.ErrUnavailable), errors.Is(j.Err, store.ErrBusy), errors.Is(j.Err, store.ErrClosed):
+		case retryable(j.Err):
 			r.state[i] = jobWaiting // nothing committed: again, with the rest of the window
 			all = false
 		default:

@@ -268,7 +268,7 @@ func (k *Sink) stored(batch []*store.Job) {
 			u.Answer, u.Replayed = j.Prior, true
 		case j.Err == nil:
 			u.Answer = store.Answer{Status: 201, ID: j.ID}
-		case errors.Is(j.Err, store.ErrUnavailable), errors.Is(j.Err, store.ErrBusy), errors.Is(j.Err, store.ErrClosed):
+		case retryable(j.Err):
 			// Nothing of it was committed: the spool may take it.
 			if k.toSpool(u) == nil {
 				continue // answered by spooled
@@ -280,6 +280,13 @@ func (k *Sink) stored(batch []*store.Job) {
 		k.keys.end(u)
 		k.cfg.OnDone(u)
 	}
+}
+
+// retryable reports whether a job the store handed back failed on the
+// database's side with nothing of it committed: it may be spooled, or
+// (replayed) submitted again. A refused row or a key's other body is not.
+func retryable(err error) bool {
+	return errors.Is(err, store.ErrUnavailable) || errors.Is(err, store.ErrBusy) || errors.Is(err, store.ErrClosed)
 }
 
 // spooled is the spool's OnDone.
@@ -351,6 +358,15 @@ type Status struct {
 	// UnkeyedSpooled counts keyed uploads spooled past SpoolConfig.MaxKeys
 	// since Open, whose keys were not remembered here.
 	UnkeyedSpooled uint64
+}
+
+// BacklogAge is how long the oldest spooled upload not yet replayed has
+// waited, in seconds (0 when none).
+func (s Status) BacklogAge() float64 {
+	if s.Backlog.Oldest.IsZero() {
+		return 0
+	}
+	return max(time.Since(s.Backlog.Oldest).Seconds(), 0)
 }
 
 // Status returns the sink's state.

@@ -102,8 +102,8 @@ func (h *handler) route(e *ev, req *parser.Request, hn int) (gnet.Action, bool) 
 	}
 	path := pathOf(req.Target)
 	e.route = routeOf(path)
-	switch {
-	case bytes.HasPrefix(path, prefixUpload):
+	switch e.route {
+	case routeUpload:
 		stream := path[len(prefixUpload):]
 		if !validStream(stream) {
 			return h.reject(e, hasBody, hn, 404, "stream name must match [A-Za-z0-9_.-]{1,64}", hdrNone)
@@ -112,14 +112,14 @@ func (h *handler) route(e *ev, req *parser.Request, hn int) (gnet.Action, bool) 
 			return h.reject(e, hasBody, hn, 405, "uploads take POST", hdrAllowPOST)
 		}
 		return h.startUpload(e, req, dest{stream: stream}, hn)
-	case bytes.HasPrefix(path, prefixIngest):
+	case routeIngest:
 		return h.routeIngest(e, req, path[len(prefixIngest):], hasBody, hn)
-	case bytes.Equal(path, pathHealthz), bytes.Equal(path, pathReadyz):
+	case routeHealthz, routeReadyz:
 		if !bytes.Equal(req.Method, methodGET) && !bytes.Equal(req.Method, methodHEAD) {
 			return h.reject(e, hasBody, hn, 405, "method not allowed", hdrAllowGET)
 		}
 		head := bytes.Equal(req.Method, methodHEAD)
-		if bytes.Equal(path, pathReadyz) {
+		if e.route == routeReadyz {
 			return h.readyz(e, hasBody, hn, head)
 		}
 		if hasBody {

@@ -172,13 +172,9 @@ func (s *Server) registerMetrics(m *metrics.Set) {
 		metrics.Gauge(w, "upsink_database_up", up)
 		if ks.Spool {
 			b := ks.Backlog
-			age := 0.0
-			if !b.Oldest.IsZero() {
-				age = max(time.Since(b.Oldest).Seconds(), 0)
-			}
 			metrics.Gauge(w, "upsink_spool_backlog_records", float64(b.Records))
 			metrics.Gauge(w, "upsink_spool_backlog_bytes", float64(b.Bytes))
-			metrics.Gauge(w, "upsink_spool_oldest_age_seconds", age)
+			metrics.Gauge(w, "upsink_spool_oldest_age_seconds", ks.BacklogAge())
 			metrics.Counter(w, "upsink_spool_appended_total", b.Appended)
 			metrics.Counter(w, "upsink_spool_fsyncs_total", b.Fsyncs)
 		}

@@ -63,8 +63,7 @@ func (h *handler) finish(e *ev, open bool) bool {
 func (h *handler) failWith(e *ev, status int, reason string, extra hdr) gnet.Action {
 	s := e.s
 	if s.Req != 0 && s.Flags&conn.FlagSubmitted == 0 {
-		h.reqs.free(h, s.Req-1)
-		s.Req = 0
+		h.freeRequest(e)
 	}
 	s.Flags |= conn.FlagCloseAfter
 	s.Flags &^= conn.FlagKeepAlive
@@ -284,11 +283,7 @@ func (h *handler) readyz(e *ev, hasBody bool, hn int, head bool) (gnet.Action, b
 		b = append(b, `,"bytes":`...)
 		b = strconv.AppendInt(b, bl.Bytes, 10)
 		b = append(b, `,"oldest_age_seconds":`...)
-		age := 0.0
-		if !bl.Oldest.IsZero() {
-			age = max(time.Since(bl.Oldest).Seconds(), 0)
-		}
-		b = strconv.AppendFloat(b, age, 'f', 3, 64)
+		b = strconv.AppendFloat(b, st.BacklogAge(), 'f', 3, 64)
 		b = append(b, '}')
 	}
 	b = append(b, "}\n"...)
