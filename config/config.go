@@ -107,6 +107,7 @@ type server struct {
 	SpoolDir            any `toml:"spool_dir"`
 	SpoolMax            any `toml:"spool_max"`
 	SpoolAfter          any `toml:"spool_after"`
+	Writers             any `toml:"writers"`
 	IdempotencyTTL      any `toml:"idempotency_ttl"`
 	AdminListen         any `toml:"admin_listen"`
 	AccessLog           any `toml:"access_log"`
@@ -171,8 +172,15 @@ func Parse(path string, data []byte) (*File, error) {
 		}
 		key := sv.Type().Field(i).Tag.Get("toml")
 		text, ok := settingText(v)
+		if _, list := v.([]any); list && key != "dsn" {
+			ok = false // only dsn takes a list
+		}
 		if !ok {
-			return nil, fmt.Errorf("config: %s: server.%s: want a string, an integer or a boolean, got %s", path, key, tomlType(v))
+			want := "a string, an integer or a boolean"
+			if key == "dsn" {
+				want = "a string or an array of strings"
+			}
+			return nil, fmt.Errorf("config: %s: server.%s: want %s, got %s", path, key, want, tomlType(v))
 		}
 		p := pos[key]
 		f.Server = append(f.Server, Setting{Key: key, Flag: flagName, Value: text, Line: p.Line, Col: p.Column})
@@ -240,6 +248,16 @@ func settingText(v any) (string, bool) {
 		return strconv.FormatInt(v, 10), true
 	case bool:
 		return strconv.FormatBool(v), true
+	case []any: // a list of strings (dsn = ["...", "..."]), as one comma-separated text
+		parts := make([]string, len(v))
+		for i, e := range v {
+			s, ok := e.(string)
+			if !ok {
+				return "", false
+			}
+			parts[i] = s
+		}
+		return strings.Join(parts, ","), len(parts) > 0
 	}
 	return "", false
 }

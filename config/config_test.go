@@ -160,6 +160,7 @@ func TestLoadErrors(t *testing.T) {
 		{"column not a table", "[[table]]\nname = \"r\"\ncolumn = \"x\"\n", ":3:10: table.column: cannot decode TOML string into an array of tables ([[table.column]])"},
 		{"server not a table", "server = 1\n", ":1:10: server: cannot decode TOML integer into a table ([server])"},
 		{"server value an array", "[server]\nlisten = [\"a\"]\n", ": server.listen: want a string, an integer or a boolean, got an array"},
+		{"dsn list not of strings", "[server]\ndsn = [1]\n", ": server.dsn: want a string or an array of strings, got an array"},
 		{"server value a float", "[server]\nmax_body = 1.5\n", ": server.max_body: want a string, an integer or a boolean, got a float"},
 		{"table without name", "[[table]]\ntoken = \"x\"\n", `: table #1: no name`},
 		{"column without name", "[[table]]\nname = \"r\"\n[[table.column]]\ntype = \"int\"\n", `: table "r" column #1: no name`},

@@ -353,6 +353,7 @@ const spoolRetry = time.Second
 type Status struct {
 	Ready    bool
 	Database bool        // the store is ready
+	Nodes    []string    // the database node each store writer is connected to ("" none)
 	Spool    bool        // a spool is configured
 	Backlog  spool.Stats // the spool's backlog (when Spool)
 	// UnkeyedSpooled counts keyed uploads spooled past SpoolConfig.MaxKeys
@@ -371,7 +372,7 @@ func (s Status) BacklogAge() float64 {
 
 // Status returns the sink's state.
 func (k *Sink) Status() Status {
-	s := Status{Database: k.st.Ready(), Spool: k.sp != nil}
+	s := Status{Database: k.st.Ready(), Nodes: k.st.Nodes(), Spool: k.sp != nil}
 	if k.sp != nil {
 		s.Backlog = k.sp.Stats()
 	}

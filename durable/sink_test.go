@@ -21,12 +21,13 @@ import (
 // harness is a Sink on a fresh database reached through a fault proxy, with
 // a spool in a temporary directory, and the uploads it was given.
 type harness struct {
-	t     *testing.T
-	dsn   string // through the proxy
-	proxy *faultproxy.Proxy
-	db    *sql.DB // direct, for checks
-	dir   string
-	k     *Sink
+	t       *testing.T
+	dsn     string // through the proxy
+	writers int    // store writers (0: the default)
+	proxy   *faultproxy.Proxy
+	db      *sql.DB // direct, for checks
+	dir     string
+	k       *Sink
 
 	mu   sync.Mutex
 	ups  []*Upload
@@ -58,7 +59,7 @@ func (h *harness) open(cfg SpoolConfig) {
 		cfg.After = 200 * time.Millisecond
 	}
 	k, err := Open(Config{
-		Store:  store.Config{DSN: h.dsn, StallAfter: 500 * time.Millisecond},
+		Store:  store.Config{DSN: h.dsn, StallAfter: 500 * time.Millisecond, Writers: h.writers},
 		Spool:  cfg,
 		Upload: h.upload,
 		OnDone: h.onDone,
@@ -315,6 +316,10 @@ func TestReplaySkipsCommittedRanges(t *testing.T) {
 // drains.
 func TestSpoolAfterSlowCall(t *testing.T) {
 	h := newHarness(t)
+	// One writer: with more, each free writer also takes a batch into a
+	// LOAD that waits for the lock, and only the uploads queued behind all
+	// of them are diverted.
+	h.writers = 1
 	h.open(SpoolConfig{After: 150 * time.Millisecond})
 	h.until("database ready", func() bool { return h.k.Status().Database })
 	wantAnswer(t, h.submit("", "warm"), 201)

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
@@ -264,7 +265,8 @@ func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 // readyz answers /readyz: 200 while an upload can be made durable (MariaDB
 // is ready, or the spool has room), else 503; the body says which, and the
 // spool's backlog, as one line of JSON:
-// {"ready":true,"database":"up","spool":{"records":N,"bytes":N,"oldest_age_seconds":F}}.
+// {"ready":true,"database":"up","nodes":["127.0.0.1:3306",...],"spool":{"records":N,"bytes":N,"oldest_age_seconds":F}}
+// where nodes has, per store writer, the database node it writes to ("": none).
 func (h *handler) readyz(e *ev, hasBody bool, hn int, head bool) (gnet.Action, bool) {
 	st := h.st.Status()
 	b := append(e.l.jbuf[:0], `{"ready":`...)
@@ -275,7 +277,12 @@ func (h *handler) readyz(e *ev, hasBody bool, hn int, head bool) (gnet.Action, b
 	} else {
 		b = append(b, "down"...)
 	}
-	b = append(b, '"')
+	b = append(b, `","nodes":`...)
+	if nodes, err := json.Marshal(st.Nodes); err == nil {
+		b = append(b, nodes...)
+	} else {
+		b = append(b, "[]"...)
+	}
 	if st.Spool {
 		bl := st.Backlog
 		b = append(b, `,"spool":{"records":`...)

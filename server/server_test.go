@@ -242,7 +242,7 @@ func TestRawProtocol(t *testing.T) {
 			t.Fatal(err)
 		}
 		br := bufio.NewReader(c)
-		var last uint64
+		seen := map[uint64]bool{}
 		for i := 0; i < 5; i++ {
 			resp, body := readResponse(t, br, "POST")
 			if resp.StatusCode != 201 {
@@ -250,10 +250,10 @@ func TestRawProtocol(t *testing.T) {
 			}
 			var got created
 			_ = json.Unmarshal([]byte(body), &got)
-			if got.ID <= last {
-				t.Fatalf("ids out of order: %d after %d", got.ID, last)
+			if got.ID == 0 || seen[got.ID] {
+				t.Fatalf("upload %d: id %d seen before", i, got.ID)
 			}
-			last = got.ID
+			seen[got.ID] = true
 			if _, b, _ := rowBody(t, db, got.ID); string(b) != fmt.Sprintf("body-%d", i) {
 				t.Fatalf("row %d = %q", got.ID, b)
 			}

@@ -43,25 +43,25 @@ type verdict uint8
 
 const (
 	vLoad     verdict = iota // loaded as a row
-	vPrior                   // its key was committed with this body: answered from s.priors
+	vPrior                   // its key was committed with this body: answered from w.priors
 	vMismatch                // its key was committed with another body
-	vSameAs                  // its key is an earlier job's in this batch, same body: that job's answer (s.sameAs)
+	vSameAs                  // its key is an earlier job's in this batch, same body: that job's answer (w.sameAs)
 )
 
-// judgeKeys sets s.verdicts (and s.priors, s.sameAs) for jobs and fills
-// s.load with the jobs to load. It runs inside tx, before the LOAD.
-func (s *Store) judgeKeys(ctx context.Context, tx *sql.Tx, jobs []*Job) error {
-	s.verdicts = s.verdicts[:0]
-	s.priors = s.priors[:0]
-	s.sameAs = s.sameAs[:0]
-	s.ids = s.ids[:0]
-	s.load = s.load[:0]
+// judgeKeys sets w.verdicts (and w.priors, w.sameAs) for jobs and fills
+// w.load with the jobs to load. It runs inside tx, before the LOAD.
+func (w *writer) judgeKeys(ctx context.Context, tx *sql.Tx, jobs []*Job) error {
+	w.verdicts = w.verdicts[:0]
+	w.priors = w.priors[:0]
+	w.sameAs = w.sameAs[:0]
+	w.ids = w.ids[:0]
+	w.load = w.load[:0]
 	keyed := 0
 	for range jobs {
-		s.verdicts = append(s.verdicts, vLoad)
-		s.priors = append(s.priors, Answer{})
-		s.sameAs = append(s.sameAs, 0)
-		s.ids = append(s.ids, 0)
+		w.verdicts = append(w.verdicts, vLoad)
+		w.priors = append(w.priors, Answer{})
+		w.sameAs = append(w.sameAs, 0)
+		w.ids = append(w.ids, 0)
 	}
 	for i, j := range jobs {
 		if len(j.IdemKey) == 0 {
@@ -70,27 +70,27 @@ func (s *Store) judgeKeys(ctx context.Context, tx *sql.Tx, jobs []*Job) error {
 		keyed++
 		for k := 0; k < i; k++ {
 			o := jobs[k]
-			if len(o.IdemKey) > 0 && s.verdicts[k] == vLoad && bytes.Equal(o.IdemKey, j.IdemKey) && sameScope(o, j) {
+			if len(o.IdemKey) > 0 && w.verdicts[k] == vLoad && bytes.Equal(o.IdemKey, j.IdemKey) && sameScope(o, j) {
 				if o.Fingerprint == j.Fingerprint {
-					s.verdicts[i], s.sameAs[i] = vSameAs, int32(k)
+					w.verdicts[i], w.sameAs[i] = vSameAs, int32(k)
 				} else {
-					s.verdicts[i] = vMismatch
+					w.verdicts[i] = vMismatch
 				}
 				break
 			}
 		}
 	}
-	if err := s.skipReplayed(ctx, tx, jobs); err != nil {
+	if err := w.skipReplayed(ctx, tx, jobs); err != nil {
 		return err
 	}
 	if keyed > 0 {
-		if err := s.lockKeys(ctx, tx, jobs); err != nil {
+		if err := w.lockKeys(ctx, tx, jobs); err != nil {
 			return err
 		}
 	}
 	for i, j := range jobs {
-		if s.verdicts[i] == vLoad && j.Table == nil {
-			s.load = append(s.load, j)
+		if w.verdicts[i] == vLoad && j.Table == nil {
+			w.load = append(w.load, j)
 		}
 	}
 	return nil
@@ -116,19 +116,19 @@ func scopeIs(j *Job, s []byte) bool {
 // (a replay that committed before a crash or a lost reply, then read again
 // from the spool): they are answered without a row. Only this instance's
 // writer writes its spool's ranges, so nothing needs locking.
-func (s *Store) skipReplayed(ctx context.Context, tx *sql.Tx, jobs []*Job) error {
+func (w *writer) skipReplayed(ctx context.Context, tx *sql.Tx, jobs []*Job) error {
 	lo, hi := spoolRange(jobs)
 	if lo == 0 {
 		return nil
 	}
-	b := append(s.sqlBuf[:0], "SELECT spool_first, spool_last FROM upsink_batches WHERE spool_id='"...)
-	b = append(b, s.cfg.SpoolID...)
+	b := append(w.sqlBuf[:0], "SELECT spool_first, spool_last FROM upsink_batches WHERE spool_id='"...)
+	b = append(b, w.cfg.SpoolID...)
 	b = append(b, "' AND spool_last >= "...)
 	b = strconv.AppendUint(b, lo, 10)
 	b = append(b, " AND spool_first <= "...)
 	b = strconv.AppendUint(b, hi, 10)
-	s.sqlBuf = b
-	s.busy()
+	w.sqlBuf = b
+	w.busy()
 	rows, err := tx.QueryContext(ctx, string(b))
 	if err != nil {
 		return fmt.Errorf("store: read replayed ranges: %w", err)
@@ -140,8 +140,8 @@ func (s *Store) skipReplayed(ctx context.Context, tx *sql.Tx, jobs []*Job) error
 			return fmt.Errorf("store: read replayed ranges: %w", err)
 		}
 		for i, j := range jobs {
-			if j.SpoolSeq >= first && j.SpoolSeq <= last && s.verdicts[i] != vPrior {
-				s.verdicts[i], s.priors[i] = vPrior, Answer{Status: 202, SpoolSeq: j.SpoolSeq}
+			if j.SpoolSeq >= first && j.SpoolSeq <= last && w.verdicts[i] != vPrior {
+				w.verdicts[i], w.priors[i] = vPrior, Answer{Status: 202, SpoolSeq: j.SpoolSeq}
 			}
 		}
 	}
@@ -154,11 +154,11 @@ func (s *Store) skipReplayed(ctx context.Context, tx *sql.Tx, jobs []*Job) error
 // lockKeys reads (and locks) the batch's keys that are already committed.
 // Keys and streams travel as hex literals: nothing user-supplied is ever
 // quoted into SQL.
-func (s *Store) lockKeys(ctx context.Context, tx *sql.Tx, jobs []*Job) error {
-	b := append(s.sqlBuf[:0], "SELECT stream, idem_key, fingerprint, status, upload_id, spool_seq, expires_at > NOW(6) FROM upsink_idem WHERE (stream, idem_key) IN ("...)
+func (w *writer) lockKeys(ctx context.Context, tx *sql.Tx, jobs []*Job) error {
+	b := append(w.sqlBuf[:0], "SELECT stream, idem_key, fingerprint, status, upload_id, spool_seq, expires_at > NOW(6) FROM upsink_idem WHERE (stream, idem_key) IN ("...)
 	n := 0
 	for i, j := range jobs {
-		if len(j.IdemKey) == 0 || s.verdicts[i] != vLoad {
+		if len(j.IdemKey) == 0 || w.verdicts[i] != vLoad {
 			continue
 		}
 		if n > 0 {
@@ -168,11 +168,11 @@ func (s *Store) lockKeys(ctx context.Context, tx *sql.Tx, jobs []*Job) error {
 		n++
 	}
 	b = append(b, ") FOR UPDATE"...)
-	s.sqlBuf = b
+	w.sqlBuf = b
 	if n == 0 {
 		return nil
 	}
-	s.busy()
+	w.busy()
 	rows, err := tx.QueryContext(ctx, string(b))
 	if err != nil {
 		return fmt.Errorf("store: read idempotency keys: %w", err)
@@ -189,13 +189,13 @@ func (s *Store) lockKeys(ctx context.Context, tx *sql.Tx, jobs []*Job) error {
 			continue // expired, not yet pruned: absent, overwritten below
 		}
 		for i, j := range jobs {
-			if s.verdicts[i] != vLoad || !bytes.Equal(j.IdemKey, key) || !scopeIs(j, stream) {
+			if w.verdicts[i] != vLoad || !bytes.Equal(j.IdemKey, key) || !scopeIs(j, stream) {
 				continue
 			}
 			if bytes.Equal(j.Fingerprint[:], fp) {
-				s.verdicts[i], s.priors[i] = vPrior, a
+				w.verdicts[i], w.priors[i] = vPrior, a
 			} else {
-				s.verdicts[i] = vMismatch
+				w.verdicts[i] = vMismatch
 			}
 		}
 	}
@@ -223,12 +223,12 @@ func appendKey(b []byte, j *Job) []byte {
 // insertKeys records the loaded keyed jobs' keys with their answers: 201 and
 // the row's id, or, for a record replayed from the spool, the 202 its client
 // got.
-func (s *Store) insertKeys(ctx context.Context, tx *sql.Tx, jobs []*Job) error {
-	b := append(s.sqlBuf[:0], "INSERT INTO upsink_idem (stream, idem_key, fingerprint, status, upload_id, spool_seq, expires_at) VALUES "...)
+func (w *writer) insertKeys(ctx context.Context, tx *sql.Tx, jobs []*Job) error {
+	b := append(w.sqlBuf[:0], "INSERT INTO upsink_idem (stream, idem_key, fingerprint, status, upload_id, spool_seq, expires_at) VALUES "...)
 	n := 0
-	ttl := strconv.FormatInt(int64(s.cfg.IdempotencyTTL/time.Second), 10)
+	ttl := strconv.FormatInt(int64(w.cfg.IdempotencyTTL/time.Second), 10)
 	for i, j := range jobs {
-		if len(j.IdemKey) == 0 || s.verdicts[i] != vLoad {
+		if len(j.IdemKey) == 0 || w.verdicts[i] != vLoad {
 			continue
 		}
 		if n > 0 {
@@ -242,7 +242,7 @@ func (s *Store) insertKeys(ctx context.Context, tx *sql.Tx, jobs []*Job) error {
 			b = strconv.AppendUint(b, j.SpoolSeq, 10)
 		} else {
 			b = append(b, "201,"...)
-			b = strconv.AppendUint(b, s.ids[i], 10)
+			b = strconv.AppendUint(b, w.ids[i], 10)
 			b = append(b, ",0"...)
 		}
 		b = append(b, ",NOW(6) + INTERVAL "...)
@@ -252,11 +252,11 @@ func (s *Store) insertKeys(ctx context.Context, tx *sql.Tx, jobs []*Job) error {
 	}
 	// Only an expired key can already be there (a live one made its job vPrior or vMismatch).
 	b = append(b, " ON DUPLICATE KEY UPDATE fingerprint=VALUES(fingerprint), status=VALUES(status), upload_id=VALUES(upload_id), spool_seq=VALUES(spool_seq), expires_at=VALUES(expires_at)"...)
-	s.sqlBuf = b
+	w.sqlBuf = b
 	if n == 0 {
 		return nil
 	}
-	s.busy()
+	w.busy()
 	if _, err := tx.ExecContext(ctx, string(b)); err != nil {
 		return fmt.Errorf("store: insert idempotency keys: %w", err)
 	}
@@ -264,31 +264,31 @@ func (s *Store) insertKeys(ctx context.Context, tx *sql.Tx, jobs []*Job) error {
 }
 
 // settle sets every job's result after its attempt committed.
-func (s *Store) settle(jobs []*Job) {
+func (w *writer) settle(jobs []*Job) {
 	for i, j := range jobs {
 		j.ID, j.Err, j.Prior = 0, nil, Answer{}
-		switch s.verdicts[i] {
+		switch w.verdicts[i] {
 		case vLoad:
-			j.ID = s.ids[i]
+			j.ID = w.ids[i]
 		case vPrior:
-			j.Prior = s.priors[i]
+			j.Prior = w.priors[i]
 			j.ID = j.Prior.ID
-			s.prior.Add(1)
+			w.prior.Add(1)
 		case vMismatch:
 			j.Err = ErrKeyMismatch
 		}
 	}
 	for i, j := range jobs { // after the loop above: the earlier job's answer is known
-		if s.verdicts[i] != vSameAs {
+		if w.verdicts[i] != vSameAs {
 			continue
 		}
-		k := s.sameAs[i]
+		k := w.sameAs[i]
 		o := jobs[k]
 		switch {
-		case s.verdicts[k] == vMismatch: // the committed key has another body than both
+		case w.verdicts[k] == vMismatch: // the committed key has another body than both
 			j.Err = ErrKeyMismatch
 			continue
-		case s.verdicts[k] == vPrior:
+		case w.verdicts[k] == vPrior:
 			j.Prior = o.Prior
 		case o.SpoolSeq > 0:
 			j.Prior = Answer{Status: 202, SpoolSeq: o.SpoolSeq}
@@ -296,7 +296,7 @@ func (s *Store) settle(jobs []*Job) {
 			j.Prior = Answer{Status: 201, ID: o.ID}
 		}
 		j.ID = j.Prior.ID
-		s.prior.Add(1)
+		w.prior.Add(1)
 	}
 }
 
@@ -304,28 +304,28 @@ func (s *Store) settle(jobs []*Job) {
 // ledger rows older than the TTL (the ledger is only read for batches in
 // flight at a crash and for spool records replayed but not yet acknowledged,
 // both far younger). Called by the idle writer; one batch of each per call.
-func (s *Store) prune() {
-	if s.conn == nil || time.Since(s.lastPrune) < pruneEvery {
+func (w *writer) prune() {
+	if w.conn == nil || time.Since(w.lastPrune) < pruneEvery {
 		return
 	}
-	s.lastPrune = time.Now()
+	w.lastPrune = time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
 	defer cancel()
-	ttl := strconv.FormatInt(int64(s.cfg.IdempotencyTTL/time.Second), 10)
+	ttl := strconv.FormatInt(int64(w.cfg.IdempotencyTTL/time.Second), 10)
 	for _, q := range [...]string{
 		"DELETE FROM upsink_idem WHERE expires_at < NOW(6) LIMIT " + strconv.Itoa(pruneBatch),
 		"DELETE FROM upsink_batches WHERE committed_at < NOW(6) - INTERVAL " + ttl + " SECOND LIMIT " + strconv.Itoa(pruneBatch),
 	} {
-		s.busy()
-		res, err := s.conn.ExecContext(ctx, q)
+		w.busy()
+		res, err := w.conn.ExecContext(ctx, q)
 		if err != nil {
-			s.log.Warn("store: prune failed", "err", err)
+			w.log.Warn("store: prune failed", "err", err)
 			return
 		}
 		if n, err := res.RowsAffected(); err == nil && n > 0 {
-			s.pruned.Add(uint64(n))
+			w.pruned.Add(uint64(n))
 			if n == int64(pruneBatch) {
-				s.lastPrune = time.Time{} // more to do: again at the next idle tick
+				w.lastPrune = time.Time{} // more to do: again at the next idle tick
 			}
 		}
 	}

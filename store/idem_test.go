@@ -37,7 +37,7 @@ func TestBisectRefusesOnlyTheBadRow(t *testing.T) {
 	for _, bad := range []int{0, 37, 99} {
 		t.Run(fmt.Sprint(bad), func(t *testing.T) {
 			g := newWarmGate()
-			s, _, db := openTest(t, Config{OnDone: g.onDone}, nil)
+			s, _, db := openTest(t, Config{Writers: 1, OnDone: g.onDone}, nil)
 			if _, err := db.Exec("ALTER TABLE uploads MODIFY body VARBINARY(100) NOT NULL"); err != nil {
 				t.Fatal(err)
 			}
@@ -82,7 +82,7 @@ func TestBisectRefusesOnlyTheBadRow(t *testing.T) {
 // overwritten.
 func TestIdempotencyKeys(t *testing.T) {
 	g := newWarmGate()
-	s, _, db := openTest(t, Config{OnDone: g.onDone, SpoolID: strings.Repeat("ab", 16)}, nil)
+	s, _, db := openTest(t, Config{Writers: 1, OnDone: g.onDone, SpoolID: strings.Repeat("ab", 16)}, nil)
 	col := g.col
 	first := []*Job{
 		keyed(1, "s", "k1", "body one"),

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 
@@ -26,91 +27,106 @@ import (
 
 // tableLoad is what the store keeps per declared table.
 type tableLoad struct {
-	sql string // its LOAD DATA statement
+	sql   string  // its LOAD DATA statement
+	ids   idBlock // the writer's block of ids for it
+	first uint64  // the current attempt's reserved ids start here
 }
 
-func (s *Store) initTables() error {
-	s.tables = make(map[*schema.Table]*tableLoad, len(s.cfg.Tables))
-	for _, t := range s.cfg.Tables {
+func (w *writer) initTables() error {
+	w.tables = make(map[*schema.Table]*tableLoad, len(w.cfg.Tables))
+	for _, t := range w.cfg.Tables {
 		if t == nil || t.Name == "" || len(t.Columns) == 0 {
 			return fmt.Errorf("store: a table without a name or columns")
 		}
-		cols := make([]string, 0, len(t.Columns)+1)
-		cols = append(cols, "`"+schema.ColReceivedAt+"`")
+		cols := make([]string, 0, len(t.Columns)+2)
+		cols = append(cols, "`"+schema.ColID+"`", "`"+schema.ColReceivedAt+"`")
 		for _, c := range t.Columns {
 			cols = append(cols, "`"+c.Name+"`")
 		}
-		s.tables[t] = &tableLoad{sql: "LOAD DATA LOCAL INFILE 'Reader::" + s.rowsName + "' INTO TABLE `" + t.Name + "` CHARACTER SET binary" +
+		w.tables[t] = &tableLoad{sql: "LOAD DATA LOCAL INFILE 'Reader::" + w.rowsName + "' INTO TABLE `" + t.Name + "` CHARACTER SET binary" +
 			` FIELDS TERMINATED BY '\t' ESCAPED BY '\\' LINES TERMINATED BY '\n' (` + strings.Join(cols, ", ") + ")"}
 	}
 	return nil
 }
 
-// loadTables loads the ingest jobs among s.load, one LOAD per table, and
-// sets their ids in s.ids. jobs is the attempt's batch (s.ids is indexed
-// like it).
-func (s *Store) loadTables(ctx context.Context, tx *sql.Tx, jobs []*Job, now time.Time) error {
+// reserveTables takes, for each table with jobs in the batch, ids for all
+// their rows (ids.go); loadTables gives them out.
+func (w *writer) reserveTables(ctx context.Context, jobs []*Job) error {
 	for i, j := range jobs {
-		if j.Table == nil || s.verdicts[i] != vLoad || s.ids[i] != 0 {
+		if j.Table == nil || (i > 0 && seenTable(jobs[:i], j.Table)) {
 			continue
 		}
-		// The jobs of j's table not loaded yet, in batch order.
-		s.group = s.group[:0]
-		s.groupAt = s.groupAt[:0]
-		n := 0
-		for k := i; k < len(jobs); k++ {
-			if jobs[k].Table == j.Table && s.verdicts[k] == vLoad {
-				s.group = append(s.group, jobs[k])
-				s.groupAt = append(s.groupAt, k)
-				n += jobs[k].Rows
+		var n uint64
+		for _, o := range jobs[i:] {
+			if o.Table == j.Table {
+				n += uint64(o.Rows)
 			}
 		}
-		first, err := s.loadTable(ctx, tx, j.Table, n, now)
+		tl := w.tables[j.Table]
+		first, err := w.takeIDs(ctx, &tl.ids, j.Table.Name, j.Table.Name, schema.ColID, n)
 		if err != nil {
 			return err
 		}
-		for g, k := range s.groupAt {
-			s.ids[k] = first
-			first += uint64(s.group[g].Rows)
+		tl.first = first
+	}
+	return nil
+}
+
+func seenTable(jobs []*Job, t *schema.Table) bool {
+	for _, j := range jobs {
+		if j.Table == t {
+			return true
+		}
+	}
+	return false
+}
+
+// loadTables loads the ingest jobs the attempt keeps, one LOAD per table,
+// and sets their ids in w.ids. jobs is the attempt's batch (w.ids is indexed
+// like it).
+func (w *writer) loadTables(ctx context.Context, tx *sql.Tx, jobs []*Job, now time.Time) error {
+	for i, j := range jobs {
+		if j.Table == nil || w.verdicts[i] != vLoad || w.ids[i] != 0 {
+			continue
+		}
+		// The jobs of j's table not loaded yet, in batch order.
+		w.group = w.group[:0]
+		w.groupAt = w.groupAt[:0]
+		n := 0
+		for k := i; k < len(jobs); k++ {
+			if jobs[k].Table == j.Table && w.verdicts[k] == vLoad {
+				w.group = append(w.group, jobs[k])
+				w.groupAt = append(w.groupAt, k)
+				n += jobs[k].Rows
+			}
+		}
+		first := w.tables[j.Table].first
+		if err := w.loadTable(ctx, tx, j.Table, n, now, first); err != nil {
+			return err
+		}
+		for g, k := range w.groupAt {
+			w.ids[k] = first
+			first += uint64(w.group[g].Rows)
 		}
 	}
 	return nil
 }
 
-// loadTable runs one table's LOAD over s.group (n rows) and checks it.
-func (s *Store) loadTable(ctx context.Context, tx *sql.Tx, t *schema.Table, n int, now time.Time) (uint64, error) {
-	s.rows.reset(s.group, now)
-	s.busy()
-	res, err := tx.ExecContext(ctx, s.tables[t].sql)
-	s.rows.reset(nil, time.Time{})
+// loadTable runs one table's LOAD over w.group (n rows, ids first..) and
+// checks it.
+func (w *writer) loadTable(ctx context.Context, tx *sql.Tx, t *schema.Table, n int, now time.Time, first uint64) error {
+	w.rows.reset(w.group, now, first)
+	w.busy()
+	res, err := tx.ExecContext(ctx, w.tables[t].sql)
+	w.rows.reset(nil, time.Time{}, 0)
 	if err != nil {
-		return 0, fmt.Errorf("store: load rows into %s: %w", t.Name, err)
+		return fmt.Errorf("store: load rows into %s: %w", t.Name, err)
 	}
 	affected, err := res.RowsAffected()
 	if err != nil {
-		return 0, fmt.Errorf("store: load rows into %s: rows affected: %w", t.Name, err)
+		return fmt.Errorf("store: load rows into %s: rows affected: %w", t.Name, err)
 	}
-	var first uint64
-	var warnings int
-	s.busy()
-	if err := tx.QueryRowContext(ctx, "SELECT LAST_INSERT_ID(), @@warning_count").Scan(&first, &warnings); err != nil {
-		return 0, fmt.Errorf("store: load rows into %s: insert id: %w", t.Name, err)
-	}
-	if warnings != 0 {
-		return 0, loadWarning(ctx, tx, warnings)
-	}
-	if affected != int64(n) || first == 0 {
-		return 0, fmt.Errorf("store: load rows into %s: %d rows affected, first id %d, want %d rows", t.Name, affected, first, n)
-	}
-	var maxID uint64
-	s.busy()
-	if err := tx.QueryRowContext(ctx, "SELECT MAX(id) FROM `"+t.Name+"`").Scan(&maxID); err != nil {
-		return 0, fmt.Errorf("store: check ids of %s: %w", t.Name, err)
-	}
-	if maxID != first+uint64(n)-1 {
-		return 0, fmt.Errorf("store: check ids of %s: max id %d, want %d: ids not contiguous", t.Name, maxID, first+uint64(n)-1)
-	}
-	return first, nil
+	return w.checkLoad(ctx, tx, t.Name, affected, uint64(n))
 }
 
 // rowsReader renders the LOAD DATA file of one table's jobs: each line of
@@ -119,33 +135,39 @@ func (s *Store) loadTable(ctx context.Context, tx *sql.Tx, t *schema.Table, n in
 type rowsReader struct {
 	jobs  []*Job
 	now   time.Time
-	job   int // current job
-	off   int // bytes of its Body consumed
-	ts    int // bytes of the timestamp field (with its tab) written for the current line; -1 = the line's body is being copied
-	tsBuf [33]byte
+	first uint64 // id of the first line; the others follow in order
+	line  uint64 // lines started so far
+	job   int    // current job
+	off   int    // bytes of its Body consumed
+	ts    int    // bytes of the line's prefix (id and received_at, with their tabs) written; -1 = the line's body is being copied
+	tsBuf [54]byte
 	tsLen int
 }
 
-func (r *rowsReader) reset(jobs []*Job, now time.Time) {
-	r.jobs, r.now = jobs, now
+func (r *rowsReader) reset(jobs []*Job, now time.Time, first uint64) {
+	r.jobs, r.now, r.first = jobs, now, first
 	r.rewind()
 }
 
 func (r *rowsReader) rewind() {
-	r.job, r.off, r.ts = 0, 0, 0
+	r.job, r.off, r.ts, r.line = 0, 0, 0, 0
 	if len(r.jobs) > 0 {
 		r.render()
 	}
 }
 
+// render renders the next line's prefix: its id and its job's received_at.
 func (r *rowsReader) render() {
 	t := r.jobs[r.job].ReceivedAt
 	if t.IsZero() {
 		t = r.now
 	}
-	b := appendDatetime6(r.tsBuf[:0], t)
+	b := strconv.AppendUint(r.tsBuf[:0], r.first+r.line, 10)
+	b = append(b, '\t')
+	b = appendDatetime6(b, t)
 	b = append(b, '\t')
 	r.tsLen = len(b)
+	r.line++
 }
 
 // Read implements io.Reader.
@@ -179,7 +201,10 @@ func (r *rowsReader) Read(p []byte) (int, error) {
 		n += c
 		r.off += c
 		if c == end && rest[end-1] == '\n' {
-			r.ts = 0 // the next line starts with its timestamp
+			r.ts = 0 // the next line starts with its prefix
+			if r.off < len(body) {
+				r.render()
+			}
 		}
 	}
 	if n == 0 && r.job >= len(r.jobs) {

@@ -34,10 +34,10 @@ func TestRowsReader(t *testing.T) {
 		{Body: []byte("a\t1\nb\t\\N\n"), Rows: 2, ReceivedAt: t0},
 		{Body: []byte("c\t3\n"), Rows: 1, ReceivedAt: t0.Add(time.Second)},
 	}
-	want := "2026-12-02 03:04:05.678901\ta\t1\n2026-12-02 03:04:05.678901\tb\t\\N\n2026-12-02 03:04:06.678901\tc\t3\n"
+	want := "1\t2026-12-02 03:04:05.678901\ta\t1\n2\t2026-12-02 03:04:05.678901\tb\t\\N\n3\t2026-12-02 03:04:06.678901\tc\t3\n"
 	for _, size := range []int{1, 2, 7, 16, 1 << 10} {
 		var r rowsReader
-		r.reset(jobs, time.Time{})
+		r.reset(jobs, time.Time{}, 1)
 		var got []byte
 		buf := make([]byte, size)
 		for {
@@ -66,7 +66,7 @@ func TestRowsReader(t *testing.T) {
 // first answer without new rows.
 func TestRowsLoaded(t *testing.T) {
 	g := newWarmGate()
-	s, _, db := openTest(t, Config{OnDone: g.onDone, Tables: []*schema.Table{readings}}, nil, createReadings)
+	s, _, db := openTest(t, Config{Writers: 1, OnDone: g.onDone, Tables: []*schema.Table{readings}}, nil, createReadings)
 	jobs := []*Job{
 		rowsJob(1, "k", "dev1\t20.5", "dev2\t\\N"),
 		keyed(2, "s", "", "an upload"),

@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,46 +16,10 @@ import (
 // The connection: the DSN the store builds, connecting, session settings and
 // checks, the tables, dropping a broken connection.
 
-// connect opens the pinned connection, sets the session up and creates the
-// tables if missing.
-func (s *Store) connect() error {
-	if h := s.hooks.connect; h != nil {
-		if err := h(); err != nil {
-			return fmt.Errorf("store: connect (test hook): %w", err)
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
-	defer cancel()
-	s.busy()
-	c, err := s.db.Conn(ctx)
-	if err != nil {
-		return fmt.Errorf("store: connect: %w", err)
-	}
-	err = s.setup(ctx, c)
-	if err == nil && s.staleID != 0 {
-		// A dropped connection's session may still be running a statement
-		// of a failed batch, holding its locks (the AUTO-INC lock of a LOAD)
-		// or, after a stall, have bytes still on their way to it. Nothing
-		// happens on the new connection before it is gone.
-		err = s.killSession(ctx, c, s.staleID, s.staleStart)
-	}
-	if err != nil {
-		_ = c.Raw(func(any) error { return driver.ErrBadConn })
-		_ = c.Close()
-		return err
-	}
-	s.staleID = 0
-	s.conn = c
-	s.backoff = minBackoff
-	s.lastOK = time.Now()
-	s.log.Info("store: connected", "conn_id", s.connID)
-	s.deleteOrphans()
-	s.ready.Store(true)
-	return nil
-}
-
-// sessionSetup is every store session's settings: strict, UTC, consecutive ids.
-const sessionSetup = "SET SESSION sql_mode='STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', time_zone='+00:00', auto_increment_increment=1, auto_increment_offset=1"
+// sessionSetup is every store session's settings: strict and UTC. The
+// auto-increment settings are left alone (on Galera each node has its own
+// offset): the store chooses its rows' ids itself (ids.go).
+const sessionSetup = "SET SESSION sql_mode='STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', time_zone='+00:00'"
 
 const (
 	createUploads = `CREATE TABLE IF NOT EXISTS uploads (
@@ -85,29 +48,16 @@ const (
   ADD KEY IF NOT EXISTS committed (committed_at)`
 )
 
-func (s *Store) setup(ctx context.Context, c *sql.Conn) error {
-	if _, err := c.ExecContext(ctx, sessionSetup); err != nil {
-		return fmt.Errorf("store: session setup: %w", err)
-	}
-	var id uint64
-	var start int64
-	var localInfile int
-	if err := c.QueryRowContext(ctx, "SELECT CONNECTION_ID(), CAST(UNIX_TIMESTAMP() AS SIGNED) - CAST(VARIABLE_VALUE AS SIGNED), @@GLOBAL.local_infile"+
-		" FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME='UPTIME'").Scan(&id, &start, &localInfile); err != nil {
-		return fmt.Errorf("store: session id: %w", err)
-	}
-	if localInfile == 0 {
-		// The driver always offers LOCAL INFILE (and needs no allowAllFiles
-		// for Reader:: names); the server must accept it.
-		return errors.New("store: the server has local_infile=OFF; upsink writes with LOAD DATA LOCAL and needs it ON")
-	}
-	for _, q := range []string{createUploads, createLedger, createIdem} {
+// setupTables creates the tables that are missing, checks the declared
+// ones and notes the engine of uploads; c's session is set up.
+func (w *writer) setupTables(ctx context.Context, c *sql.Conn) error {
+	for _, q := range []string{createUploads, createLedger, createIdem, createIDs} {
 		if _, err := c.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("store: create tables: %w", err)
 		}
 	}
-	if err := prepareTables(ctx, c, s.cfg.Tables); err != nil {
-		s.log.Error("store: a declared table disagrees with the database: nothing is written until it is fixed", "err", err)
+	if err := prepareTables(ctx, c, w.cfg.Tables); err != nil {
+		w.log.Error("store: a declared table disagrees with the database: nothing is written until it is fixed", "err", err)
 		return err
 	}
 	var hasSpool int
@@ -125,21 +75,15 @@ func (s *Store) setup(ctx context.Context, c *sql.Conn) error {
 	if err != nil {
 		return fmt.Errorf("store: table engine: %w", err)
 	}
-	if nonTx := txCapable != "YES"; nonTx != s.nonTx || s.connID == 0 {
-		s.nonTx = nonTx
+	if nonTx := txCapable != "YES"; nonTx != w.nonTx || w.sess.id == 0 {
+		w.nonTx = nonTx
 		if nonTx {
-			s.log.Warn("store: uploads uses a non-transactional engine: a batch that fails after its LOAD cannot be rolled back; its rows are deleted when the connection still works")
+			w.log.Warn("store: uploads uses a non-transactional engine: a batch that fails after its LOAD cannot be rolled back; its rows are deleted when the connection still works")
 		}
 	}
-	var maxBatch uint64
-	if err := c.QueryRowContext(ctx, "SELECT COALESCE(MAX(batch_id), 0) FROM upsink_batches").Scan(&maxBatch); err != nil {
-		return fmt.Errorf("store: read ledger: %w", err)
+	if err := w.seedIDs(ctx, c); err != nil {
+		return err
 	}
-	if maxBatch >= s.nextBatch {
-		s.nextBatch = maxBatch + 1
-	}
-	s.connID, s.serverStart = id, start
-	s.curConn.Store(id)
 	return nil
 }
 
@@ -158,13 +102,25 @@ func prepareTables(ctx context.Context, c *sql.Conn, tables []*schema.Table) err
 	return nil
 }
 
-// PrepareTables connects to dsn once, creates the declared tables that are
-// missing and checks every one against its declaration (for a start-time
-// check: upsink refuses to start on a disagreement). reachable is false when
-// the database could not be asked; the writer then does the same at its
-// first connect.
-func PrepareTables(ctx context.Context, dsn string, tables []*schema.Table) (reachable bool, err error) {
-	db, err := openDB(dsn, slog.Default())
+// PrepareTables connects once to the first of dsns that answers, creates
+// the declared tables that are missing and checks every one against its
+// declaration (for a start-time check: upsink refuses to start on a
+// disagreement). reachable is false when no node could be asked; the
+// writers then do the same at their first connect.
+func PrepareTables(ctx context.Context, dsns []string, tables []*schema.Table) (reachable bool, err error) {
+	var errs []error
+	for _, dsn := range dsns {
+		reachable, err := prepareOn(ctx, dsn, tables)
+		if reachable {
+			return true, err
+		}
+		errs = append(errs, err)
+	}
+	return false, errors.Join(errs...)
+}
+
+func prepareOn(ctx context.Context, dsn string, tables []*schema.Table) (reachable bool, err error) {
+	db, _, _, err := openDB(dsn, 0, slog.Default())
 	if err != nil {
 		return false, err
 	}
@@ -180,33 +136,22 @@ func PrepareTables(ctx context.Context, dsn string, tables []*schema.Table) (rea
 	return true, prepareTables(ctx, c, tables)
 }
 
-// dropConn discards the pinned connection (it is closed, not returned to the pool).
-func (s *Store) dropConn() {
-	if s.conn == nil {
-		return
-	}
-	_ = s.conn.Raw(func(any) error { return driver.ErrBadConn })
-	_ = s.conn.Close()
-	s.conn = nil
-	s.staleID, s.staleStart = s.connID, s.serverStart
-	s.ready.Store(false)
-}
-
 // driverLogger routes the driver's own messages (e.g. broken pipes it then
 // reports as errors) to slog instead of its default stderr logger.
 type driverLogger struct{ log *slog.Logger }
 
 func (l driverLogger) Print(v ...any) { l.log.Warn("store: mysql driver", "msg", fmt.Sprint(v...)) }
 
-// openDB builds the *sql.DB the writer draws its one pinned connection from:
-// the DSN as the user gave it plus what the store relies on.
-func openDB(dsn string, log *slog.Logger) (*sql.DB, error) {
+// openDB builds a node's *sql.DB, from which writers draw their pinned
+// connections: the DSN as the user gave it plus what the store relies on.
+// It returns the DSN's database name and address.
+func openDB(dsn string, conns int, log *slog.Logger) (db *sql.DB, name, addr string, err error) {
 	mc, err := mysql.ParseDSN(dsn)
 	if err != nil {
-		return nil, fmt.Errorf("store: parse DSN: %w", err)
+		return nil, "", "", fmt.Errorf("store: parse DSN: %w", err)
 	}
 	if mc.DBName == "" {
-		return nil, errors.New("store: DSN names no database")
+		return nil, "", "", errors.New("store: DSN names no database")
 	}
 	mc.ParseTime = true
 	mc.InterpolateParams = false // nothing user-supplied is ever interpolated; bodies travel in the LOAD DATA stream
@@ -226,10 +171,11 @@ func openDB(dsn string, log *slog.Logger) (*sql.DB, error) {
 	mc.Logger = driverLogger{log}
 	connector, err := mysql.NewConnector(mc)
 	if err != nil {
-		return nil, fmt.Errorf("store: DSN: %w", err)
+		return nil, "", "", fmt.Errorf("store: DSN: %w", err)
 	}
-	db := sql.OpenDB(connector)
-	db.SetMaxOpenConns(1)
-	db.SetMaxIdleConns(1)
-	return db, nil
+	db = sql.OpenDB(connector)
+	// One pinned connection per writer, and one to fence a dropped session.
+	db.SetMaxOpenConns(conns + 1)
+	db.SetMaxIdleConns(conns + 1)
+	return db, mc.DBName, mc.Addr, nil
 }

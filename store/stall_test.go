@@ -146,9 +146,9 @@ func testStallMidBatch(t *testing.T, engine, at string, dir faultproxy.Dir, cut 
 	}
 	switch at {
 	case "afterLoad":
-		hooks.afterLoad = func(*Store) error { stall(); return nil }
+		hooks.afterLoad = func(*writer) error { stall(); return nil }
 	case "beforeCommit":
-		hooks.beforeCommit = func(*Store) { stall() }
+		hooks.beforeCommit = func(*writer) { stall() }
 	}
 
 	// The warm-up batch holds the writer while the jobs under test are
@@ -156,7 +156,7 @@ func testStallMidBatch(t *testing.T, engine, at string, dir faultproxy.Dir, cut 
 	g := newWarmGate()
 	col, release, warm := g.col, g.release, g.warm
 	var db *sql.DB
-	s, _, db, p = openProxied(t, Config{OnDone: g.onDone}, hooks,
+	s, _, db, p = openProxied(t, Config{Writers: 1, OnDone: g.onDone}, hooks,
 		createUploads+" ENGINE="+engine, createLedger+" ENGINE="+engine)
 	mustSubmit(t, s, warm)
 	<-g.entered

@@ -1,33 +1,38 @@
-// Package store is upsink's only path to MariaDB: one writer goroutine on one pinned connection, fed by a bounded
-// queue, writing whatever is queued when it is free as one batch in one transaction (group commit).
+// Package store is upsink's only path to MariaDB: a few writer goroutines,
+// each on its pinned connection, fed by one bounded queue, each writing
+// whatever is queued when it is free as one batch in one transaction (group
+// commit).
 //
 // # Writing a batch
 //
-// Submit puts a *Job on a buffered channel and never blocks. The writer
-// goroutine takes the first job, drains whatever else is queued (up to
-// MaxBatchRows rows and MaxBatchBytes body bytes) and writes it in one
-// transaction on its pinned connection:
+// Submit puts a *Job on a buffered channel and never blocks. A free writer
+// (Config.Writers of them, default 2) takes the first job, drains whatever
+// else is queued (up to MaxBatchRows rows and MaxBatchBytes body bytes) and
+// writes it in one transaction on its pinned connection, while another
+// writer can load the next batch (InnoDB merges the two commits' log
+// flushes):
 //
+//	UPDATE upsink_ids ... LAST_INSERT_ID(...)   -- a block of ids, now and then, in its own transaction (ids.go)
 //	START TRANSACTION
-//	LOAD DATA LOCAL INFILE 'Reader::upsink_batch_N' INTO TABLE uploads ...
-//	SELECT LAST_INSERT_ID(), @@warning_count -- first id; warnings must be 0: LOCAL implies IGNORE, so bad data only warns
-//	SELECT MAX(id) FROM uploads    -- must be first+n-1
-//	INSERT INTO upsink_batches VALUES (batch_id, first, n, NOW(6))   -- the ledger
+//	LOAD DATA LOCAL INFILE 'Reader::upsink_batch_N' INTO TABLE uploads (id, ...)
+//	SELECT @@warning_count          -- must be 0: LOCAL implies IGNORE, so bad data only warns
+//	INSERT INTO upsink_batches VALUES (batch_id, first, n, NOW(6), ...)   -- the ledger
 //	COMMIT
 //
-// The file is rendered on the fly from the jobs by a reader registered once per
-// Store with the driver's RegisterReaderHandler (see tsv.go), so a batch costs a
-// fixed 16 KiB packet buffer however large it is. The driver needs no
-// allowAllFiles for Reader:: names; the server needs local_infile=ON, which the
-// writer checks at connect (MariaDB's default). A zero Job.ReceivedAt is stored
-// as the time the batch was taken from the queue.
+// The file is rendered on the fly from the jobs by a reader registered once
+// per writer with the driver's RegisterReaderHandler (see tsv.go), so a
+// batch costs a fixed 16 KiB packet buffer however large it is. The driver
+// needs no allowAllFiles for Reader:: names; the server needs
+// local_infile=ON, which the writer checks at connect (MariaDB's default). A
+// zero Job.ReceivedAt is stored as the time the batch was taken from the
+// queue.
 //
-// IDs: after LOAD DATA, LAST_INSERT_ID() is the id of the first row. With a single
-// writer, auto_increment_increment=1 and innodb_autoinc_lock_mode<=1 (LOAD DATA
-// is a "bulk insert" there and holds the table's AUTO-INC lock for the whole
-// statement) the rows get first..first+n-1 in file order, so job i gets
-// first+i. RowsAffected==n and MAX(id)==first+n-1 are checked inside the
-// transaction; any mismatch rolls back and fails the batch.
+// IDs are chosen by upsink from blocks (ids.go): a batch's rows of one table
+// get consecutive ids, written in the LOAD stream, known before COMMIT and
+// unique across writers, instances and Galera nodes; the server's
+// auto-increment settings are left alone. RowsAffected==n is checked inside
+// the transaction; a mismatch rolls back and fails the batch. Acknowledgements
+// need no order across writers: each job waits only for its own batch.
 //
 // # Unknown outcomes
 //
@@ -85,23 +90,37 @@
 // server crashes in between, do they stay behind, and the client's retry makes
 // them duplicates. InnoDB has none of this.
 //
+// # Several nodes
+//
+// Config.DSNs may name several nodes of one Galera cluster. Each writer
+// connects to the first that answers and is a synced member of the primary
+// component, and moves on when its node fails (nodes.go). A certification
+// failure (1213, also at COMMIT) is a known failure: the server rolled the
+// transaction back, and the batch is retried up to maxCertRetries more times.
+// An unknown outcome is resolved as above, preferring the batch's node: if
+// that node is gone, on another node once the old one has left the primary
+// component, with a causal read (wsrep_sync_wait) of the ledger.
+//
 // # Where things are
 //
 //	store.go    Config, Job, Store: Open, Submit, Ready, Close, Stats
-//	writer.go   the writer goroutine: idle ticks, gathering a batch, retry, hand-back
+//	writer.go   a writer goroutine: idle ticks, gathering a batch, retry, hand-back
 //	batch.go    one batch transaction and the ledger row
-//	recover.go  unknown outcomes: kill the old session, ask the ledger
-//	watchdog.go stalls: not ready and queued jobs failed while a call hangs
+//	ids.go      blocks of ids for rows and batches
+//	nodes.go    connecting to a node, its checks, fencing a dropped session
+//	recover.go  unknown outcomes: ask the ledger
+//	watchdog.go stalls: not ready and queued jobs failed while calls hang
 //	orphans.go  rows a failed batch leaves in a non-transactional table
-//	schema.go   DSN, connect, session setup, the tables
+//	idem.go     Idempotency-Keys and the spool's replayed ranges
+//	rows.go     structured ingest: a table's rows in one LOAD
+//	bisect.go   one bad row: splitting the batch
+//	schema.go   DSN, session setup, the tables
 //	tsv.go      the batch rendered as the LOAD DATA file
 //
 // # Batch ids
 //
-// batch_id = startup unix seconds << 32 | sequence. The writer also raises the
-// next id to MAX(batch_id)+1 of the ledger on every connect, so ids stay unique
-// across restarts even if the clock went back or two processes started in the
-// same second (one writer at a time is assumed throughout).
+// Batch ids come from the same blocks (counter "/batch"), so they are unique
+// across writers, instances and restarts.
 package store
 
 import (
@@ -122,7 +141,18 @@ import (
 
 // Config configures a Store. Zero values select the defaults.
 type Config struct {
-	DSN           string        // go-sql-driver form; the store adds what it needs (e.g. parseTime, interpolateParams=false, the reader handler name) itself
+	// DSNs are the database servers to write to, in order of preference, in
+	// go-sql-driver form (the store adds what it needs, e.g. parseTime and
+	// interpolateParams=false, itself); all name one database. Several are
+	// nodes of one Galera cluster: each writer uses the first that answers
+	// and is a synced member of the primary component, and moves on when
+	// its node fails (see "Several nodes"). DSN is shorthand for one.
+	DSNs []string
+	DSN  string
+	// Writers is how many connections write batches at once (default 2):
+	// one batch loads while another commits, and InnoDB merges their log
+	// flushes.
+	Writers       int
 	QueueLen      int           // bounded queue capacity in jobs; default 4096
 	MaxBatchRows  int           // default 1000
 	MaxBatchBytes int           // sum of body bytes per batch; default 8 MiB
@@ -222,6 +252,8 @@ type Stats struct {
 }
 
 const (
+	defaultWriters       = 2
+	maxWriters           = 16
 	defaultQueueLen      = 4096
 	defaultMaxBatchRows  = 1000
 	defaultMaxBatchBytes = 8 << 20
@@ -256,60 +288,93 @@ var (
 var readerSeq atomic.Uint64
 
 // Store is upsink's writer. See the package documentation.
+//
+// Its fields are set by Open and read by every goroutine; the atomics and
+// counters are shared by the writers, the watchdog and the callers of
+// Submit, Ready and Stats.
 type Store struct {
-	cfg        Config
-	log        *slog.Logger
-	db         *sql.DB
-	queue      chan *Job
-	readerName string
-	loadSQL    string
-	hooks      *testHooks
+	cfg     Config
+	log     *slog.Logger
+	nodes   []*node // one per DSN, in order of preference
+	queue   chan *Job
+	hooks   *testHooks
+	writers []*writer
 
 	mu     sync.RWMutex // Submit holds it shared while sending; Close exclusively while closing queue
 	closed bool
 
-	ready     atomic.Bool
-	diverting atomic.Bool   // a database call has been outstanding past DivertAfter (set by the watchdog, cleared by busy/idle)
-	curConn   atomic.Uint64 // CONNECTION_ID() of the writer's connection, for tests
+	stalled   atomic.Bool // every writer has had a call outstanding past StallAfter (set by the watchdog, cleared by a writer's success)
+	diverting atomic.Bool // every writer has had a call outstanding past DivertAfter (set by the watchdog, cleared by busy/idle)
 	done      chan struct{}
-	closeErr  error // set by the writer before done is closed
+	closeErr  error // set before done is closed
 
-	doneMu    sync.Mutex   // held around each OnDone call (writer and watchdog)
-	epoch     time.Time    // monotonic reference for busySince
-	busySince atomic.Int64 // since epoch (+1) when the writer's current database call began; 0 = none
+	doneMu    sync.Mutex // held around each OnDone call (writers and watchdog)
+	epoch     time.Time  // monotonic reference for the writers' busySince
 	stopWatch chan struct{}
 	watchDone chan struct{}
 
 	batches, rowsDone, failed, recovered atomic.Uint64
 	rejected, prior, split, pruned       atomic.Uint64
+}
 
-	// Owned by the writer goroutine.
-	conn        *sql.Conn
-	connID      uint64 // CONNECTION_ID() of conn
-	serverStart int64  // server start time (unix s) as seen on conn
-	staleID     uint64 // session of a dropped connection that may still run on the server; killed at the next connect
-	staleStart  int64  // its server's start time
-	nextBatch   uint64
-	batch       []*Job   // jobs drained for the current batch, handed to OnDone
-	valid       []*Job   // the part of batch that goes to the database
-	load        []*Job   // of the current attempt's uploads, those loaded as rows of uploads (idem.go)
-	ids         []uint64 // per job of the current attempt: the id of its (first) row once loaded
-	group       []*Job   // one table's jobs being loaded (rows.go)
-	groupAt     []int    // their indices in the attempt's jobs
-	tables      map[*schema.Table]*tableLoad
-	rowsName    string
-	rows        rowsReader
-	verdicts    []verdict
-	priors      []Answer
-	sameAs      []int32
-	lastPrune   time.Time
-	spill       []*Job // jobs failed fast while resolving an unknown outcome
-	carry       *Job   // drained but did not fit in the previous batch
-	qclosed     bool   // the queue channel is closed and empty
-	lastOK      time.Time
-	backoff     time.Duration
-	rd          tsvReader
-	sqlBuf      []byte
+// node is one database server of Config.DSNs. Read-only after Open.
+type node struct {
+	db   *sql.DB
+	addr string // host:port or socket path, for logs and Store.Nodes
+}
+
+// session identifies a server session: which node, which run of that
+// server, which connection, and (on Galera) which cluster member.
+type session struct {
+	node  int    // index into Store.nodes
+	start int64  // server start time (unix s), from its uptime
+	id    uint64 // CONNECTION_ID()
+	uuid  string // wsrep_gcomm_uuid of a Galera node; "" without wsrep
+}
+
+// writer is one pinned connection and the batch it is writing; Config.Writers
+// of them take batches from the one queue, so one batch can load while
+// another commits. Owned by its goroutine, except busySince, up and curConn
+// (read by the watchdog, Ready and tests) and readers the driver calls on
+// that same goroutine.
+type writer struct {
+	*Store
+	num int // 0..Writers-1; writer 0 also prunes
+
+	busySince atomic.Int64  // since epoch (+1) when the writer's current database call began; 0 = none
+	up        atomic.Bool   // connected, and its last database call succeeded
+	curConn   atomic.Uint64 // CONNECTION_ID() of conn, for tests
+	curNode   atomic.Int32  // index of conn's node; -1 = none
+
+	readerName string // the driver's Reader:: handler names of rd and rows
+	rowsName   string
+	loadSQL    string
+	tables     map[*schema.Table]*tableLoad
+
+	conn      *sql.Conn
+	sess      session  // conn's session
+	stale     session  // a dropped connection's session that may still run on its server; fenced before the next batch (id 0: none)
+	galera    bool     // conn's server runs wsrep
+	batchIDs  idBlock  // batch ids (ids.go)
+	uploadIDs idBlock  // ids of rows of uploads
+	batch     []*Job   // jobs drained for the current batch, handed to OnDone
+	valid     []*Job   // the part of batch that goes to the database
+	load      []*Job   // of the current attempt's uploads, those loaded as rows of uploads (idem.go)
+	ids       []uint64 // per job of the current attempt: the id of its (first) row once loaded
+	group     []*Job   // one table's jobs being loaded (rows.go)
+	groupAt   []int    // their indices in the attempt's jobs
+	rows      rowsReader
+	verdicts  []verdict
+	priors    []Answer
+	sameAs    []int32
+	lastPrune time.Time
+	spill     []*Job // jobs failed fast while resolving an unknown outcome
+	carry     *Job   // drained but did not fit in the previous batch
+	qclosed   bool   // the queue channel is closed and empty
+	lastOK    time.Time
+	backoff   time.Duration
+	rd        tsvReader
+	sqlBuf    []byte
 	// Non-transactional engine (Aria in the tight profile): ROLLBACK does not
 	// undo the LOAD, so a failed batch deletes its own rows when it can.
 	nonTx       bool
@@ -322,10 +387,10 @@ type Store struct {
 // testHooks let tests inject failures at precise points of a batch transaction.
 // An error returned by a hook is treated like an error of the statement it follows.
 type testHooks struct {
-	afterLoad    func(s *Store) error // after the LOAD DATA checks, before the ledger insert
-	beforeCommit func(s *Store)       // just before COMMIT is sent
-	afterCommit  func(s *Store) error // after COMMIT returned OK; an error means "the reply was lost"
-	connect      func() error         // before each connect; an error means "database unreachable"
+	afterLoad    func(w *writer) error // after the LOAD DATA checks, before the ledger insert
+	beforeCommit func(w *writer)       // just before COMMIT is sent
+	afterCommit  func(w *writer) error // after COMMIT returned OK; an error means "the reply was lost"
+	connect      func() error          // before each connect; an error means "database unreachable"
 }
 
 // Open validates cfg and starts the writer. It does not fail when the database
@@ -339,6 +404,21 @@ func open(cfg Config, hooks *testHooks) (*Store, error) {
 	}
 	if cfg.QueueLen < 0 || cfg.MaxBatchRows < 0 || cfg.MaxBatchBytes < 0 || cfg.RetryAfter < 0 || cfg.StallAfter < 0 {
 		return nil, errors.New("store: negative Config value")
+	}
+	if cfg.DSN != "" {
+		if len(cfg.DSNs) > 0 {
+			return nil, errors.New("store: Config.DSN and Config.DSNs both set")
+		}
+		cfg.DSNs = []string{cfg.DSN}
+	}
+	if len(cfg.DSNs) == 0 {
+		return nil, errors.New("store: no DSN")
+	}
+	if cfg.Writers < 0 || cfg.Writers > maxWriters {
+		return nil, fmt.Errorf("store: Writers %d outside 1..%d", cfg.Writers, maxWriters)
+	}
+	if cfg.Writers == 0 {
+		cfg.Writers = defaultWriters
 	}
 	if cfg.QueueLen == 0 {
 		cfg.QueueLen = defaultQueueLen
@@ -371,51 +451,106 @@ func open(cfg Config, hooks *testHooks) (*Store, error) {
 		cfg.Logger = slog.Default()
 	}
 	log := cfg.Logger.With("component", "store")
-	db, err := openDB(cfg.DSN, log)
-	if err != nil {
-		return nil, err
-	}
-
 	s := &Store{
-		cfg:        cfg,
-		log:        log,
-		db:         db,
-		queue:      make(chan *Job, cfg.QueueLen),
-		readerName: "upsink_batch_" + strconv.FormatUint(readerSeq.Add(1), 10),
-		hooks:      hooks,
-		done:       make(chan struct{}),
-		epoch:      time.Now(),
-		stopWatch:  make(chan struct{}),
-		watchDone:  make(chan struct{}),
-		nextBatch:  uint64(uint32(time.Now().Unix())) << 32,
-		batch:      make([]*Job, 0, cfg.MaxBatchRows),
-		valid:      make([]*Job, 0, cfg.MaxBatchRows),
-		backoff:    minBackoff,
+		cfg:       cfg,
+		log:       log,
+		queue:     make(chan *Job, cfg.QueueLen),
+		hooks:     hooks,
+		done:      make(chan struct{}),
+		epoch:     time.Now(),
+		stopWatch: make(chan struct{}),
+		watchDone: make(chan struct{}),
 	}
 	if s.hooks == nil {
 		s.hooks = &testHooks{}
 	}
-	s.rowsName = "upsink_rows_" + strconv.FormatUint(readerSeq.Add(1), 10)
-	if err := s.initTables(); err != nil {
-		db.Close()
+	dbName := ""
+	for i, dsn := range cfg.DSNs {
+		n, name, err := openNode(dsn, cfg.Writers, log)
+		if err == nil && i > 0 && name != dbName {
+			err = fmt.Errorf("store: DSN %d names database %q, the first names %q: all must name one database", i+1, name, dbName)
+		}
+		if err != nil {
+			for _, n := range s.nodes {
+				n.db.Close()
+			}
+			return nil, err
+		}
+		dbName = name
+		s.nodes = append(s.nodes, n)
+	}
+	for i := range cfg.Writers {
+		w, err := s.newWriter(i)
+		if err != nil {
+			s.deregister()
+			for _, n := range s.nodes {
+				n.db.Close()
+			}
+			return nil, err
+		}
+		s.writers = append(s.writers, w)
+	}
+	go s.watch()
+	var wg sync.WaitGroup
+	for _, w := range s.writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.run()
+		}()
+	}
+	go func() {
+		wg.Wait()
+		close(s.stopWatch)
+		<-s.watchDone
+		s.deregister()
+		for _, n := range s.nodes {
+			if err := n.db.Close(); err != nil && s.closeErr == nil {
+				s.closeErr = fmt.Errorf("store: close: %w", err)
+			}
+		}
+		close(s.done)
+	}()
+	return s, nil
+}
+
+// newWriter makes writer num with its reader handlers registered.
+func (s *Store) newWriter(num int) (*writer, error) {
+	w := &writer{
+		Store:      s,
+		num:        num,
+		readerName: "upsink_batch_" + strconv.FormatUint(readerSeq.Add(1), 10),
+		rowsName:   "upsink_rows_" + strconv.FormatUint(readerSeq.Add(1), 10),
+		batch:      make([]*Job, 0, s.cfg.MaxBatchRows),
+		valid:      make([]*Job, 0, s.cfg.MaxBatchRows),
+		backoff:    minBackoff,
+	}
+	w.curNode.Store(-1)
+	if err := w.initTables(); err != nil {
 		return nil, err
 	}
-	rr := &s.rows
-	mysql.RegisterReaderHandler(s.rowsName, func() io.Reader {
+	rr := &w.rows
+	mysql.RegisterReaderHandler(w.rowsName, func() io.Reader {
 		rr.rewind()
 		return rr
 	})
-	s.loadSQL = "LOAD DATA LOCAL INFILE 'Reader::" + s.readerName + `' INTO TABLE uploads CHARACTER SET binary` +
+	w.loadSQL = "LOAD DATA LOCAL INFILE 'Reader::" + w.readerName + `' INTO TABLE uploads CHARACTER SET binary` +
 		` FIELDS TERMINATED BY '\t' ESCAPED BY '\\' LINES TERMINATED BY '\n'` +
-		` (stream, received_at, remote_addr, content_type, body)`
-	rd := &s.rd
-	mysql.RegisterReaderHandler(s.readerName, func() io.Reader {
+		` (id, stream, received_at, remote_addr, content_type, body)`
+	rd := &w.rd
+	mysql.RegisterReaderHandler(w.readerName, func() io.Reader {
 		rd.rewind()
 		return rd
 	})
-	go s.watch()
-	go s.run()
-	return s, nil
+	return w, nil
+}
+
+// deregister removes the writers' reader handlers from the driver.
+func (s *Store) deregister() {
+	for _, w := range s.writers {
+		mysql.DeregisterReaderHandler(w.readerName)
+		mysql.DeregisterReaderHandler(w.rowsName)
+	}
 }
 
 // Submit queues j without blocking. It returns ErrClosed after Close,
@@ -427,7 +562,7 @@ func (s *Store) Submit(j *Job) error {
 	if s.closed {
 		return ErrClosed
 	}
-	if !s.ready.Load() {
+	if !s.Ready() {
 		return ErrUnavailable
 	}
 	if s.diverting.Load() {
@@ -445,7 +580,29 @@ func (s *Store) Submit(j *Job) error {
 // batch and by a ping about every second when idle). It turns false when the
 // connection is lost and when a database call has been outstanding for
 // Config.StallAfter.
-func (s *Store) Ready() bool { return s.ready.Load() }
+func (s *Store) Ready() bool {
+	if s.stalled.Load() {
+		return false
+	}
+	for _, w := range s.writers {
+		if w.up.Load() {
+			return true
+		}
+	}
+	return false
+}
+
+// Nodes returns the address of the node each writer is connected to now
+// ("" for a writer without a connection), in writer order.
+func (s *Store) Nodes() []string {
+	out := make([]string, len(s.writers))
+	for i, w := range s.writers {
+		if n := w.curNode.Load(); n >= 0 {
+			out[i] = s.nodes[n].addr
+		}
+	}
+	return out
+}
 
 // Close stops accepting jobs, finishes every job already submitted (each is
 // committed or failed and handed to OnDone) and closes the database. It is
@@ -483,4 +640,11 @@ func (s *Store) Stats() Stats {
 	}
 }
 
-func (s *Store) connectionID() uint64 { return s.curConn.Load() }
+// connectionIDs are the writers' current CONNECTION_ID()s (0: none), for tests.
+func (s *Store) connectionIDs() []uint64 {
+	out := make([]uint64, len(s.writers))
+	for i, w := range s.writers {
+		out[i] = w.curConn.Load()
+	}
+	return out
+}

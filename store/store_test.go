@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -84,6 +85,19 @@ func waitReady(t testing.TB, s *Store) {
 	}
 }
 
+// waitConnected waits until every writer has its connection.
+func waitConnected(t testing.TB, s *Store) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for slices.Contains(s.connectionIDs(), 0) {
+		if time.Now().After(deadline) {
+			t.Fatalf("writers never all connected: %v", s.connectionIDs())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	waitReady(t, s)
+}
+
 // openTest opens a store on a fresh database; it returns the store, the
 // collector and a *sql.DB (parseTime) on the same database for checks.
 // Statements in setup run on the fresh database before the store opens.
@@ -127,7 +141,7 @@ func openTestVia(t testing.TB, via func(*mysql.Config), cfg Config, hooks *testH
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	waitReady(t, s)
+	waitConnected(t, s)
 	return s, col, check
 }
 
@@ -407,11 +421,11 @@ func TestUnreachable(t *testing.T) {
 
 // killer returns a function that KILLs the writer's current session from an
 // admin connection.
-func killer(t *testing.T) func(s *Store) {
+func killer(t *testing.T) func(w *writer) {
 	admin := testdb.Open(t, testdb.New(t))
-	return func(s *Store) {
-		if _, err := admin.Exec(fmt.Sprintf("KILL CONNECTION %d", s.connID)); err != nil {
-			t.Errorf("kill %d: %v", s.connID, err)
+	return func(w *writer) {
+		if _, err := admin.Exec(fmt.Sprintf("KILL CONNECTION %d", w.sess.id)); err != nil {
+			t.Errorf("kill %d: %v", w.sess.id, err)
 		}
 		time.Sleep(20 * time.Millisecond) // let the server act on it
 	}
@@ -433,7 +447,7 @@ func TestFailures(t *testing.T) {
 		{
 			name: "error after load, retried",
 			hooks: func(t *testing.T, c *failureCounts) *testHooks {
-				return &testHooks{afterLoad: func(*Store) error {
+				return &testHooks{afterLoad: func(*writer) error {
 					if c.armed.Load() && c.afterLoad.Add(1) == 1 {
 						return errBoom
 					}
@@ -444,7 +458,7 @@ func TestFailures(t *testing.T) {
 		{
 			name: "error after load twice, failed",
 			hooks: func(t *testing.T, c *failureCounts) *testHooks {
-				return &testHooks{afterLoad: func(*Store) error {
+				return &testHooks{afterLoad: func(*writer) error {
 					if c.armed.Load() && c.afterLoad.Add(1) <= 2 {
 						return errBoom
 					}
@@ -457,9 +471,9 @@ func TestFailures(t *testing.T) {
 			name: "connection killed after load, retried",
 			hooks: func(t *testing.T, c *failureCounts) *testHooks {
 				kill := killer(t)
-				return &testHooks{afterLoad: func(s *Store) error {
+				return &testHooks{afterLoad: func(w *writer) error {
 					if c.armed.Load() && c.afterLoad.Add(1) == 1 {
-						kill(s)
+						kill(w)
 						// The next statement (ledger insert) fails on the dead connection.
 					}
 					return nil
@@ -470,9 +484,9 @@ func TestFailures(t *testing.T) {
 			name: "connection killed before commit: unknown, not committed, retried",
 			hooks: func(t *testing.T, c *failureCounts) *testHooks {
 				kill := killer(t)
-				return &testHooks{beforeCommit: func(s *Store) {
+				return &testHooks{beforeCommit: func(w *writer) {
 					if c.armed.Load() && c.beforeCommit.Add(1) == 1 {
-						kill(s)
+						kill(w)
 					}
 				}}
 			},
@@ -481,7 +495,7 @@ func TestFailures(t *testing.T) {
 		{
 			name: "commit reply lost: unknown, committed",
 			hooks: func(t *testing.T, c *failureCounts) *testHooks {
-				return &testHooks{afterCommit: func(s *Store) error {
+				return &testHooks{afterCommit: func(w *writer) error {
 					if c.armed.Load() && c.afterCommit.Add(1) == 1 {
 						return errBoom
 					}
@@ -494,9 +508,9 @@ func TestFailures(t *testing.T) {
 			name: "connection killed after commit: unknown, committed",
 			hooks: func(t *testing.T, c *failureCounts) *testHooks {
 				kill := killer(t)
-				return &testHooks{afterCommit: func(s *Store) error {
+				return &testHooks{afterCommit: func(w *writer) error {
 					if c.armed.Load() && c.afterCommit.Add(1) == 1 {
-						kill(s)
+						kill(w)
 						return mysql.ErrInvalidConn
 					}
 					return nil
@@ -553,7 +567,7 @@ func testFailure(t *testing.T, engine string, hooks func(*testing.T, *failureCou
 	var c failureCounts
 	g := newWarmGate()
 	col, release := g.col, g.release
-	s, _, db := openTest(t, Config{OnDone: g.onDone}, hooks(t, &c),
+	s, _, db := openTest(t, Config{Writers: 1, OnDone: g.onDone}, hooks(t, &c),
 		createUploads+" ENGINE="+engine, createLedger+" ENGINE="+engine)
 	mustSubmit(t, s, g.warm)
 	<-g.entered
@@ -712,14 +726,14 @@ func TestUnknownWhileDatabaseDown(t *testing.T) {
 	var mu sync.Mutex
 	var behind []*Job
 	hooks := &testHooks{
-		afterCommit: func(s *Store) error {
+		afterCommit: func(w *writer) error {
 			if !armed.CompareAndSwap(true, false) {
 				return nil
 			}
 			// Jobs arriving while the batch is in flight.
 			for i := range 5 {
 				j := &Job{Tag: uint64(100 + i), Stream: []byte("behind"), Body: []byte("b")}
-				if err := s.Submit(j); err != nil {
+				if err := w.Submit(j); err != nil {
 					t.Errorf("submit behind: %v", err)
 				}
 				behind = append(behind, j)
@@ -743,7 +757,7 @@ func TestUnknownWhileDatabaseDown(t *testing.T) {
 		mu.Unlock()
 		col.onDone(b)
 	}
-	s, _, db := openTest(t, Config{OnDone: onDone}, hooks)
+	s, _, db := openTest(t, Config{Writers: 1, OnDone: onDone}, hooks)
 	armed.Store(true)
 	j := &Job{Tag: 1, Stream: []byte("inflight"), Body: []byte("the batch")}
 	mustSubmit(t, s, j)
@@ -779,11 +793,13 @@ func TestUnknownWhileDatabaseDown(t *testing.T) {
 // next job is still committed (reconnect by ping or by the batch's retry).
 func TestIdleConnectionKilled(t *testing.T) {
 	s, col, db := openTest(t, Config{}, nil)
-	if _, err := db.Exec(fmt.Sprintf("KILL CONNECTION %d", s.connectionID())); err != nil {
-		t.Fatal(err)
+	for _, id := range s.connectionIDs() {
+		if _, err := db.Exec(fmt.Sprintf("KILL CONNECTION %d", id)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	time.Sleep(50 * time.Millisecond)
-	waitReady(t, s)
+	waitConnected(t, s)
 	j := &Job{Tag: 1, Stream: []byte("k"), Body: []byte("after kill")}
 	mustSubmit(t, s, j)
 	col.waitFor(t, 1)

@@ -2,7 +2,9 @@ package store
 
 import (
 	"io"
+	"strconv"
 	"time"
+
 	"upsink/schema"
 )
 
@@ -13,7 +15,8 @@ var escTab = schema.LoadEscape
 
 // Field order in the file; must match the column list of the LOAD DATA statement.
 const (
-	fStream = iota
+	fID = iota
+	fStream
 	fReceivedAt
 	fRemoteAddr
 	fContentType
@@ -33,13 +36,17 @@ type tsvReader struct {
 	field int       // current field of that job
 	off   int       // bytes of the current field already consumed
 	sep   bool      // the current field is done; its separator is still to be written
+	first uint64    // id of the first row; the others follow in order
 	ts    [32]byte
 	tsLen int
+	id    [20]byte
+	idLen int
 }
 
-func (r *tsvReader) reset(jobs []*Job, now time.Time) {
+func (r *tsvReader) reset(jobs []*Job, now time.Time, first uint64) {
 	r.jobs = jobs
 	r.now = now
+	r.first = first
 	r.rewind()
 }
 
@@ -48,21 +55,25 @@ func (r *tsvReader) reset(jobs []*Job, now time.Time) {
 func (r *tsvReader) rewind() {
 	r.row, r.field, r.off, r.sep = 0, 0, 0, false
 	if len(r.jobs) > 0 {
-		r.renderTS()
+		r.renderRow()
 	}
 }
 
-func (r *tsvReader) renderTS() {
+// renderRow renders the current row's id and received_at.
+func (r *tsvReader) renderRow() {
 	t := r.jobs[r.row].ReceivedAt
 	if t.IsZero() {
 		t = r.now
 	}
 	r.tsLen = len(appendDatetime6(r.ts[:0], t))
+	r.idLen = len(strconv.AppendUint(r.id[:0], r.first+uint64(r.row), 10))
 }
 
 func (r *tsvReader) fieldBytes() []byte {
 	j := r.jobs[r.row]
 	switch r.field {
+	case fID:
+		return r.id[:r.idLen]
 	case fStream:
 		return j.Stream
 	case fReceivedAt:
@@ -89,7 +100,7 @@ func (r *tsvReader) Read(p []byte) (int, error) {
 				r.row++
 				r.field = 0
 				if r.row < len(r.jobs) {
-					r.renderTS()
+					r.renderRow()
 				}
 			} else {
 				p[n] = '\t'

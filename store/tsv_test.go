@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"io"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -69,7 +70,7 @@ func TestTSVRoundTrip(t *testing.T) {
 	}
 	for _, size := range []int{2, 3, 5, 7, 64, 16384} {
 		var r tsvReader
-		r.reset(jobs, now)
+		r.reset(jobs, now, 1)
 		var out []byte
 		buf := make([]byte, size)
 		for {
@@ -94,7 +95,7 @@ func TestTSVRoundTrip(t *testing.T) {
 			if j.ReceivedAt.IsZero() {
 				ts = "2001-01-02 03:04:05.000006"
 			}
-			want := [][]byte{j.Stream, []byte(ts), j.RemoteAddr, j.ContentType, j.Body}
+			want := [][]byte{[]byte(strconv.Itoa(i + 1)), j.Stream, []byte(ts), j.RemoteAddr, j.ContentType, j.Body}
 			for f := range want {
 				if !bytes.Equal(rows[i][f], want[f]) {
 					t.Fatalf("size %d row %d field %d: got %q want %q", size, i, f, rows[i][f], want[f])
@@ -129,7 +130,7 @@ func drain(r *tsvReader, buf []byte) int {
 func TestTSVNoAllocs(t *testing.T) {
 	jobs := renderJobs(1000, 1024)
 	var r tsvReader
-	r.reset(jobs, time.Now())
+	r.reset(jobs, time.Now(), 1)
 	buf := make([]byte, 16384)
 	allocs := testing.AllocsPerRun(20, func() {
 		r.rewind()
@@ -147,7 +148,7 @@ func TestTSVNoAllocs(t *testing.T) {
 func BenchmarkTSVRender(b *testing.B) {
 	jobs := renderJobs(1000, 1024)
 	var r tsvReader
-	r.reset(jobs, time.Now())
+	r.reset(jobs, time.Now(), 1)
 	buf := make([]byte, 16384)
 	b.ReportAllocs()
 	var bytesOut int

@@ -4,11 +4,12 @@ import (
 	"time"
 )
 
-// The stall watchdog: while the writer waits on the database, nothing else
-// would notice that the database stopped answering. The writer stamps the
+// The stall watchdog: while the writers wait on the database, nothing else
+// would notice that the database stopped answering. Each writer stamps the
 // time before each database call (busy) and clears it when it has nothing
-// outstanding (idle); the watchdog looks every StallAfter/4. A call
-// outstanding for longer than StallAfter makes the store not ready (Submit
+// outstanding (idle); the watchdog looks every DivertAfter/4. When every
+// writer has had a call outstanding for longer than StallAfter, the store is
+// not ready (Submit
 // refuses, /readyz answers 503) and fails every job waiting in the queue with
 // ErrUnavailable, again at each look while the stall lasts. Nothing in
 // flight is touched: the stalled call ends by the driver's read/write
@@ -25,15 +26,34 @@ import (
 // busy records that the writer is about to wait on the database (a statement,
 // a ping, a connect). Each call restarts the stall clock: a batch of several
 // quick statements is not a stall however long it takes in all.
-func (s *Store) busy() {
-	s.busySince.Store(int64(time.Since(s.epoch)) + 1)
-	s.diverting.Store(false)
+func (w *writer) busy() {
+	w.busySince.Store(int64(time.Since(w.epoch)) + 1)
+	w.diverting.Store(false)
 }
 
 // idle records that the writer waits on nothing.
-func (s *Store) idle() {
-	s.busySince.Store(0)
-	s.diverting.Store(false)
+func (w *writer) idle() {
+	w.busySince.Store(0)
+	w.diverting.Store(false)
+}
+
+// waiting is how long the writer that has waited least on its current
+// database call has waited: with several writers, the store stalls only
+// when every one of them does (a free writer takes the queued jobs).
+// 0: some writer waits on nothing.
+func (s *Store) waiting() time.Duration {
+	now := int64(time.Since(s.epoch)) + 1
+	least := time.Duration(-1)
+	for _, w := range s.writers {
+		since := w.busySince.Load()
+		if since == 0 {
+			return 0
+		}
+		if d := time.Duration(now - since); least < 0 || d < least {
+			least = d
+		}
+	}
+	return max(least, 0)
 }
 
 // watch is the watchdog goroutine; it returns when stopWatch is closed.
@@ -49,9 +69,8 @@ func (s *Store) watch() {
 			return
 		case <-t.C:
 		}
-		since := s.busySince.Load()
-		d := time.Duration(int64(time.Since(s.epoch)) + 1 - since)
-		if since == 0 || d < s.cfg.DivertAfter {
+		d := s.waiting()
+		if d < s.cfg.DivertAfter {
 			stalled = false
 			s.diverting.Store(false) // also if set just after the writer's busy or idle cleared it
 			continue
@@ -64,10 +83,10 @@ func (s *Store) watch() {
 			continue
 		}
 		s.diverting.Store(true)
-		wasReady := s.ready.Swap(false)
+		wasStalled := s.stalled.Swap(true)
 		if !stalled {
 			stalled = true
-			if wasReady {
+			if !wasStalled {
 				s.log.Warn("store: database stalled: not ready, failing queued jobs", "waiting_for", d.Round(time.Millisecond))
 			}
 		}

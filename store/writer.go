@@ -3,104 +3,111 @@ package store
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
-
-	"github.com/go-sql-driver/mysql"
 )
 
 // The writer goroutine: it waits for jobs or for its timer, gathers a batch,
 // writes it (retrying once, resolving unknown outcomes) and hands it back.
 
 // run is the writer goroutine.
-func (s *Store) run() {
-	defer close(s.done)
-	defer func() {
-		close(s.stopWatch)
-		<-s.watchDone
-	}()
+func (w *writer) run() {
 	timer := time.NewTimer(0) // connect right away
 	defer timer.Stop()
 	for {
 		var first *Job
 		switch {
-		case s.carry != nil:
-			first, s.carry = s.carry, nil
-		case s.qclosed:
-			s.shutdown()
+		case w.carry != nil:
+			first, w.carry = w.carry, nil
+		case w.qclosed:
+			w.shutdown()
 			return
 		default:
 			select {
-			case j, ok := <-s.queue:
+			case j, ok := <-w.queue:
 				if !ok {
-					s.qclosed = true
+					w.qclosed = true
 					continue
 				}
 				first = j
 			case <-timer.C:
-				timer.Reset(s.tick())
+				timer.Reset(w.tick())
 				continue
 			}
 		}
-		s.collect(first)
-		s.handle()
-		if s.conn != nil {
+		w.collect(first)
+		w.handle()
+		if w.conn != nil {
 			timer.Reset(idlePing)
 		} else {
-			timer.Reset(s.backoff)
+			timer.Reset(w.backoff)
 		}
 	}
 }
 
 // tick runs when the writer has been idle: it (re)connects or pings, and
 // returns when to tick next.
-func (s *Store) tick() time.Duration {
-	defer s.idle()
-	if s.conn == nil {
-		if err := s.connect(); err != nil {
-			s.log.Warn("store: database unreachable", "err", err, "retry_in", s.backoff)
-			d := s.backoff
-			s.backoff = min(2*s.backoff, maxBackoff)
+func (w *writer) tick() time.Duration {
+	defer w.idle()
+	if w.conn == nil {
+		if err := w.connect(0); err != nil {
+			w.log.Warn("store: database unreachable", "writer", w.num, "err", err, "retry_in", w.backoff)
+			d := w.backoff
+			w.backoff = min(2*w.backoff, maxBackoff)
 			return d
 		}
 		return idlePing
 	}
-	if time.Since(s.lastOK) >= idlePing-idlePing/10 {
+	if time.Since(w.lastOK) >= idlePing-idlePing/10 {
 		// A short timeout: a ping has nothing to wait for but the server.
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StallAfter)
-		s.busy()
-		err := s.conn.PingContext(ctx)
+		ctx, cancel := context.WithTimeout(context.Background(), w.cfg.StallAfter)
+		w.busy()
+		err := w.conn.PingContext(ctx)
 		cancel()
 		if err != nil {
-			s.log.Warn("store: ping failed", "err", err)
-			s.dropConn()
-			s.backoff = minBackoff
+			w.log.Warn("store: ping failed", "err", err)
+			w.dropConn()
+			w.backoff = minBackoff
 			return 0
 		}
-		s.lastOK = time.Now()
-		s.ready.Store(true)
+		w.ok()
 	}
-	s.prune()
+	if w.num == 0 {
+		w.prune()
+	}
 	return idlePing
 }
 
-// collect fills s.batch starting with first, draining the queue without
+// collect fills w.batch starting with first, draining the queue without
 // blocking up to the batch limits.
-func (s *Store) collect(first *Job) {
-	s.batch = append(s.batch[:0], first)
+//
+// The records replayed from the spool in one batch have consecutive seqs:
+// the batch's ledger row holds their range, and a seq in the range that
+// another writer's batch holds could be skipped at a later replay although
+// that batch never committed. A replayed job that does not follow is
+// carried to this writer's next batch.
+func (w *writer) collect(first *Job) {
+	w.batch = append(w.batch[:0], first)
 	size := len(first.Body)
-	for len(s.batch) < s.cfg.MaxBatchRows && !s.qclosed {
+	lastSeq := first.SpoolSeq
+	for len(w.batch) < w.cfg.MaxBatchRows && !w.qclosed {
 		select {
-		case j, ok := <-s.queue:
+		case j, ok := <-w.queue:
 			if !ok {
-				s.qclosed = true
+				w.qclosed = true
 				return
 			}
-			if size+len(j.Body) > s.cfg.MaxBatchBytes {
-				s.carry = j
+			if j.SpoolSeq > 0 && lastSeq > 0 && j.SpoolSeq != lastSeq+1 {
+				w.carry = j
 				return
 			}
-			s.batch = append(s.batch, j)
+			if j.SpoolSeq > 0 {
+				lastSeq = j.SpoolSeq
+			}
+			if size+len(j.Body) > w.cfg.MaxBatchBytes {
+				w.carry = j
+				return
+			}
+			w.batch = append(w.batch, j)
 			size += len(j.Body)
 		default:
 			return
@@ -108,35 +115,35 @@ func (s *Store) collect(first *Job) {
 	}
 }
 
-// handle writes s.batch, sets every job's result and hands the batch to OnDone.
-func (s *Store) handle() {
+// handle writes w.batch, sets every job's result and hands the batch to OnDone.
+func (w *writer) handle() {
 	now := time.Now()
-	s.valid = s.valid[:0]
-	for _, j := range s.batch {
+	w.valid = w.valid[:0]
+	for _, j := range w.batch {
 		j.ID, j.Err = 0, nil
-		if err := s.validate(j); err != nil {
+		if err := w.validate(j); err != nil {
 			// Not the database's doing: retrying, or spooling it to retry
 			// later, cannot help.
-			s.log.Error("store: job rejected", "tag", j.Tag, "err", err)
+			w.log.Error("store: job rejected", "tag", j.Tag, "err", err)
 			j.Err = &RejectedError{Reason: err.Error()}
-			s.rejected.Add(1)
-			s.failed.Add(1)
+			w.rejected.Add(1)
+			w.failed.Add(1)
 			continue
 		}
-		s.valid = append(s.valid, j)
+		w.valid = append(w.valid, j)
 	}
-	if len(s.valid) > 0 {
-		if s.conn == nil {
-			s.fail(s.valid) // fail fast while the database is down
+	if len(w.valid) > 0 {
+		if w.conn == nil {
+			w.fail(w.valid) // fail fast while the database is down
 		} else {
-			s.write(s.valid, now)
+			w.write(w.valid, now)
 		}
 	}
-	s.idle()
-	s.handBack(s.batch)
-	clear(s.batch) // do not keep bodies alive until the next batch
-	clear(s.valid)
-	s.batch, s.valid = s.batch[:0], s.valid[:0]
+	w.idle()
+	w.handBack(w.batch)
+	clear(w.batch) // do not keep bodies alive until the next batch
+	clear(w.valid)
+	w.batch, w.valid = w.batch[:0], w.valid[:0]
 }
 
 // handBack calls OnDone; the mutex keeps the writer's and the watchdog's
@@ -158,15 +165,15 @@ func (s *Store) failWith(jobs []*Job, why error) {
 
 // validate rejects jobs the table cannot hold exactly (in a LOAD DATA LOCAL
 // they would only raise warnings, failing the whole batch).
-func (s *Store) validate(j *Job) error {
+func (w *writer) validate(j *Job) error {
 	if len(j.IdemKey) > 255 {
 		return errors.New("idempotency key longer than 255 bytes")
 	}
-	if j.SpoolSeq > 0 && s.cfg.SpoolID == "" {
+	if j.SpoolSeq > 0 && w.cfg.SpoolID == "" {
 		return errors.New("spool seq without Config.SpoolID")
 	}
 	if j.Table != nil {
-		if s.tables[j.Table] == nil {
+		if w.tables[j.Table] == nil {
 			return errors.New("rows for a table not in Config.Tables")
 		}
 		if j.Rows <= 0 || len(j.Body) == 0 || j.Body[len(j.Body)-1] != '\n' || countLines(j.Body) != j.Rows {
@@ -202,87 +209,118 @@ func isASCII(b []byte) bool {
 
 // write commits jobs, splitting the batch when the database refuses one of
 // its rows (bisect.go), and sets every job's result.
-func (s *Store) write(jobs []*Job, now time.Time) {
-	err := s.commit(jobs, now)
+func (w *writer) write(jobs []*Job, now time.Time) {
+	err := w.commit(jobs, now)
 	if err == nil {
 		return
 	}
 	de, ok := asDataError(err)
 	if !ok {
-		s.fail(jobs)
+		w.fail(jobs)
 		return
 	}
 	if len(jobs) == 1 {
 		jobs[0].ID, jobs[0].Err, jobs[0].Prior = 0, &RejectedError{Reason: de.reason}, Answer{}
-		s.rejected.Add(1)
-		s.failed.Add(1)
-		s.log.Error("store: upload refused by the database", "tag", jobs[0].Tag, "stream", string(jobs[0].Stream), "bytes", len(jobs[0].Body), "reason", de.reason)
+		w.rejected.Add(1)
+		w.failed.Add(1)
+		w.log.Error("store: upload refused by the database", "tag", jobs[0].Tag, "stream", string(jobs[0].Stream), "bytes", len(jobs[0].Body), "reason", de.reason)
 		return
 	}
-	s.split.Add(1)
+	w.split.Add(1)
 	mid := len(jobs) / 2
-	s.log.Warn("store: batch refused a row: splitting it", "rows", len(jobs), "reason", de.reason)
-	s.write(jobs[:mid], now)
-	s.write(jobs[mid:], now)
+	w.log.Warn("store: batch refused a row: splitting it", "rows", len(jobs), "reason", de.reason)
+	w.write(jobs[:mid], now)
+	w.write(jobs[mid:], now)
 }
 
 // commit writes jobs as one batch, resolving unknown outcomes through the
 // ledger, and on success sets every job's result. A known failure is
 // retried once (not one the data caused: the same rows would fail again);
 // the error is returned with the jobs' results unset.
-func (s *Store) commit(jobs []*Job, now time.Time) error {
+func (w *writer) commit(jobs []*Job, now time.Time) error {
 	t0 := time.Now()
-	if s.conn == nil {
-		if err := s.connect(); err != nil {
-			s.log.Warn("store: reconnect failed", "err", err)
+	if w.conn == nil {
+		if err := w.connect(0); err != nil {
+			w.log.Warn("store: reconnect failed", "writer", w.num, "err", err)
 			return err
 		}
 	}
+	certFailures := 0
 	for attempt := 0; ; attempt++ {
 		// A fresh batch id per attempt: on a non-transactional engine a failed
 		// attempt may have left its ledger row behind.
-		id := s.nextBatch
-		s.nextBatch++
-		oldID, oldStart := s.connID, s.serverStart
-		first, err, unknown := s.attempt(id, jobs, now)
+		id, err := w.nextBatchID()
+		unknown := false
+		old := w.sess
+		if err == nil {
+			err, unknown = w.attempt(id, jobs, now)
+		}
 		if unknown {
-			s.log.Warn("store: batch outcome unknown, resolving via ledger", "batch", id, "rows", len(jobs), "err", err)
-			s.dropConn()
-			var committed bool
-			first, committed = s.resolve(id, len(s.load), oldID, oldStart)
-			s.recovered.Add(1)
-			s.log.Info("store: batch outcome resolved", "batch", id, "committed", committed, "first_id", first)
+			w.log.Warn("store: batch outcome unknown, resolving via ledger", "writer", w.num, "batch", id, "rows", len(jobs), "err", err)
+			w.dropConn()
+			committed := w.resolve(id, len(w.load), old)
+			w.recovered.Add(1)
+			w.log.Info("store: batch outcome resolved", "writer", w.num, "batch", id, "committed", committed)
 			if committed {
 				err = nil
-			} else if s.nonTx && s.loadedN > 0 {
-				s.orphanFirst, s.orphanN = s.loadedFirst, s.loadedN
-				s.deleteOrphans()
+			} else if w.nonTx && w.loadedN > 0 {
+				w.orphanFirst, w.orphanN = w.loadedFirst, w.loadedN
+				w.deleteOrphans()
 			}
 		}
 		if err == nil {
-			s.settle(jobs)
-			s.batches.Add(1)
-			rows := s.loadedRows(jobs)
-			s.rowsDone.Add(uint64(rows))
-			if f := s.cfg.Observe; f != nil {
-				f(rows, loadedBytes(jobs, s.verdicts), time.Since(t0))
+			w.settle(jobs)
+			w.batches.Add(1)
+			rows := w.loadedRows(jobs)
+			w.rowsDone.Add(uint64(rows))
+			if f := w.cfg.Observe; f != nil {
+				f(rows, loadedBytes(jobs, w.verdicts), time.Since(t0))
 			}
-			s.lastOK = time.Now()
-			s.ready.Store(true)
+			w.ok()
 			return nil
 		}
-		s.log.Error("store: batch failed", "batch", id, "rows", len(jobs), "attempt", attempt+1, "err", err)
-		if _, data := asDataError(err); data || attempt > 0 {
+		retry := attempt == 0
+		if isCertFailure(err) && certFailures < maxCertRetries {
+			// Another transaction (on Galera: another node's) won: the
+			// same batch goes again, after a short pause so the winner's
+			// write set is applied here.
+			certFailures++
+			retry = true
+			time.Sleep(time.Duration(certFailures) * 5 * time.Millisecond)
+		}
+		if _, data := asDataError(err); data || !retry {
+			w.log.Error("store: batch failed", "writer", w.num, "batch", id, "rows", len(jobs), "attempt", attempt+1, "err", err)
 			return err
 		}
-		if s.conn == nil {
-			if cerr := s.connect(); cerr != nil {
-				s.log.Warn("store: reconnect failed", "err", cerr)
+		w.log.Warn("store: batch failed, retrying", "writer", w.num, "batch", id, "rows", len(jobs), "attempt", attempt+1, "err", err)
+		if w.conn == nil {
+			if cerr := w.connect(0); cerr != nil {
+				w.log.Warn("store: reconnect failed", "writer", w.num, "err", cerr)
 				return err
 			}
 		}
-		// nothing was committed: retry once
+		// nothing was committed: retry
 	}
+}
+
+// maxCertRetries: a batch that loses certification (or a deadlock) is
+// retried up to this many times beyond the one retry of any known failure.
+const maxCertRetries = 4
+
+// nextBatchID takes the next batch id (ids.go).
+func (w *writer) nextBatchID() (uint64, error) {
+	if w.batchIDs.next < w.batchIDs.end {
+		id := w.batchIDs.next
+		w.batchIDs.next++
+		return id, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
+	defer cancel()
+	id, err := w.takeIDs(ctx, &w.batchIDs, "/batch", "upsink_batches", "batch_id", 1)
+	if err != nil {
+		return 0, w.abort(nil, err)
+	}
+	return id, nil
 }
 
 // loadedBytes is the body (or rows) bytes of the jobs an attempt loaded.
@@ -297,11 +335,11 @@ func loadedBytes(jobs []*Job, verdicts []verdict) int {
 }
 
 // loadedRows is the number of rows the attempt just committed loaded.
-func (s *Store) loadedRows(jobs []*Job) int {
+func (w *writer) loadedRows(jobs []*Job) int {
 	n := 0
 	for i, j := range jobs {
 		switch {
-		case s.verdicts[i] != vLoad:
+		case w.verdicts[i] != vLoad:
 		case j.Table != nil:
 			n += j.Rows
 		default:
@@ -312,15 +350,12 @@ func (s *Store) loadedRows(jobs []*Job) int {
 }
 
 // shutdown runs on the writer after the queue is closed and drained.
-func (s *Store) shutdown() {
-	s.ready.Store(false)
-	if s.conn != nil {
-		_ = s.conn.Close()
-		s.conn = nil
-	}
-	mysql.DeregisterReaderHandler(s.readerName)
-	mysql.DeregisterReaderHandler(s.rowsName)
-	if err := s.db.Close(); err != nil {
-		s.closeErr = fmt.Errorf("store: close: %w", err)
+func (w *writer) shutdown() {
+	w.up.Store(false)
+	if w.conn != nil {
+		_ = w.conn.Close()
+		w.conn = nil
+		w.curConn.Store(0)
+		w.curNode.Store(-1)
 	}
 }

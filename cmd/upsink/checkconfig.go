@@ -46,6 +46,12 @@ func showValue(name string, v any) string {
 		return v.String()
 	case int:
 		return strconv.Itoa(v)
+	case []string:
+		masked := make([]string, len(v))
+		for i, d := range v {
+			masked[i] = maskDSN(d)
+		}
+		return showValue("", strings.Join(masked, ","))
 	case string:
 		if name == "dsn" {
 			v = maskDSN(v)

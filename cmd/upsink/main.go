@@ -1,6 +1,6 @@
 // Command upsink serves HTTP uploads into MariaDB/MySQL in bounded memory.
 //
-//	upsink serve [--config FILE] [--listen ADDR] [--dsn DSN] [limits...]
+//	upsink serve [--config FILE] [--listen ADDR] [--dsn DSN[,DSN...]] [limits...]
 //	upsink check-config [--config FILE] [flags...]
 //	upsink version
 package main
@@ -117,7 +117,8 @@ func serve(args []string, stderr io.Writer, check io.Writer) int {
 	)
 	cfg.MaxBody, cfg.MaxInflight = 1<<20, 32<<20
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "HTTP listen address host:port")
-	fs.StringVar(&cfg.Store.DSN, "dsn", "", "MariaDB/MySQL DSN in go-sql-driver form (or $UPSINK_DSN)")
+	fs.Var(dsnList{&cfg.Store.DSNs}, "dsn", "MariaDB/MySQL DSN in go-sql-driver form (or $UPSINK_DSN); several (repeated, or comma-separated) are nodes of one Galera cluster in order of preference")
+	fs.IntVar(&cfg.Store.Writers, "writers", 2, "database connections writing batches at once")
 	fs.Var(size{&cfg.MaxBody}, "max-body", "largest accepted upload body (default 1MiB)")
 	fs.Var(size{&cfg.MaxInflight}, "max-inflight", "global budget for bodies being received or committed (default 32MiB)")
 	fs.Var(size{&memLimit}, "memory-limit", "Go soft memory limit (default 48MiB; 0 = none)")
@@ -178,7 +179,7 @@ func serve(args []string, stderr io.Writer, check io.Writer) int {
 		return 2
 	}
 	cfg.SocketRecvBuffer, cfg.SocketSendBuffer = int(rcvbuf), int(sndbuf)
-	if cfg.Store.DSN == "" {
+	if len(cfg.Store.DSNs) == 0 {
 		fmt.Fprintf(stderr, "%s: no database: pass --dsn or set UPSINK_DSN\n", cmd)
 		return 2
 	}
@@ -236,7 +237,7 @@ func serve(args []string, stderr io.Writer, check io.Writer) int {
 			tables[i] = &cfg.Tables[i]
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		reachable, err := store.PrepareTables(ctx, cfg.Store.DSN, tables)
+		reachable, err := store.PrepareTables(ctx, cfg.Store.DSNs, tables)
 		cancel()
 		switch {
 		case err != nil && reachable:

@@ -1,0 +1,171 @@
+package store
+
+import (
+	"bytes"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/go-sql-driver/mysql"
+)
+
+// TestWritersConcurrent: several writers commit uploads submitted from
+// several goroutines; every job is committed once, with its own id and its
+// own body, and the writers together hold one connection each.
+func TestWritersConcurrent(t *testing.T) {
+	const writers, submitters, each = 4, 8, 250
+	s, col, db := openTest(t, Config{Writers: writers, QueueLen: submitters * each}, nil)
+	if got := len(s.connectionIDs()); got != writers {
+		t.Fatalf("%d writers, want %d", got, writers)
+	}
+	jobs := make([]*Job, submitters*each)
+	var wg sync.WaitGroup
+	for g := range submitters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				k := g*each + i
+				jobs[k] = &Job{Tag: uint64(k), Stream: []byte("w"), Body: []byte(fmt.Sprintf("job %d", k))}
+				if err := s.Submit(jobs[k]); err != nil {
+					t.Errorf("submit %d: %v", k, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	col.waitFor(t, len(jobs))
+	seen := make(map[uint64]bool, len(jobs))
+	for k, j := range jobs {
+		if j.Err != nil || j.ID == 0 || seen[j.ID] {
+			t.Fatalf("job %d: id %d err %v (seen before: %v)", k, j.ID, j.Err, seen[j.ID])
+		}
+		seen[j.ID] = true
+	}
+	if got := countRows(t, db, "uploads"); got != len(jobs) {
+		t.Fatalf("%d rows, want %d", got, len(jobs))
+	}
+	rows, err := db.Query("SELECT id, body FROM uploads")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	byID := make(map[uint64]*Job, len(jobs))
+	for _, j := range jobs {
+		byID[j.ID] = j
+	}
+	for rows.Next() {
+		var id uint64
+		var body []byte
+		if err := rows.Scan(&id, &body); err != nil {
+			t.Fatal(err)
+		}
+		if j := byID[id]; j == nil || !bytes.Equal(j.Body, body) {
+			t.Fatalf("row %d: body %q does not belong to its job", id, body)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestIDsAboveExistingRows: ids continue above rows written before (by
+// auto-increment), and a row written by someone else into the writer's
+// block costs a retry with a new block, not the upload.
+func TestIDsAboveExistingRows(t *testing.T) {
+	s, col, db := openTest(t, Config{Writers: 1}, nil,
+		createUploads,
+		"INSERT INTO uploads (stream, received_at, remote_addr, content_type, body) VALUES ('old', NOW(), '', '', 'a'), ('old', NOW(), '', '', 'b')")
+	var maxOld uint64
+	if err := db.QueryRow("SELECT MAX(id) FROM uploads").Scan(&maxOld); err != nil {
+		t.Fatal(err)
+	}
+	j1 := &Job{Tag: 1, Stream: []byte("new"), Body: []byte("one")}
+	mustSubmit(t, s, j1)
+	col.waitFor(t, 1)
+	if j1.Err != nil || j1.ID <= maxOld {
+		t.Fatalf("job 1: id %d err %v, want an id above %d", j1.ID, j1.Err, maxOld)
+	}
+	// The writer's next id, taken by an insert from outside upsink.
+	if _, err := db.Exec("INSERT INTO uploads (id, stream, received_at, remote_addr, content_type, body) VALUES (?, 'intruder', NOW(), '', '', 'x')", j1.ID+1); err != nil {
+		t.Fatal(err)
+	}
+	j2 := &Job{Tag: 2, Stream: []byte("new"), Body: []byte("two")}
+	mustSubmit(t, s, j2)
+	col.waitFor(t, 2)
+	if j2.Err != nil || j2.ID <= j1.ID+1 {
+		t.Fatalf("job 2: id %d err %v, want committed above %d", j2.ID, j2.Err, j1.ID+1)
+	}
+	if r := readRow(t, db, j2.ID); string(r.body) != "two" {
+		t.Fatalf("row %d: %q", j2.ID, r.body)
+	}
+	if got := countRows(t, db, "uploads"); got != 5 {
+		t.Fatalf("%d rows, want 5", got)
+	}
+}
+
+// TestCertFailureRetried: a certification failure (1213, as Galera reports
+// it) is retried beyond the one retry of other known failures; past
+// maxCertRetries the batch fails.
+func TestCertFailureRetried(t *testing.T) {
+	for _, tc := range []struct {
+		failures int32
+		wantErr  error
+	}{
+		{1 + maxCertRetries - 1, nil},
+		{1 + maxCertRetries, ErrUnavailable},
+	} {
+		t.Run(fmt.Sprint(tc.failures), func(t *testing.T) {
+			var left atomic.Int32
+			hooks := &testHooks{afterLoad: func(*writer) error {
+				if left.Add(-1) >= 0 {
+					return &mysql.MySQLError{Number: 1213, Message: "Deadlock: wsrep aborted transaction"}
+				}
+				return nil
+			}}
+			s, col, db := openTest(t, Config{Writers: 1}, hooks)
+			left.Store(tc.failures)
+			j := &Job{Tag: 1, Stream: []byte("c"), Body: []byte("certified")}
+			mustSubmit(t, s, j)
+			col.waitFor(t, 1)
+			if j.Err != tc.wantErr {
+				t.Fatalf("err %v, want %v", j.Err, tc.wantErr)
+			}
+			want := 1
+			if tc.wantErr != nil {
+				want = 0
+			}
+			if got := countRows(t, db, "uploads"); got != want {
+				t.Fatalf("%d rows, want %d", got, want)
+			}
+		})
+	}
+}
+
+// TestCollectKeepsSeqsConsecutive: a batch's replayed records have
+// consecutive spool seqs (its ledger range must hold no seq of another
+// writer's batch); one that does not follow waits for the next batch.
+func TestCollectKeepsSeqsConsecutive(t *testing.T) {
+	s := &Store{cfg: Config{MaxBatchRows: 100, MaxBatchBytes: 1 << 20}, queue: make(chan *Job, 16)}
+	w := &writer{Store: s}
+	job := func(seq uint64) *Job { return &Job{Tag: seq, SpoolSeq: seq, Body: []byte("x")} }
+	for _, j := range []*Job{job(2), {Tag: 100, Body: []byte("live")}, job(3), job(5), job(6), job(8)} {
+		s.queue <- j
+	}
+	var got [][]uint64
+	first := job(1)
+	for first != nil {
+		w.collect(first)
+		var tags []uint64
+		for _, j := range w.batch {
+			tags = append(tags, j.Tag)
+		}
+		got = append(got, tags)
+		first, w.carry = w.carry, nil
+	}
+	want := [][]uint64{{1, 2, 100, 3}, {5, 6}, {8}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("batches %v, want %v", got, want)
+	}
+}
