@@ -6,7 +6,7 @@
 // # Writing a batch
 //
 // Submit puts a *Job on a buffered channel and never blocks. A free writer
-// (Config.Writers of them, default 2) takes the first job, drains whatever
+// (Config.Writers of them, default 1) takes the first job, drains whatever
 // else is queued (up to MaxBatchRows rows and MaxBatchBytes body bytes) and
 // writes it in one transaction on its pinned connection, while another
 // writer can load the next batch (InnoDB merges the two commits' log
@@ -149,9 +149,10 @@ type Config struct {
 	// its node fails (see "Several nodes"). DSN is shorthand for one.
 	DSNs []string
 	DSN  string
-	// Writers is how many connections write batches at once (default 2):
-	// one batch loads while another commits, and InnoDB merges their log
-	// flushes.
+	// Writers is how many connections write batches at once (default 1).
+	// With more, one batch loads while another commits; on the 2-core
+	// machine of BENCHMARKS.md ("Writers") 2 and 4 were slower than 1 (the
+	// batches get smaller and the CPU is shared), so more is opt-in.
 	Writers       int
 	QueueLen      int           // bounded queue capacity in jobs; default 4096
 	MaxBatchRows  int           // default 1000
@@ -252,7 +253,7 @@ type Stats struct {
 }
 
 const (
-	defaultWriters       = 2
+	defaultWriters       = 1
 	maxWriters           = 16
 	defaultQueueLen      = 4096
 	defaultMaxBatchRows  = 1000

@@ -118,7 +118,7 @@ func serve(args []string, stderr io.Writer, check io.Writer) int {
 	cfg.MaxBody, cfg.MaxInflight = 1<<20, 32<<20
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "HTTP listen address host:port")
 	fs.Var(dsnList{&cfg.Store.DSNs}, "dsn", "MariaDB/MySQL DSN in go-sql-driver form (or $UPSINK_DSN); several (repeated, or comma-separated) are nodes of one Galera cluster in order of preference")
-	fs.IntVar(&cfg.Store.Writers, "writers", 2, "database connections writing batches at once")
+	fs.IntVar(&cfg.Store.Writers, "writers", 1, "database connections writing batches at once (more can help on a slow-committing database, e.g. Galera; see BENCHMARKS.md)")
 	fs.Var(size{&cfg.MaxBody}, "max-body", "largest accepted upload body (default 1MiB)")
 	fs.Var(size{&cfg.MaxInflight}, "max-inflight", "global budget for bodies being received or committed (default 32MiB)")
 	fs.Var(size{&memLimit}, "memory-limit", "Go soft memory limit (default 48MiB; 0 = none)")
