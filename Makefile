@@ -25,8 +25,12 @@
 #   make build   bin/upsink
 #   make vet     go vet ./...
 #   make db-start / db-stop / db-status   the ./var/mysql server alone
+#   make galera-start / galera-stop / galera-status   a 3-node Galera cluster on
+#                127.0.0.1 in ./var/galera (deploy/galera.sh, deploy/GALERA.md);
+#                galera-start installs galera-4, rsync and socat first if missing
 #
 # Variables: LISTEN (127.0.0.1:8080), TLS_LISTEN (127.0.0.1:8443), TLSDIR (var/tls), DBDIR (var/mysql),
+#   GALERADIR (var/galera; ports from UPSINK_GALERA_PORT, default 24100),
 #   UPSINK_DB_PROFILE (deploy/mysql/low-memory.cnf; low-memory-aria.cnf for the
 #   tightest boxes), GOTESTFLAGS (extra go test flags), BENCH (.)
 
@@ -36,10 +40,11 @@ LISTEN ?= 127.0.0.1:8080
 TLS_LISTEN ?= 127.0.0.1:8443
 TLSDIR ?= var/tls
 DBDIR ?= var/mysql
+GALERADIR ?= var/galera
 BENCH ?= .
 GOTESTFLAGS ?=
 
-.PHONY: all run build vet test systemd-check bench bench-go bench-vps bench-spool bench-ingest status-shot attack sigterm faults tools-check db-start db-stop db-status clean
+.PHONY: all run build vet test systemd-check bench bench-go bench-vps bench-spool bench-ingest status-shot attack sigterm faults tools-check db-start db-stop db-status galera-install galera-start galera-stop galera-status clean
 
 all: build
 
@@ -141,6 +146,20 @@ db-stop:
 
 db-status:
 	@deploy/mariadb.sh status '$(DBDIR)' >/dev/null && echo "running: $$(deploy/mariadb.sh dsn '$(DBDIR)')" || { echo "not running"; exit 1; }
+
+# Galera's packages only for the cluster targets: tools-check (make test) does
+# not need them.
+galera-install:
+	@deploy/galera.sh install
+
+galera-start: galera-install
+	deploy/galera.sh start '$(GALERADIR)'
+
+galera-stop:
+	deploy/galera.sh stop '$(GALERADIR)'
+
+galera-status:
+	@deploy/galera.sh status '$(GALERADIR)' && echo "DSNs: $$(deploy/galera.sh dsns '$(GALERADIR)')"
 
 clean:
 	rm -rf bin
