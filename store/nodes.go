@@ -33,7 +33,10 @@ import (
 //   - on the same server run (same node, same start time): KILL it and wait
 //     until it has left the process list;
 //   - on a server that restarted since: it is gone;
-//   - on another Galera node of the cluster: the old node is asked first
+//   - on another node, when no COMMIT was in flight on it: nothing to do
+//     (its transaction rolls back when the session ends);
+//   - on another Galera node of the cluster, when COMMIT was in flight (an
+//     unknown outcome): the old node is asked first
 //     (KILL there, as above, if it still answers); if it does not answer,
 //     the new node must no longer count it as a member
 //     (mysql.wsrep_cluster_members). A node outside the primary component
@@ -63,7 +66,7 @@ func openNode(dsn string, writers int, log *slog.Logger) (*node, string, error) 
 // missing.
 func (w *writer) connect(prefer int) error {
 	if h := w.hooks.connect; h != nil {
-		if err := h(); err != nil {
+		if err := h(w); err != nil {
 			return fmt.Errorf("store: connect (test hook): %w", err)
 		}
 	}
@@ -109,7 +112,7 @@ func (w *writer) connectTo(i int) error {
 		}
 		return err
 	}
-	w.stale = session{}
+	w.stale, w.staleCommit = session{}, false
 	w.conn = c
 	w.curConn.Store(sess.id)
 	w.curNode.Store(int32(i))
@@ -211,6 +214,12 @@ func (w *writer) fence(ctx context.Context, c *sql.Conn, sess session) error {
 	if old.node == sess.node {
 		return nil // the server restarted: the old session is gone with it
 	}
+	if !w.staleCommit {
+		// Its transaction was never sent a COMMIT: whatever it did rolls
+		// back when the session ends, and its locks are its node's
+		// business (a write set from here is certified against them).
+		return nil
+	}
 	if old.uuid == "" || sess.uuid == "" {
 		return fmt.Errorf("store: session %d on %s may still commit and no other server can tell: waiting for it", old.id, w.nodes[old.node].addr)
 	}
@@ -271,6 +280,7 @@ func (w *writer) dropConn() {
 	if w.conn == nil {
 		return
 	}
+	w.staleCommit = false
 	discard(w.conn)
 	w.conn = nil
 	w.stale = w.sess

@@ -72,8 +72,17 @@ func (w *writer) lookup(id uint64, n int) (committed bool, err error) {
 }
 
 // failQueued fails every job waiting in the queue right now (used while the
-// database is down during a resolution, so clients are not kept waiting).
+// database is down during a resolution, so clients are not kept waiting),
+// unless another writer is up to write them: then the writer's carried
+// job goes back to the queue for it.
 func (w *writer) failQueued() {
+	if w.othersUp() {
+		// Another writer takes them, and this one's carried job too.
+		if w.carry != nil && w.giveBack(w.carry) {
+			w.carry = nil
+		}
+		return
+	}
 	w.spill = w.spill[:0]
 	if w.carry != nil {
 		w.spill = append(w.spill, w.carry)

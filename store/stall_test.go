@@ -137,7 +137,7 @@ func testStallMidBatch(t *testing.T, engine, at string, dir faultproxy.Dir, cut 
 		stalled.Store(true) // publishes behind to the test goroutine
 	}
 	hooks := &testHooks{
-		connect: func() error {
+		connect: func(*writer) error {
 			if stalled.Load() {
 				connects.Add(1)
 			}

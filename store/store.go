@@ -352,30 +352,31 @@ type writer struct {
 	loadSQL    string
 	tables     map[*schema.Table]*tableLoad
 
-	conn      *sql.Conn
-	sess      session  // conn's session
-	stale     session  // a dropped connection's session that may still run on its server; fenced before the next batch (id 0: none)
-	galera    bool     // conn's server runs wsrep
-	batchIDs  idBlock  // batch ids (ids.go)
-	uploadIDs idBlock  // ids of rows of uploads
-	batch     []*Job   // jobs drained for the current batch, handed to OnDone
-	valid     []*Job   // the part of batch that goes to the database
-	load      []*Job   // of the current attempt's uploads, those loaded as rows of uploads (idem.go)
-	ids       []uint64 // per job of the current attempt: the id of its (first) row once loaded
-	group     []*Job   // one table's jobs being loaded (rows.go)
-	groupAt   []int    // their indices in the attempt's jobs
-	rows      rowsReader
-	verdicts  []verdict
-	priors    []Answer
-	sameAs    []int32
-	lastPrune time.Time
-	spill     []*Job // jobs failed fast while resolving an unknown outcome
-	carry     *Job   // drained but did not fit in the previous batch
-	qclosed   bool   // the queue channel is closed and empty
-	lastOK    time.Time
-	backoff   time.Duration
-	rd        tsvReader
-	sqlBuf    []byte
+	conn        *sql.Conn
+	sess        session  // conn's session
+	stale       session  // a dropped connection's session that may still run on its server; fenced before the next batch (id 0: none)
+	staleCommit bool     // stale's last batch had COMMIT in flight (an unknown outcome)
+	galera      bool     // conn's server runs wsrep
+	batchIDs    idBlock  // batch ids (ids.go)
+	uploadIDs   idBlock  // ids of rows of uploads
+	batch       []*Job   // jobs drained for the current batch, handed to OnDone
+	valid       []*Job   // the part of batch that goes to the database
+	load        []*Job   // of the current attempt's uploads, those loaded as rows of uploads (idem.go)
+	ids         []uint64 // per job of the current attempt: the id of its (first) row once loaded
+	group       []*Job   // one table's jobs being loaded (rows.go)
+	groupAt     []int    // their indices in the attempt's jobs
+	rows        rowsReader
+	verdicts    []verdict
+	priors      []Answer
+	sameAs      []int32
+	lastPrune   time.Time
+	spill       []*Job // jobs failed fast while resolving an unknown outcome
+	carry       *Job   // drained but did not fit in the previous batch
+	qclosed     bool   // the queue channel is closed and empty
+	lastOK      time.Time
+	backoff     time.Duration
+	rd          tsvReader
+	sqlBuf      []byte
 	// Non-transactional engine (Aria in the tight profile): ROLLBACK does not
 	// undo the LOAD, so a failed batch deletes its own rows when it can.
 	nonTx       bool
@@ -391,7 +392,7 @@ type testHooks struct {
 	afterLoad    func(w *writer) error // after the LOAD DATA checks, before the ledger insert
 	beforeCommit func(w *writer)       // just before COMMIT is sent
 	afterCommit  func(w *writer) error // after COMMIT returned OK; an error means "the reply was lost"
-	connect      func() error          // before each connect; an error means "database unreachable"
+	connect      func(w *writer) error // before each connect; an error means "database unreachable"
 }
 
 // Open validates cfg and starts the writer. It does not fail when the database

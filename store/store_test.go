@@ -111,6 +111,21 @@ func openTest(t testing.TB, cfg Config, hooks *testHooks, setup ...string) (*Sto
 // *sql.DB keeps the direct DSN.
 func openTestVia(t testing.TB, via func(*mysql.Config), cfg Config, hooks *testHooks, setup ...string) (*Store, *collector, *sql.DB) {
 	t.Helper()
+	s, col, db := openTestNoWait(t, via, cfg, hooks, setup...)
+	waitConnected(t, s)
+	return s, col, db
+}
+
+// openTestWaitReady is openTest that waits only until one writer is up.
+func openTestWaitReady(t testing.TB, cfg Config, hooks *testHooks, setup ...string) (*Store, *collector, *sql.DB) {
+	t.Helper()
+	s, col, db := openTestNoWait(t, nil, cfg, hooks, setup...)
+	waitReady(t, s)
+	return s, col, db
+}
+
+func openTestNoWait(t testing.TB, via func(*mysql.Config), cfg Config, hooks *testHooks, setup ...string) (*Store, *collector, *sql.DB) {
+	t.Helper()
 	dsn := testdb.New(t)
 	mc, err := mysql.ParseDSN(dsn)
 	if err != nil {
@@ -141,7 +156,6 @@ func openTestVia(t testing.TB, via func(*mysql.Config), cfg Config, hooks *testH
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	waitConnected(t, s)
 	return s, col, check
 }
 
@@ -741,7 +755,7 @@ func TestUnknownWhileDatabaseDown(t *testing.T) {
 			down.Store(true)
 			return errors.New("reply lost")
 		},
-		connect: func() error {
+		connect: func(*writer) error {
 			if down.Load() {
 				if downConnects.Add(1) >= 4 {
 					down.Store(false)

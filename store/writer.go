@@ -22,11 +22,21 @@ func (w *writer) run() {
 			w.shutdown()
 			return
 		default:
+			q := w.queue
+			if w.conn == nil && w.othersUp() {
+				// Leave the jobs to a writer that can write them; this one
+				// reconnects on its timer. (With no writer up, it takes them
+				// to fail them fast.)
+				q = nil
+			}
 			select {
-			case j, ok := <-w.queue:
+			case j, ok := <-q:
 				if !ok {
 					w.qclosed = true
 					continue
+				}
+				if w.conn == nil && w.othersUp() && w.giveBack(j) {
+					continue // another writer came up while this one waited
 				}
 				first = j
 			case <-timer.C:
@@ -38,10 +48,36 @@ func (w *writer) run() {
 		w.handle()
 		if w.conn != nil {
 			timer.Reset(idlePing)
-		} else {
-			timer.Reset(w.backoff)
+		}
+		// else the timer keeps its reconnect time: jobs failed fast must
+		// not put the reconnect off
+	}
+}
+
+// giveBack puts j back into the queue if there is room and the store is
+// not closing.
+func (w *writer) giveBack(j *Job) bool {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	if w.closed {
+		return false
+	}
+	select {
+	case w.queue <- j:
+		return true
+	default:
+		return false
+	}
+}
+
+// othersUp reports whether another writer has a working connection.
+func (w *writer) othersUp() bool {
+	for _, o := range w.writers {
+		if o != w && o.up.Load() {
+			return true
 		}
 	}
+	return false
 }
 
 // tick runs when the writer has been idle: it (re)connects or pings, and
@@ -258,6 +294,7 @@ func (w *writer) commit(jobs []*Job, now time.Time) error {
 		if unknown {
 			w.log.Warn("store: batch outcome unknown, resolving via ledger", "writer", w.num, "batch", id, "rows", len(jobs), "err", err)
 			w.dropConn()
+			w.staleCommit = true // fenced before the lookup
 			committed := w.resolve(id, len(w.load), old)
 			w.recovered.Add(1)
 			w.log.Info("store: batch outcome resolved", "writer", w.num, "batch", id, "committed", committed)

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -167,5 +168,36 @@ func TestCollectKeepsSeqsConsecutive(t *testing.T) {
 	want := [][]uint64{{1, 2, 100, 3}, {5, 6}, {8}}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("batches %v, want %v", got, want)
+	}
+}
+
+// TestWriterWithoutConnectionLeavesJobs: a writer that cannot connect (its
+// node is down) leaves the queue to the writer that can, instead of taking
+// jobs only to fail them.
+func TestWriterWithoutConnectionLeavesJobs(t *testing.T) {
+	hooks := &testHooks{connect: func(w *writer) error {
+		if w.num == 0 {
+			return errors.New("node down for writer 0")
+		}
+		return nil
+	}}
+	s, col, db := openTestWaitReady(t, Config{Writers: 2}, hooks)
+	const n = 200
+	jobs := make([]*Job, n)
+	for i := range jobs {
+		jobs[i] = &Job{Tag: uint64(i), Stream: []byte("w"), Body: []byte(fmt.Sprint("job ", i))}
+		mustSubmit(t, s, jobs[i])
+		if i%20 == 19 {
+			col.waitFor(t, i+1) // in waves, so that both writers wait on the queue
+		}
+	}
+	col.waitFor(t, n)
+	for _, j := range jobs {
+		if j.Err != nil {
+			t.Fatalf("job %d: %v", j.Tag, j.Err)
+		}
+	}
+	if got := countRows(t, db, "uploads"); got != n {
+		t.Fatalf("%d rows, want %d", got, n)
 	}
 }
