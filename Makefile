@@ -44,7 +44,7 @@ GALERADIR ?= var/galera
 BENCH ?= .
 GOTESTFLAGS ?=
 
-.PHONY: all run build vet test systemd-check bench bench-go bench-vps bench-spool bench-ingest status-shot attack sigterm faults tools-check db-start db-stop db-status galera-install galera-start galera-stop galera-status clean
+.PHONY: all run build vet test test-cluster bench-cluster systemd-check bench bench-go bench-vps bench-spool bench-ingest status-shot attack sigterm faults tools-check db-start db-stop db-status galera-install galera-start galera-stop galera-status clean
 
 all: build
 
@@ -80,6 +80,16 @@ ALLOCPKGS = ./conn ./parser ./server ./store ./bench ./tlsbridge ./spool ./inges
 test: tools-check
 	deploy/with-testdb.sh bash -c '$(GO) vet ./... && $(GO) test -count=1 -run "$(ALLOCTESTS)" $(ALLOCPKGS) && $(GO) test -race -count=1 -timeout 9m $(GOTESTFLAGS) ./...'
 	FAULTS_SHORT=1 bench/faults.sh
+
+# Issue 11's scenario on a 3-node Galera cluster on loopback (bench/cluster.sh,
+# ~4 minutes): two upsink instances, node kills and IST rejoins, every
+# acknowledged upload once on every node. .ci/run runs it after make test.
+test-cluster: tools-check
+	bench/cluster.sh scenario
+
+# Uploads/s: 1 and 2 instances into the cluster, 1 into a single MariaDB.
+bench-cluster: tools-check
+	bench/cluster.sh rates
 
 # The whole side-by-side run (upsink vs the net/http baseline, idle memory,
 # uploads/s, handshakes, stalled handshakes, go test -bench; plain and HTTPS)
