@@ -61,6 +61,15 @@ type checked struct {
 	failed *error // the last error of Set, for the caller
 }
 
+// String is the wrapped value's; flag.PrintDefaults also calls it on a zero
+// checked (to find the zero value), which has none.
+func (c checked) String() string {
+	if c.Value == nil {
+		return ""
+	}
+	return c.Value.String()
+}
+
 func (c checked) Set(v string) error {
 	if _, err := parseAs(c.Value, v); err != nil {
 		*c.failed = err

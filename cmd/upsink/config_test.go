@@ -27,6 +27,9 @@ func TestConfigCoversServeFlags(t *testing.T) {
 	if code := run([]string{"serve", "-h"}, &out); code != 0 {
 		t.Fatalf("serve -h: %d", code)
 	}
+	if strings.Contains(out.String(), "panic") {
+		t.Fatalf("serve -h printed a panic:\n%s", out.String())
+	}
 	var flags []string
 	for _, line := range strings.Split(out.String(), "\n") {
 		if name, ok := strings.CutPrefix(line, "  -"); ok {
