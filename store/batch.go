@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -20,6 +21,13 @@ import (
 // On success (or an unknown outcome) w.verdicts says what became of each job
 // and w.ids the ids of the loaded ones; settle turns that into the jobs'
 // results once the commit is known. id is the batch id (ids.go).
+//
+// Round trips: statements that need no answer of their own ride in front of
+// the next one as a multi-statement (w.pre): START TRANSACTION goes with the
+// first LOAD, each LOAD's warning check (checkLoadSQL) with the statement
+// after it, and the last check, the ledger row and COMMIT go together. A
+// batch of uploads without keys is two round trips: "START TRANSACTION;
+// LOAD ..." and "check; INSERT INTO upsink_batches ...; COMMIT" (it was five).
 func (w *writer) attempt(id uint64, jobs []*Job, now time.Time) (err error, unknown bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
 	defer cancel()
@@ -35,24 +43,20 @@ func (w *writer) attempt(id uint64, jobs []*Job, now time.Time) (err error, unkn
 	var first uint64
 	if nUp > 0 {
 		if first, err = w.takeIDs(ctx, &w.uploadIDs, "uploads", "uploads", "id", nUp); err != nil {
-			return w.abort(nil, err), false
+			return w.abort(err), false
 		}
 	}
 	if err := w.reserveTables(ctx, jobs); err != nil {
-		return w.abort(nil, err), false
+		return w.abort(err), false
 	}
-	w.busy()
-	tx, err := w.conn.BeginTx(ctx, nil)
-	if err != nil {
-		return w.abort(nil, fmt.Errorf("store: begin: %w", err)), false
-	}
-	if err := w.judgeKeys(ctx, tx, jobs); err != nil {
-		return w.abort(tx, err), false
+	w.pre, w.txOpen = "START TRANSACTION", false
+	if err := w.judgeKeys(ctx, jobs); err != nil {
+		return w.abort(err), false
 	}
 	n := uint64(len(w.load))
 	if n > 0 {
-		if err = w.loadRows(ctx, tx, now, first); err != nil {
-			return w.abort(tx, err), false
+		if err = w.loadRows(ctx, now, first); err != nil {
+			return w.abort(err), false
 		}
 		k := first
 		for i, j := range jobs {
@@ -62,40 +66,80 @@ func (w *writer) attempt(id uint64, jobs []*Job, now time.Time) (err error, unkn
 			}
 		}
 	}
-	if err := w.loadTables(ctx, tx, jobs, now); err != nil {
-		return w.abort(tx, err), false
+	if err := w.loadTables(ctx, jobs, now); err != nil {
+		return w.abort(err), false
 	}
-	if err := w.insertKeys(ctx, tx, jobs); err != nil {
-		return w.abort(tx, err), false
+	if err := w.insertKeys(ctx, jobs); err != nil {
+		return w.abort(err), false
 	}
 	if h := w.hooks.afterLoad; h != nil {
 		if err := h(w); err != nil {
-			return w.abort(tx, fmt.Errorf("store: after load (test hook): %w", err)), false
+			return w.abort(fmt.Errorf("store: after load (test hook): %w", err)), false
 		}
-	}
-	w.busy()
-	if _, err := tx.ExecContext(ctx, w.ledgerSQL(id, first, n, jobs)); err != nil {
-		return w.abort(tx, fmt.Errorf("store: ledger insert: %w", err)), false
 	}
 	if h := w.hooks.beforeCommit; h != nil {
 		h(w)
 	}
-	// From here on the outcome of any error is unknown (COMMIT may have
-	// run), except a certification failure, which Galera reports only for
-	// a transaction it rolled back.
-	w.busy()
-	if err := tx.Commit(); err != nil {
-		if isCertFailure(err) {
-			return fmt.Errorf("store: commit: %w", err), false
+	// The last LOAD's check, the ledger row and COMMIT, in one round trip.
+	// From here on the outcome of an error is unknown (COMMIT may have
+	// run), except the check's own (nothing after it ran) and a
+	// certification failure, which Galera reports only for a transaction it
+	// rolled back.
+	_, err = w.exec(ctx, w.ledgerSQL(id, first, n, jobs)+";\nCOMMIT")
+	if err != nil {
+		if cerr, ok := checkError(err); ok {
+			return w.abort(cerr), false
 		}
-		return fmt.Errorf("store: commit: %w", err), true
+		if isCertFailure(err) {
+			return w.abort(fmt.Errorf("store: commit: %w", err)), false
+		}
+		return fmt.Errorf("store: ledger and commit: %w", err), true
 	}
+	w.txOpen = false
 	if h := w.hooks.afterCommit; h != nil {
 		if err := h(w); err != nil {
 			return fmt.Errorf("store: commit (test hook): %w", err), true
 		}
 	}
 	return nil, false
+}
+
+// exec runs q on the writer's connection after the statements waiting in
+// w.pre, in one round trip (a multi-statement; the result is q's).
+func (w *writer) exec(ctx context.Context, q string) (sql.Result, error) {
+	if w.pre != "" {
+		q = w.pre + ";\n" + q
+		w.pre = ""
+		w.txOpen = true
+	}
+	w.busy()
+	return w.conn.ExecContext(ctx, q)
+}
+
+// flush sends the statements waiting in w.pre on their own (before a query,
+// whose rows are read from the first result).
+func (w *writer) flush(ctx context.Context) error {
+	if w.pre == "" {
+		return nil
+	}
+	q := w.pre
+	w.pre = ""
+	w.txOpen = true
+	w.busy()
+	if _, err := w.conn.ExecContext(ctx, q); err != nil {
+		if cerr, ok := checkError(err); ok {
+			return cerr
+		}
+		return fmt.Errorf("store: %s: %w", firstWords(q), err)
+	}
+	return nil
+}
+
+func firstWords(q string) string {
+	if len(q) > 40 {
+		return q[:40] + "..."
+	}
+	return q
 }
 
 // isCertFailure reports a deadlock error (1213): on Galera, a transaction
@@ -107,15 +151,20 @@ func isCertFailure(err error) bool {
 	return errors.As(err, &me) && me.Number == 1213
 }
 
-// loadRows streams w.load into uploads with ids first.. and checks what
-// the server did with it: every row inserted, no warning.
-func (w *writer) loadRows(ctx context.Context, tx *sql.Tx, now time.Time, first uint64) error {
+// loadRows streams w.load into uploads with ids first.. and checks that
+// every row was inserted; its warning check goes with the next statement.
+func (w *writer) loadRows(ctx context.Context, now time.Time, first uint64) error {
 	n := uint64(len(w.load))
 	w.rd.reset(w.load, now, first)
-	w.busy()
-	res, err := tx.ExecContext(ctx, w.loadSQL)
+	if h := w.hooks.beforeLoad; h != nil {
+		h(w)
+	}
+	res, err := w.exec(ctx, w.loadSQL)
 	w.rd.reset(nil, time.Time{}, 0)
 	if err != nil {
+		if cerr, ok := checkError(err); ok { // the previous LOAD's check
+			return cerr
+		}
 		return fmt.Errorf("store: load batch: %w", err)
 	}
 	affected, err := res.RowsAffected()
@@ -123,29 +172,47 @@ func (w *writer) loadRows(ctx context.Context, tx *sql.Tx, now time.Time, first 
 		return fmt.Errorf("store: load batch: rows affected: %w", err)
 	}
 	w.loadedFirst, w.loadedN = first, uint64(affected)
-	return w.checkLoad(ctx, tx, "uploads", affected, n)
+	return w.checkLoad("uploads", affected, n)
 }
 
-// checkLoad checks a LOAD's result: n rows inserted and no warning. The
-// OK packet's warning count is not exposed by the driver, so it is read
-// (@@warning_count does not reset the warning list).
-func (w *writer) checkLoad(ctx context.Context, tx *sql.Tx, table string, affected int64, n uint64) error {
-	var warnings int
-	w.busy()
-	if err := tx.QueryRowContext(ctx, "SELECT @@warning_count").Scan(&warnings); err != nil {
-		return fmt.Errorf("store: load into %s: warnings: %w", table, err)
-	}
-	if warnings != 0 {
-		err := loadWarning(ctx, tx, warnings)
-		if errors.Is(err, errIDTaken) {
-			w.dropBlocks()
-		}
-		return err
-	}
+// checkLoad checks a LOAD's row count and queues its warning check
+// (checkLoadSQL) in front of the next statement: the driver does not expose
+// the warning count of the OK packet, and the warning list lasts until the
+// next statement that uses a table.
+func (w *writer) checkLoad(table string, affected int64, n uint64) error {
+	w.pre = checkLoadSQL
 	if uint64(affected) != n {
 		return fmt.Errorf("store: load into %s: %d rows affected, want %d", table, affected, n)
 	}
 	return nil
+}
+
+// checkLoadSQL fails (1644, "upsink: N warnings, first: CODE: MESSAGE") when
+// the statement before it left warnings: with LOCAL the server cannot stop
+// the transfer, so it turns data errors (truncation, bad values, duplicate
+// keys) into warnings even in strict mode. An anonymous compound statement
+// (MariaDB 10.1.1+) sees the previous statement's diagnostics, and an error
+// stops the rest of a multi-statement, so nothing after it runs.
+const checkLoadSQL = "BEGIN NOT ATOMIC DECLARE n INT DEFAULT @@warning_count; DECLARE c INT DEFAULT 0; DECLARE m VARCHAR(512) DEFAULT '';" +
+	" IF n > 0 THEN GET DIAGNOSTICS CONDITION 1 c = MYSQL_ERRNO, m = MESSAGE_TEXT;" +
+	" SET m = CONCAT('upsink: ', n, ' warnings, first: ', c, ': ', m); SIGNAL SQLSTATE '45000' SET MYSQL_ERRNO = 1644, MESSAGE_TEXT = m; END IF; END"
+
+const checkPrefix = "upsink: "
+
+// checkError turns checkLoadSQL's error into the batch's error: a
+// dataError (bisect), or errIDTaken for a duplicate key (1062: an id of the
+// block was taken by a row written outside upsink; the writer drops its
+// blocks and the retry takes new ones above every existing id).
+func checkError(err error) (error, bool) {
+	var me *mysql.MySQLError
+	if !errors.As(err, &me) || me.Number != 1644 || !strings.HasPrefix(me.Message, checkPrefix) {
+		return nil, false
+	}
+	reason := me.Message[len(checkPrefix):]
+	if strings.Contains(reason, " warnings, first: 1062: ") {
+		return fmt.Errorf("%w: %s", errIDTaken, reason), true
+	}
+	return &dataError{reason}, true
 }
 
 // ledgerSQL is the batch's ledger row: its id, its rows, and the range of
@@ -176,43 +243,36 @@ func (w *writer) ledgerSQL(id, first, n uint64, jobs []*Job) string {
 	return string(b)
 }
 
-// loadWarning builds the error for a LOAD DATA that raised warnings: with
-// LOCAL the server cannot stop the transfer, so it treats data errors
-// (truncation, bad values) as warnings even in strict mode. Any warning fails
-// the batch.
-//
-// A duplicate-key warning (1062) is not the data's fault: an id of the block
-// was taken by a row written outside upsink. It is errIDTaken; the writer
-// drops its blocks and the retry takes new ones above every existing id.
-func loadWarning(ctx context.Context, tx *sql.Tx, count int) error {
-	var level, msg string
-	var code int
-	if err := tx.QueryRowContext(ctx, "SHOW WARNINGS LIMIT 1").Scan(&level, &code, &msg); err != nil {
-		return fmt.Errorf("store: load batch: %d warnings (show warnings: %w)", count, err)
-	}
-	if code == 1062 {
-		return fmt.Errorf("%w: %s", errIDTaken, msg)
-	}
-	return &dataError{fmt.Sprintf("%d warnings, first: %s %d: %s", count, level, code, msg)}
-}
-
 // errIDTaken: a LOAD found one of its ids already used.
 var errIDTaken = errors.New("store: load batch: an id of the block is already used")
 
-// abort rolls tx back after a failure that happened before COMMIT was sent and
-// drops the connection unless the server still answers. It returns cause.
-// On a non-transactional engine the rollback leaves the loaded rows in place,
-// so abort deletes them (they were never acknowledged; left behind they would
-// become duplicates when the client retries), at once or, if the connection is
-// gone, right after the next connect.
-func (w *writer) abort(tx *sql.Tx, cause error) error {
+// abort rolls the transaction back after a failure that happened before
+// COMMIT was sent and drops the connection unless the server still answers.
+// It returns cause. On a non-transactional engine the rollback leaves the
+// loaded rows in place, so abort deletes them (they were never acknowledged;
+// left behind they would become duplicates when the client retries), at once
+// or, if the connection is gone, right after the next connect. A cause
+// that says an id was taken drops the writer's id blocks.
+func (w *writer) abort(cause error) error {
+	w.pre = ""
+	if errors.Is(cause, errIDTaken) {
+		w.dropBlocks()
+	}
 	// The connection still works if the server answered: the ROLLBACK, or
 	// (no transaction yet) the failed statement with an error of its own.
 	var me *mysql.MySQLError
 	alive := errors.As(cause, &me)
-	if tx != nil {
+	var de *dataError
+	if errors.As(cause, &de) || errors.Is(cause, errIDTaken) {
+		alive = true // the check's own error
+	}
+	if w.txOpen && w.conn != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
 		w.busy()
-		alive = tx.Rollback() == nil
+		_, err := w.conn.ExecContext(ctx, "ROLLBACK")
+		cancel()
+		alive = err == nil
+		w.txOpen = false
 	}
 	if !alive {
 		w.dropConn()

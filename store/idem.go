@@ -3,7 +3,6 @@ package store
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"encoding/hex"
 	"fmt"
 	"strconv"
@@ -49,8 +48,9 @@ const (
 )
 
 // judgeKeys sets w.verdicts (and w.priors, w.sameAs) for jobs and fills
-// w.load with the jobs to load. It runs inside tx, before the LOAD.
-func (w *writer) judgeKeys(ctx context.Context, tx *sql.Tx, jobs []*Job) error {
+// w.load with the jobs to load. It runs in the batch's transaction, before
+// the LOAD.
+func (w *writer) judgeKeys(ctx context.Context, jobs []*Job) error {
 	w.verdicts = w.verdicts[:0]
 	w.priors = w.priors[:0]
 	w.sameAs = w.sameAs[:0]
@@ -80,11 +80,11 @@ func (w *writer) judgeKeys(ctx context.Context, tx *sql.Tx, jobs []*Job) error {
 			}
 		}
 	}
-	if err := w.skipReplayed(ctx, tx, jobs); err != nil {
+	if err := w.skipReplayed(ctx, jobs); err != nil {
 		return err
 	}
 	if keyed > 0 {
-		if err := w.lockKeys(ctx, tx, jobs); err != nil {
+		if err := w.lockKeys(ctx, jobs); err != nil {
 			return err
 		}
 	}
@@ -116,7 +116,7 @@ func scopeIs(j *Job, s []byte) bool {
 // (a replay that committed before a crash or a lost reply, then read again
 // from the spool): they are answered without a row. Only this instance's
 // writer writes its spool's ranges, so nothing needs locking.
-func (w *writer) skipReplayed(ctx context.Context, tx *sql.Tx, jobs []*Job) error {
+func (w *writer) skipReplayed(ctx context.Context, jobs []*Job) error {
 	lo, hi := spoolRange(jobs)
 	if lo == 0 {
 		return nil
@@ -128,8 +128,11 @@ func (w *writer) skipReplayed(ctx context.Context, tx *sql.Tx, jobs []*Job) erro
 	b = append(b, " AND spool_first <= "...)
 	b = strconv.AppendUint(b, hi, 10)
 	w.sqlBuf = b
+	if err := w.flush(ctx); err != nil {
+		return err
+	}
 	w.busy()
-	rows, err := tx.QueryContext(ctx, string(b))
+	rows, err := w.conn.QueryContext(ctx, string(b))
 	if err != nil {
 		return fmt.Errorf("store: read replayed ranges: %w", err)
 	}
@@ -154,7 +157,7 @@ func (w *writer) skipReplayed(ctx context.Context, tx *sql.Tx, jobs []*Job) erro
 // lockKeys reads (and locks) the batch's keys that are already committed.
 // Keys and streams travel as hex literals: nothing user-supplied is ever
 // quoted into SQL.
-func (w *writer) lockKeys(ctx context.Context, tx *sql.Tx, jobs []*Job) error {
+func (w *writer) lockKeys(ctx context.Context, jobs []*Job) error {
 	b := append(w.sqlBuf[:0], "SELECT stream, idem_key, fingerprint, status, upload_id, spool_seq, expires_at > NOW(6) FROM upsink_idem WHERE (stream, idem_key) IN ("...)
 	n := 0
 	for i, j := range jobs {
@@ -172,8 +175,11 @@ func (w *writer) lockKeys(ctx context.Context, tx *sql.Tx, jobs []*Job) error {
 	if n == 0 {
 		return nil
 	}
+	if err := w.flush(ctx); err != nil {
+		return err
+	}
 	w.busy()
-	rows, err := tx.QueryContext(ctx, string(b))
+	rows, err := w.conn.QueryContext(ctx, string(b))
 	if err != nil {
 		return fmt.Errorf("store: read idempotency keys: %w", err)
 	}
@@ -223,7 +229,7 @@ func appendKey(b []byte, j *Job) []byte {
 // insertKeys records the loaded keyed jobs' keys with their answers: 201 and
 // the row's id, or, for a record replayed from the spool, the 202 its client
 // got.
-func (w *writer) insertKeys(ctx context.Context, tx *sql.Tx, jobs []*Job) error {
+func (w *writer) insertKeys(ctx context.Context, jobs []*Job) error {
 	b := append(w.sqlBuf[:0], "INSERT INTO upsink_idem (stream, idem_key, fingerprint, status, upload_id, spool_seq, expires_at) VALUES "...)
 	n := 0
 	ttl := strconv.FormatInt(int64(w.cfg.IdempotencyTTL/time.Second), 10)
@@ -256,8 +262,10 @@ func (w *writer) insertKeys(ctx context.Context, tx *sql.Tx, jobs []*Job) error 
 	if n == 0 {
 		return nil
 	}
-	w.busy()
-	if _, err := tx.ExecContext(ctx, string(b)); err != nil {
+	if _, err := w.exec(ctx, string(b)); err != nil {
+		if cerr, ok := checkError(err); ok { // the last LOAD's check
+			return cerr
+		}
 		return fmt.Errorf("store: insert idempotency keys: %w", err)
 	}
 	return nil

@@ -3,7 +3,6 @@ package store
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"fmt"
 	"io"
 	"strconv"
@@ -84,7 +83,7 @@ func seenTable(jobs []*Job, t *schema.Table) bool {
 // loadTables loads the ingest jobs the attempt keeps, one LOAD per table,
 // and sets their ids in w.ids. jobs is the attempt's batch (w.ids is indexed
 // like it).
-func (w *writer) loadTables(ctx context.Context, tx *sql.Tx, jobs []*Job, now time.Time) error {
+func (w *writer) loadTables(ctx context.Context, jobs []*Job, now time.Time) error {
 	for i, j := range jobs {
 		if j.Table == nil || w.verdicts[i] != vLoad || w.ids[i] != 0 {
 			continue
@@ -101,7 +100,7 @@ func (w *writer) loadTables(ctx context.Context, tx *sql.Tx, jobs []*Job, now ti
 			}
 		}
 		first := w.tables[j.Table].first
-		if err := w.loadTable(ctx, tx, j.Table, n, now, first); err != nil {
+		if err := w.loadTable(ctx, j.Table, n, now, first); err != nil {
 			return err
 		}
 		for g, k := range w.groupAt {
@@ -114,19 +113,21 @@ func (w *writer) loadTables(ctx context.Context, tx *sql.Tx, jobs []*Job, now ti
 
 // loadTable runs one table's LOAD over w.group (n rows, ids first..) and
 // checks it.
-func (w *writer) loadTable(ctx context.Context, tx *sql.Tx, t *schema.Table, n int, now time.Time, first uint64) error {
+func (w *writer) loadTable(ctx context.Context, t *schema.Table, n int, now time.Time, first uint64) error {
 	w.rows.reset(w.group, now, first)
-	w.busy()
-	res, err := tx.ExecContext(ctx, w.tables[t].sql)
+	res, err := w.exec(ctx, w.tables[t].sql)
 	w.rows.reset(nil, time.Time{}, 0)
 	if err != nil {
+		if cerr, ok := checkError(err); ok { // the previous LOAD's check
+			return cerr
+		}
 		return fmt.Errorf("store: load rows into %s: %w", t.Name, err)
 	}
 	affected, err := res.RowsAffected()
 	if err != nil {
 		return fmt.Errorf("store: load rows into %s: rows affected: %w", t.Name, err)
 	}
-	return w.checkLoad(ctx, tx, t.Name, affected, uint64(n))
+	return w.checkLoad(t.Name, affected, uint64(n))
 }
 
 // rowsReader renders the LOAD DATA file of one table's jobs: each line of

@@ -155,6 +155,7 @@ func openDB(dsn string, conns int, log *slog.Logger) (db *sql.DB, name, addr str
 	}
 	mc.ParseTime = true
 	mc.InterpolateParams = false // nothing user-supplied is ever interpolated; bodies travel in the LOAD DATA stream
+	mc.MultiStatements = true    // a batch's statements share round trips (batch.go); each is built here from numbers and hex literals
 	mc.AllowAllFiles = false     // Reader:: handlers need no file allowlist
 	mc.Loc = time.UTC
 	if mc.Timeout == 0 {

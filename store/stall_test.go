@@ -86,15 +86,19 @@ func TestStallMidBatch(t *testing.T) {
 	cases := []struct {
 		name    string
 		engines []string
-		at      string // hook that stalls: "afterLoad" (before the ledger insert) or "beforeCommit"
+		at      string // hook that stalls: "beforeLoad", "afterLoad" (before the last round trip) or "beforeCommit" (the same point)
 		dir     faultproxy.Dir
 		cut     bool // cut the connections (dropping what is held) before resuming
 		// expected answer of the batch, if determined: "" (either, as long as the table agrees),
 		// "committed", or "failed early" (ErrUnavailable, answered while still stalled)
 		want string
 	}{
-		// The ledger INSERT never arrives: a known failure, nothing can commit.
-		{"stall after load", []string{"InnoDB", "Aria"}, "afterLoad", faultproxy.Both, false, "failed early"},
+		// The LOAD (with START TRANSACTION) never arrives: a known failure,
+		// nothing can commit.
+		{"stall before load", []string{"InnoDB", "Aria"}, "beforeLoad", faultproxy.Both, false, "failed early"},
+		// The last round trip (check, ledger INSERT, COMMIT) is held: the
+		// outcome is unknown until the ledger tells.
+		{"stall after load", []string{"InnoDB", "Aria"}, "afterLoad", faultproxy.Both, false, ""},
 		// COMMIT is held in the proxy and delivered on resume, racing the
 		// KILL of the old session: either way the ledger tells.
 		{"stall before commit", []string{"InnoDB", "Aria"}, "beforeCommit", faultproxy.Both, false, ""},
@@ -145,6 +149,8 @@ func testStallMidBatch(t *testing.T, engine, at string, dir faultproxy.Dir, cut 
 		},
 	}
 	switch at {
+	case "beforeLoad":
+		hooks.beforeLoad = func(*writer) { stall() }
 	case "afterLoad":
 		hooks.afterLoad = func(*writer) error { stall(); return nil }
 	case "beforeCommit":

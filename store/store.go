@@ -377,6 +377,8 @@ type writer struct {
 	backoff     time.Duration
 	rd          tsvReader
 	sqlBuf      []byte
+	pre         string // statements waiting to go in front of the next one (batch.go)
+	txOpen      bool   // a START TRANSACTION was sent and no COMMIT or ROLLBACK since
 	// Non-transactional engine (Aria in the tight profile): ROLLBACK does not
 	// undo the LOAD, so a failed batch deletes its own rows when it can.
 	nonTx       bool
@@ -389,7 +391,8 @@ type writer struct {
 // testHooks let tests inject failures at precise points of a batch transaction.
 // An error returned by a hook is treated like an error of the statement it follows.
 type testHooks struct {
-	afterLoad    func(w *writer) error // after the LOAD DATA checks, before the ledger insert
+	beforeLoad   func(w *writer)       // just before the uploads' LOAD (with START TRANSACTION in front) is sent
+	afterLoad    func(w *writer) error // after the LOADs, before the last round trip (the last check, the ledger insert, COMMIT)
 	beforeCommit func(w *writer)       // just before COMMIT is sent
 	afterCommit  func(w *writer) error // after COMMIT returned OK; an error means "the reply was lost"
 	connect      func(w *writer) error // before each connect; an error means "database unreachable"

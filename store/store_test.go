@@ -482,17 +482,32 @@ func TestFailures(t *testing.T) {
 			wantErr: ErrUnavailable,
 		},
 		{
-			name: "connection killed after load, retried",
+			name: "connection killed before load, retried",
+			hooks: func(t *testing.T, c *failureCounts) *testHooks {
+				kill := killer(t)
+				return &testHooks{beforeLoad: func(w *writer) {
+					if c.armed.Load() && c.afterLoad.Add(1) == 1 {
+						kill(w)
+						// START TRANSACTION and the LOAD fail on the dead
+						// connection: a known failure.
+					}
+				}}
+			},
+		},
+		{
+			name: "connection killed after load: unknown, not committed, retried",
 			hooks: func(t *testing.T, c *failureCounts) *testHooks {
 				kill := killer(t)
 				return &testHooks{afterLoad: func(w *writer) error {
 					if c.armed.Load() && c.afterLoad.Add(1) == 1 {
 						kill(w)
-						// The next statement (ledger insert) fails on the dead connection.
+						// The last round trip (check, ledger, COMMIT) fails
+						// on the dead connection: its outcome is unknown.
 					}
 					return nil
 				}}
 			},
+			wantRecovered: 1,
 		},
 		{
 			name: "connection killed before commit: unknown, not committed, retried",

@@ -355,7 +355,7 @@ func (w *writer) nextBatchID() (uint64, error) {
 	defer cancel()
 	id, err := w.takeIDs(ctx, &w.batchIDs, "/batch", "upsink_batches", "batch_id", 1)
 	if err != nil {
-		return 0, w.abort(nil, err)
+		return 0, w.abort(err)
 	}
 	return id, nil
 }
