@@ -13,11 +13,13 @@
 // flushes):
 //
 //	UPDATE upsink_ids ... LAST_INSERT_ID(...)   -- a block of ids, now and then, in its own transaction (ids.go)
-//	START TRANSACTION
-//	LOAD DATA LOCAL INFILE 'Reader::upsink_batch_N' INTO TABLE uploads (id, ...)
-//	SELECT @@warning_count          -- must be 0: LOCAL implies IGNORE, so bad data only warns
-//	INSERT INTO upsink_batches VALUES (batch_id, first, n, NOW(6), ...)   -- the ledger
-//	COMMIT
+//	START TRANSACTION; LOAD DATA LOCAL INFILE 'Reader::upsink_batch_N' INTO TABLE uploads (id, ...)
+//	BEGIN NOT ATOMIC ... END; INSERT INTO upsink_batches VALUES (batch_id, first, n, NOW(6), ...); COMMIT
+//
+// Two round trips (multi-statements, batch.go): the compound statement
+// fails the batch if the LOAD left warnings (LOCAL implies IGNORE, so bad data
+// only warns), and nothing after it runs; the ledger row is written in the
+// rows' transaction.
 //
 // The file is rendered on the fly from the jobs by a reader registered once
 // per writer with the driver's RegisterReaderHandler (see tsv.go), so a
@@ -39,9 +41,12 @@
 // A job is acknowledged (Err==nil) only once its batch is known to be committed.
 // An error returned before COMMIT was sent cannot have committed anything (the
 // transaction is explicit and database/sql never re-executes statements on a
-// *sql.Conn or *sql.Tx), so the batch is rolled back and retried once. Once
-// COMMIT has been sent, any error (including the COMMIT call's own) leaves the
-// outcome unknown. The writer then discards the connection and, on a fresh one:
+// *sql.Conn), so the batch is rolled back and retried once. Once the last
+// round trip (which carries COMMIT) has been sent, any error leaves the
+// outcome unknown, except two the server sends only for a transaction that
+// did not commit: the warning check's own (nothing after it ran) and a
+// deadlock or certification failure (1213). The writer then discards the
+// connection and, on a fresh one:
 //
 //  1. KILLs the old session if the server is the same instance (same start
 //     time) and waits until it has left the process list: from then on the old
