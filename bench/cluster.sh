@@ -255,6 +255,16 @@ scenario)
 	say "bench/cluster.sh scenario, $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'): 2 instances x $CLIENTS clients, $BODY, ${SECS} s per phase, --writers $WRITERS"
 	start_cluster
 	sql 1 "CREATE DATABASE IF NOT EXISTS upsink"
+	# The store's own Galera tests first: a node killed with COMMIT in flight
+	# (fenced, resolved on a survivor), two instances sharing keys.
+	log "go test -run Galera ./store (kills and restarts a node)"
+	if UPSINK_TEST_GALERA_DIR="$GDIR" "$GO" test -count=1 -race -run Galera -v ./store >"$RES/store-galera.txt" 2>&1; then
+		say "store Galera tests: $(grep -c '^--- PASS' "$RES/store-galera.txt") passed ($(grep -o 'prior answers: .*' "$RES/store-galera.txt" | head -1))"
+	else
+		say "store Galera tests: FAIL (see $RES/store-galera.txt)"
+		grep -E '^(---|\s+\S+_test.go)' "$RES/store-galera.txt" | head -20 | tee -a "$SUMMARY"
+		FAILED=1
+	fi
 	phase 1 3
 	phase 2 a
 	for i in 1 2 3; do say "node$i RSS after the scenario: $(deploy/galera.sh status "$GDIR" | awk -v n="node$i" '$1 == n { for (k = 1; k < NF; k++) if ($k == "rss") print $(k + 1) }')"; done

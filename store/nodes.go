@@ -165,6 +165,11 @@ func (w *writer) identify(ctx context.Context, c *sql.Conn, node int) (sess sess
 		return sess, true, fmt.Errorf("store: galera node not ready for writes: wsrep_ready %s, cluster status %s, state %s",
 			v["WSREP_READY"], v["WSREP_CLUSTER_STATUS"], v["WSREP_LOCAL_STATE_COMMENT"])
 	}
+	if v["WSREP_LOAD_DATA_SPLITTING"] == "ON" {
+		// The node would commit a LOAD every 10,000 rows: a batch (an
+		// ingest request's rows) would no longer be all or nothing.
+		return sess, true, errors.New("store: galera node has wsrep_load_data_splitting=ON, which commits LOAD DATA in pieces; upsink needs it OFF (the default since MariaDB 10.4)")
+	}
 	sess.uuid = v["WSREP_GCOMM_UUID"]
 	if sess.uuid == "" {
 		return sess, true, errors.New("store: galera node without wsrep_gcomm_uuid")
@@ -179,7 +184,7 @@ UNION ALL SELECT 'NOW', CAST(UNIX_TIMESTAMP() AS SIGNED)
 UNION ALL SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS
   WHERE VARIABLE_NAME IN ('UPTIME', 'WSREP_READY', 'WSREP_CLUSTER_STATUS', 'WSREP_LOCAL_STATE_COMMENT', 'WSREP_GCOMM_UUID')
 UNION ALL SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.GLOBAL_VARIABLES
-  WHERE VARIABLE_NAME IN ('LOCAL_INFILE', 'WSREP_ON')`
+  WHERE VARIABLE_NAME IN ('LOCAL_INFILE', 'WSREP_ON', 'WSREP_LOAD_DATA_SPLITTING')`
 
 // causalRead makes c's node apply everything committed in the cluster before
 // it returns (see "Fencing").

@@ -37,7 +37,8 @@ func (s source) String() string {
 // ownEnv are UPSINK_* variables that are not settings: upsink's own
 // scripts and tests use them (deploy/mariadb.sh, deploy/run.sh,
 // internal/testdb). They are neither applied nor warned about.
-var ownEnv = []string{"UPSINK_TEST_DSN", "UPSINK_REQUIRE_DB", "UPSINK_DB_PROFILE", "UPSINK_DB_TIMEOUT", "UPSINK_STOP_TIMEOUT", "UPSINK_REPO"}
+var ownEnv = []string{"UPSINK_TEST_DSN", "UPSINK_REQUIRE_DB", "UPSINK_DB_PROFILE", "UPSINK_DB_TIMEOUT", "UPSINK_STOP_TIMEOUT", "UPSINK_REPO",
+	"UPSINK_TEST_GALERA_DIR", "UPSINK_GALERA_PORT", "UPSINK_GALERA_PORT_ASKED", "UPSINK_GALERA_TIMEOUT", "UPSINK_GALERA_OPTIONS", "UPSINK_GALERA_AUTOINC", "UPSINK_GALERA_VERBOSE"}
 
 // envName is the variable that sets flag name: max-body -> UPSINK_MAX_BODY.
 func envName(flagName string) string {
