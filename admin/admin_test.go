@@ -113,6 +113,15 @@ func TestMetricsPage(t *testing.T) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
+	resp, err := http.Get("http://" + adminAddr + "/debug/pprof/heap?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	heap, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(heap), "heap profile:") {
+		t.Errorf("/debug/pprof/heap: %d %.80q", resp.StatusCode, heap)
+	}
 	if strings.Count(page, "# HELP upsink_requests_total ") != 1 || strings.Count(page, "# TYPE upsink_requests_total ") != 1 {
 		t.Error("one HELP and one TYPE line per family")
 	}
