@@ -204,7 +204,28 @@ func TestGaleraInstancesShareAKey(t *testing.T) {
 			t.Fatalf("key %d: errors %v / %v", k, a.Err, b.Err)
 		}
 		if a.ID == 0 || a.ID != b.ID {
-			t.Fatalf("key %d: ids %d / %d, want one id for both", k, a.ID, b.ID)
+			var ids []string
+			rows, err := check.Query("SELECT id FROM uploads WHERE body = ?", a.Body)
+			if err == nil {
+				for rows.Next() {
+					var id string
+					_ = rows.Scan(&id)
+					ids = append(ids, id)
+				}
+				rows.Close()
+			}
+			var keyID uint64
+			_ = check.QueryRow("SELECT upload_id FROM upsink_idem WHERE idem_key = ?", a.IdemKey).Scan(&keyID)
+			var ledger []string
+			for _, id := range []uint64{a.ID, b.ID} {
+				var bid, first, cnt uint64
+				if err := check.QueryRow("SELECT batch_id, first_id, row_count FROM upsink_batches WHERE ? BETWEEN first_id AND first_id + row_count - 1", id).Scan(&bid, &first, &cnt); err == nil {
+					ledger = append(ledger, fmt.Sprintf("id %d in batch %d (%d+%d)", id, bid, first, cnt))
+				} else {
+					ledger = append(ledger, fmt.Sprintf("id %d: %v", id, err))
+				}
+			}
+			t.Fatalf("key %d: ids %d (prior %+v) / %d (prior %+v), want one id for both; rows with its body: %v; key's id %d; ledger: %v", k, a.ID, a.Prior, b.ID, b.Prior, ids, keyID, ledger)
 		}
 	}
 	var rows, distinct int

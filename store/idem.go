@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/go-sql-driver/mysql"
 )
 
 // Idempotency keys, inside the batch transaction. Before the LOAD, the
@@ -16,7 +19,7 @@ import (
 // The other keyed jobs are loaded, and their keys inserted with their answers
 // after the LOAD, in the same transaction as their rows, so a key and its row
 // can never disagree. A key whose expires_at has passed counts as absent and
-// is overwritten. Keys are pruned after Config.IdempotencyTTL (prune).
+// is replaced. Keys are pruned after Config.IdempotencyTTL (prune).
 //
 // A key's scope is its upload's stream, or for structured ingest "/" and
 // its table's name (no stream name holds a "/"), in the stream column.
@@ -230,9 +233,29 @@ func appendKey(b []byte, j *Job) []byte {
 // the row's id, or, for a record replayed from the spool, the 202 its client
 // got.
 func (w *writer) insertKeys(ctx context.Context, jobs []*Job) error {
-	b := append(w.sqlBuf[:0], "INSERT INTO upsink_idem (stream, idem_key, fingerprint, status, upload_id, spool_seq, expires_at) VALUES "...)
+	// Expired keys of the batch go first (they count as absent); then a
+	// plain INSERT: a live key that appeared since lockKeys read (possible
+	// only on Galera, where FOR UPDATE locks one node: another instance
+	// committed it through another node) fails it with a duplicate key
+	// instead of being overwritten, and the batch is retried (errKeyRace).
+	b := append(w.sqlBuf[:0], "DELETE FROM upsink_idem WHERE (stream, idem_key) IN ("...)
 	n := 0
+	for i, j := range jobs {
+		if len(j.IdemKey) == 0 || w.verdicts[i] != vLoad {
+			continue
+		}
+		if n > 0 {
+			b = append(b, ',')
+		}
+		b = append(appendKey(b, j), ')')
+		n++
+	}
+	if n == 0 {
+		return nil
+	}
+	b = append(b, ") AND expires_at < NOW(6);\nINSERT INTO upsink_idem (stream, idem_key, fingerprint, status, upload_id, spool_seq, expires_at) VALUES "...)
 	ttl := strconv.FormatInt(int64(w.cfg.IdempotencyTTL/time.Second), 10)
+	n = 0
 	for i, j := range jobs {
 		if len(j.IdemKey) == 0 || w.verdicts[i] != vLoad {
 			continue
@@ -256,20 +279,24 @@ func (w *writer) insertKeys(ctx context.Context, jobs []*Job) error {
 		b = append(b, " SECOND)"...)
 		n++
 	}
-	// Only an expired key can already be there (a live one made its job vPrior or vMismatch).
-	b = append(b, " ON DUPLICATE KEY UPDATE fingerprint=VALUES(fingerprint), status=VALUES(status), upload_id=VALUES(upload_id), spool_seq=VALUES(spool_seq), expires_at=VALUES(expires_at)"...)
 	w.sqlBuf = b
-	if n == 0 {
-		return nil
-	}
 	if _, err := w.exec(ctx, string(b)); err != nil {
 		if cerr, ok := checkError(err); ok { // the last LOAD's check
 			return cerr
+		}
+		var me *mysql.MySQLError
+		if errors.As(err, &me) && me.Number == 1062 {
+			return fmt.Errorf("%w: %w", errKeyRace, err)
 		}
 		return fmt.Errorf("store: insert idempotency keys: %w", err)
 	}
 	return nil
 }
+
+// errKeyRace: an Idempotency-Key of the batch was committed by another
+// instance after the batch read its keys; retried like a certification
+// failure (the retry finds the key and answers from it).
+var errKeyRace = errors.New("store: idempotency key committed meanwhile by another instance")
 
 // settle sets every job's result after its attempt committed.
 func (w *writer) settle(jobs []*Job) {

@@ -127,7 +127,7 @@ func (w *writer) loadTable(ctx context.Context, t *schema.Table, n int, now time
 	if err != nil {
 		return fmt.Errorf("store: load rows into %s: rows affected: %w", t.Name, err)
 	}
-	return w.checkLoad(t.Name, affected, uint64(n))
+	return w.checkLoad(ctx, t.Name, affected, uint64(n))
 }
 
 // rowsReader renders the LOAD DATA file of one table's jobs: each line of

@@ -19,7 +19,10 @@
 // Two round trips (multi-statements, batch.go): the compound statement
 // fails the batch if the LOAD left warnings (LOCAL implies IGNORE, so bad data
 // only warns), and nothing after it runs; the ledger row is written in the
-// rows' transaction.
+// rows' transaction. On a Galera node each statement goes alone, and the
+// warnings are read with SELECT @@warning_count (five round trips): there a
+// transaction can be aborted by a replicated one, and that error can be lost
+// inside a compound statement.
 //
 // The file is rendered on the fly from the jobs by a reader registered once
 // per writer with the driver's RegisterReaderHandler (see tsv.go), so a

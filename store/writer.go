@@ -317,7 +317,7 @@ func (w *writer) commit(jobs []*Job, now time.Time) error {
 			return nil
 		}
 		retry := attempt == 0
-		if isCertFailure(err) && certFailures < maxCertRetries {
+		if (isCertFailure(err) || errors.Is(err, errKeyRace)) && certFailures < maxCertRetries {
 			// Another transaction (on Galera: another node's) won: the
 			// same batch goes again, after a short pause so the winner's
 			// write set is applied here.
