@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -199,5 +200,39 @@ func TestWriterWithoutConnectionLeavesJobs(t *testing.T) {
 	}
 	if got := countRows(t, db, "uploads"); got != n {
 		t.Fatalf("%d rows, want %d", got, n)
+	}
+}
+
+// TestIdleMemoryPerWriter (run without -race by make test, whose ALLOCTESTS
+// pattern names it): what one more writer holds once connected and idle
+// after a batch (its two batch slices, its readers, the driver's buffers and
+// session): measured as the live heap with 1 and with 9 writers, and bounded
+// per writer (ARCHITECTURE.md, "Who owns which memory").
+func TestIdleMemoryPerWriter(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector's own allocations would be counted")
+	}
+	const perWriter = 64 << 10
+	heap := func(writers int) uint64 {
+		s, col, _ := openTest(t, Config{Writers: writers}, nil)
+		for i := range writers * 4 {
+			mustSubmit(t, s, &Job{Tag: uint64(i), Stream: []byte("m"), Body: bytes.Repeat([]byte("x"), 1024)})
+		}
+		col.waitFor(t, writers*4)
+		var ms runtime.MemStats
+		runtime.GC()
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		live := ms.HeapAlloc
+		runtime.KeepAlive(s)
+		s.Close()
+		return live
+	}
+	one := heap(1)
+	nine := heap(9)
+	per := (int64(nine) - int64(one)) / 8
+	t.Logf("live heap: 1 writer %d B, 9 writers %d B: %d B per writer", one, nine, per)
+	if per > perWriter {
+		t.Fatalf("%d B per writer, want at most %d", per, perWriter)
 	}
 }
