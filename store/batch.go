@@ -3,11 +3,13 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/go-sql-driver/mysql"
 )
@@ -49,7 +51,7 @@ func (w *writer) attempt(id uint64, jobs []*Job, now time.Time) (err error, unkn
 	if err := w.reserveTables(ctx, jobs); err != nil {
 		return w.abort(err), false
 	}
-	w.pre, w.txOpen = "START TRANSACTION", false
+	w.pre, w.txOpen = append(w.pre[:0], "START TRANSACTION"...), false
 	if err := w.judgeKeys(ctx, jobs); err != nil {
 		return w.abort(err), false
 	}
@@ -98,11 +100,8 @@ func (w *writer) attempt(id uint64, jobs []*Job, now time.Time) (err error, unkn
 		_, err = w.exec(ctx, w.ledgerSQL(id, first, n, jobs)+";\nCOMMIT")
 	}
 	if err != nil {
-		if cerr, ok := checkError(err); ok {
-			return w.abort(cerr), false
-		}
-		if isCertFailure(err) {
-			return w.abort(fmt.Errorf("store: commit: %w", err)), false
+		if cause, ok := failedBeforeCommit(err); ok {
+			return w.abort(cause), false
 		}
 		return fmt.Errorf("store: ledger and commit: %w", err), true
 	}
@@ -125,28 +124,38 @@ func (w *writer) attempt(id uint64, jobs []*Job, now time.Time) (err error, unkn
 // (measured: store.TestGaleraInstancesShareAKey saw a batch reported
 // committed whose rows and ledger row were not there).
 func (w *writer) exec(ctx context.Context, q string) (sql.Result, error) {
-	if w.galera && w.pre != "" {
+	if w.galera && len(w.pre) > 0 {
 		if err := w.flush(ctx); err != nil {
 			return nil, err
 		}
 	}
-	if w.pre != "" {
-		q = w.pre + ";\n" + q
-		w.pre = ""
+	if len(w.pre) > 0 {
+		w.pre = append(append(w.pre, ";\n"...), q...)
+		q = unsafe.String(unsafe.SliceData(w.pre), len(w.pre)) // the driver copies it into its packet before returning; w.pre is not touched until then
 		w.txOpen = true
 	}
 	w.busy()
-	return w.conn.ExecContext(ctx, q)
+	res, err := w.conn.ExecContext(ctx, q)
+	w.pre = w.pre[:0]
+	return res, err
+}
+
+// later appends a statement to w.pre.
+func (w *writer) later(stmt string) {
+	if len(w.pre) > 0 {
+		w.pre = append(w.pre, ";\n"...)
+	}
+	w.pre = append(w.pre, stmt...)
 }
 
 // flush sends the statements waiting in w.pre on their own (before a query,
 // whose rows are read from the first result).
 func (w *writer) flush(ctx context.Context) error {
-	if w.pre == "" {
+	if len(w.pre) == 0 {
 		return nil
 	}
-	q := w.pre
-	w.pre = ""
+	q := string(w.pre)
+	w.pre = w.pre[:0]
 	w.txOpen = true
 	w.busy()
 	if _, err := w.conn.ExecContext(ctx, q); err != nil {
@@ -165,6 +174,37 @@ func firstWords(q string) string {
 	return q
 }
 
+// failedBeforeCommit classifies an error of the last round trip, which
+// carries COMMIT: errors the server sends only for a statement before it (a
+// multi-statement stops at the first error) or for a transaction it rolled
+// back mean nothing was committed. It returns the batch's error for them.
+func failedBeforeCommit(err error) (error, bool) {
+	if cerr, ok := checkError(err); ok {
+		return cerr, true
+	}
+	if isCertFailure(err) {
+		return fmt.Errorf("store: commit: %w", err), true
+	}
+	if de, ok := asDataError(err); ok {
+		return de, true // a row the queued INSERT refused
+	}
+	if dup := idTaken(err); dup != nil {
+		return dup, true
+	}
+	return nil, false
+}
+
+// idTaken maps a duplicate key (1062) from the queued INSERT of uploads to
+// errIDTaken (an id of the block was taken by a row written outside
+// upsink: the retry takes new blocks); nil for other errors.
+func idTaken(err error) error {
+	var me *mysql.MySQLError
+	if errors.As(err, &me) && me.Number == 1062 {
+		return fmt.Errorf("%w: %w", errIDTaken, err)
+	}
+	return nil
+}
+
 // isCertFailure reports a deadlock error (1213): on Galera, a transaction
 // that lost certification against another node's ("Deadlock: wsrep aborted
 // transaction"), also at COMMIT; on InnoDB a lock deadlock. Either way the
@@ -178,10 +218,16 @@ func isCertFailure(err error) bool {
 // every row was inserted; its warning check goes with the next statement.
 func (w *writer) loadRows(ctx context.Context, now time.Time, first uint64) error {
 	n := uint64(len(w.load))
-	w.rd.reset(w.load, now, first)
 	if h := w.hooks.beforeLoad; h != nil {
 		h(w)
 	}
+	if !w.galera && bodyBytes(w.load) <= insertMaxBytes {
+		w.insertRows(now, first)
+		w.loadedFirst, w.loadedN = first, n
+		w.later(checkLoadSQL)
+		return nil
+	}
+	w.rd.reset(w.load, now, first)
 	res, err := w.exec(ctx, w.loadSQL)
 	w.rd.reset(nil, time.Time{}, 0)
 	if err != nil {
@@ -198,6 +244,62 @@ func (w *writer) loadRows(ctx context.Context, now time.Time, first uint64) erro
 	return w.checkLoad(ctx, "uploads", affected, n)
 }
 
+// insertMaxBytes: the uploads of a batch whose bodies total at most this go
+// as one multi-row INSERT of hex literals, queued in front of the next round
+// trip (so a small batch is one round trip in all), instead of a LOAD DATA
+// LOCAL, which costs a round trip of its own plus the server's request for
+// the file. Their SQL text (twice the bodies, in w.pre) is the only copy of
+// a batch the store makes; larger batches stream through the LOAD reader.
+// A plain INSERT fails whole on a refused row or a taken id (strict mode),
+// so its row count needs no check. Not on Galera (see exec). A variable so
+// that tests can force the LOAD.
+var insertMaxBytes = 64 << 10
+
+func bodyBytes(jobs []*Job) int {
+	n := 0
+	for _, j := range jobs {
+		n += len(j.Body)
+	}
+	return n
+}
+
+// insertRows queues the INSERT of w.load with ids first.. (see insertMaxBytes).
+func (w *writer) insertRows(now time.Time, first uint64) {
+	b := w.pre
+	if len(b) > 0 {
+		b = append(b, ";\n"...)
+	}
+	b = append(b, "INSERT INTO uploads (id, stream, received_at, remote_addr, content_type, body) VALUES "...)
+	for i, j := range w.load {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '(')
+		b = strconv.AppendUint(b, first+uint64(i), 10)
+		b = appendHex(b, j.Stream)
+		b = append(b, ",'"...)
+		t := j.ReceivedAt
+		if t.IsZero() {
+			t = now
+		}
+		b = appendDatetime6(b, t)
+		b = append(b, '\'')
+		b = appendHex(b, j.RemoteAddr)
+		b = appendHex(b, j.ContentType)
+		b = appendHex(b, j.Body)
+		b = append(b, ')')
+	}
+	w.pre = b
+}
+
+// appendHex appends ",X'…'": v as a hex literal (nothing user-supplied is
+// ever quoted into SQL).
+func appendHex(b, v []byte) []byte {
+	b = append(b, ",X'"...)
+	b = hex.AppendEncode(b, v)
+	return append(b, '\'')
+}
+
 // checkLoad checks a LOAD's row count and queues its warning check
 // (checkLoadSQL) in front of the next statement: the driver does not expose
 // the warning count of the OK packet, and the warning list lasts until the
@@ -208,7 +310,7 @@ func (w *writer) checkLoad(ctx context.Context, table string, affected int64, n 
 			return err
 		}
 	} else {
-		w.pre = checkLoadSQL
+		w.later(checkLoadSQL)
 	}
 	if uint64(affected) != n {
 		return fmt.Errorf("store: load into %s: %d rows affected, want %d", table, affected, n)
@@ -305,7 +407,7 @@ var errIDTaken = errors.New("store: load batch: an id of the block is already us
 // or, if the connection is gone, right after the next connect. A cause
 // that says an id was taken drops the writer's id blocks.
 func (w *writer) abort(cause error) error {
-	w.pre = ""
+	w.pre = w.pre[:0]
 	if errors.Is(cause, errIDTaken) {
 		w.dropBlocks()
 	}

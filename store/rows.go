@@ -121,6 +121,9 @@ func (w *writer) loadTable(ctx context.Context, t *schema.Table, n int, now time
 		if cerr, ok := checkError(err); ok { // the previous LOAD's check
 			return cerr
 		}
+		if dup := idTaken(err); dup != nil { // the queued INSERT of uploads
+			return dup
+		}
 		return fmt.Errorf("store: load rows into %s: %w", t.Name, err)
 	}
 	affected, err := res.RowsAffected()

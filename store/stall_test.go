@@ -148,6 +148,9 @@ func testStallMidBatch(t *testing.T, engine, at string, dir faultproxy.Dir, cut 
 			return nil
 		},
 	}
+	if at == "beforeLoad" {
+		forceLoad(t) // the LOAD is a round trip of its own, before the one with COMMIT
+	}
 	switch at {
 	case "beforeLoad":
 		hooks.beforeLoad = func(*writer) { stall() }

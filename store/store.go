@@ -385,7 +385,7 @@ type writer struct {
 	backoff     time.Duration
 	rd          tsvReader
 	sqlBuf      []byte
-	pre         string // statements waiting to go in front of the next one (batch.go)
+	pre         []byte // statements waiting to go in front of the next one (batch.go)
 	txOpen      bool   // a START TRANSACTION was sent and no COMMIT or ROLLBACK since
 	// Non-transactional engine (Aria in the tight profile): ROLLBACK does not
 	// undo the LOAD, so a failed batch deletes its own rows when it can.

@@ -484,6 +484,7 @@ func TestFailures(t *testing.T) {
 		{
 			name: "connection killed before load, retried",
 			hooks: func(t *testing.T, c *failureCounts) *testHooks {
+				forceLoad(t) // a round trip of its own, before the one with COMMIT
 				kill := killer(t)
 				return &testHooks{beforeLoad: func(w *writer) {
 					if c.armed.Load() && c.afterLoad.Add(1) == 1 {
@@ -726,20 +727,40 @@ func BenchmarkStore(b *testing.B) {
 // TestLoadWarningFailsBatch: data the server only warns about (LOCAL implies
 // IGNORE) is refused instead of being acknowledged truncated.
 func TestLoadWarningFailsBatch(t *testing.T) {
-	s, col, db := openTest(t, Config{}, nil)
-	if _, err := db.Exec("ALTER TABLE uploads MODIFY stream VARCHAR(4) CHARACTER SET ascii NOT NULL"); err != nil {
-		t.Fatal(err)
+	// The LOAD turns a refused value into a warning (1265), the queued INSERT
+	// of a small batch into an error (1406): both refuse the row alone.
+	for _, tc := range []struct {
+		name, want string
+		load       bool
+	}{{"load", "1265", true}, {"insert", "1406", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.load {
+				forceLoad(t)
+			}
+			s, col, db := openTest(t, Config{}, nil)
+			if _, err := db.Exec("ALTER TABLE uploads MODIFY stream VARCHAR(4) CHARACTER SET ascii NOT NULL"); err != nil {
+				t.Fatal(err)
+			}
+			j := &Job{Tag: 1, Stream: []byte("longer-than-4"), Body: []byte("x")}
+			mustSubmit(t, s, j)
+			col.waitFor(t, 1)
+			var re *RejectedError
+			if !errors.As(j.Err, &re) || j.ID != 0 || !strings.Contains(re.Reason, tc.want) {
+				t.Fatalf("job: id %d err %v, want a RejectedError for %s", j.ID, j.Err, tc.want)
+			}
+			if got := countRows(t, db, "uploads"); got != 0 {
+				t.Fatalf("%d rows after a failed batch", got)
+			}
+		})
 	}
-	j := &Job{Tag: 1, Stream: []byte("longer-than-4"), Body: []byte("x")}
-	mustSubmit(t, s, j)
-	col.waitFor(t, 1)
-	var re *RejectedError
-	if !errors.As(j.Err, &re) || j.ID != 0 || !strings.Contains(re.Reason, "1265") {
-		t.Fatalf("job: id %d err %v, want a RejectedError for warning 1265", j.ID, j.Err)
-	}
-	if got := countRows(t, db, "uploads"); got != 0 {
-		t.Fatalf("%d rows after a failed batch", got)
-	}
+}
+
+// forceLoad makes the store send uploads by LOAD DATA LOCAL however small
+// the batch (insertMaxBytes), for the rest of the test.
+func forceLoad(t *testing.T) {
+	old := insertMaxBytes
+	insertMaxBytes = -1
+	t.Cleanup(func() { insertMaxBytes = old })
 }
 
 // TestUnknownWhileDatabaseDown: the reply to COMMIT is lost and the database

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/go-sql-driver/mysql"
 )
@@ -212,13 +213,17 @@ func TestIdleMemoryPerWriter(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector's own allocations would be counted")
 	}
-	const perWriter = 64 << 10
+	// Each writer has written the largest batch that goes as an INSERT
+	// (insertMaxBytes of bodies): its statement buffer and the driver's
+	// packet buffer stay at about twice that (hex) for the next one.
+	const perWriter = 384 << 10
 	heap := func(writers int) uint64 {
 		s, col, _ := openTest(t, Config{Writers: writers}, nil)
-		for i := range writers * 4 {
-			mustSubmit(t, s, &Job{Tag: uint64(i), Stream: []byte("m"), Body: bytes.Repeat([]byte("x"), 1024)})
+		body := bytes.Repeat([]byte("x"), insertMaxBytes/4)
+		for i := range writers * 8 {
+			mustSubmit(t, s, &Job{Tag: uint64(i), Stream: []byte("m"), Body: body})
 		}
-		col.waitFor(t, writers*4)
+		col.waitFor(t, writers*8)
 		var ms runtime.MemStats
 		runtime.GC()
 		runtime.GC()
@@ -234,5 +239,46 @@ func TestIdleMemoryPerWriter(t *testing.T) {
 	t.Logf("live heap: 1 writer %d B, 9 writers %d B: %d B per writer", one, nine, per)
 	if per > perWriter {
 		t.Fatalf("%d B per writer, want at most %d", per, perWriter)
+	}
+}
+
+// TestInsertAndLoadPaths: a batch goes as a queued INSERT of hex literals
+// when its bodies are small, else by LOAD DATA LOCAL; either way every byte
+// of every field arrives as it was sent, and a zero ReceivedAt is the
+// batch's time.
+func TestInsertAndLoadPaths(t *testing.T) {
+	at := time.Date(2026, 12, 2, 3, 4, 5, 678901000, time.UTC)
+	for _, load := range []bool{false, true} {
+		t.Run(fmt.Sprint("load=", load), func(t *testing.T) {
+			if load {
+				forceLoad(t)
+			}
+			s, col, db := openTest(t, Config{Writers: 1}, nil)
+			jobs := []*Job{
+				{Tag: 1, Stream: []byte("s"), RemoteAddr: []byte("[::1]:9"), ContentType: []byte("a\tb\\N"), ReceivedAt: at, Body: allBytes()},
+				{Tag: 2, Stream: []byte("t"), Body: nil},
+				{Tag: 3, Stream: []byte("u"), ContentType: []byte("\\N"), ReceivedAt: at, Body: bytes.Repeat([]byte("\x00'\"\\\n"), 2000)},
+			}
+			before := time.Now().Add(-time.Second)
+			for _, j := range jobs {
+				mustSubmit(t, s, j)
+			}
+			col.waitFor(t, len(jobs))
+			for _, j := range jobs {
+				if j.Err != nil {
+					t.Fatalf("job %d: %v", j.Tag, j.Err)
+				}
+				r := readRow(t, db, j.ID)
+				if !bytes.Equal(r.stream, j.Stream) || !bytes.Equal(r.remote, j.RemoteAddr) || !bytes.Equal(r.ctype, j.ContentType) || !bytes.Equal(r.body, j.Body) {
+					t.Fatalf("job %d: row %+v differs", j.Tag, r)
+				}
+				switch {
+				case !j.ReceivedAt.IsZero() && !r.at.Equal(at):
+					t.Fatalf("job %d: received_at %v, want %v", j.Tag, r.at, at)
+				case j.ReceivedAt.IsZero() && (r.at.Before(before) || r.at.After(time.Now().Add(time.Second))):
+					t.Fatalf("job %d: received_at %v, want the batch's time", j.Tag, r.at)
+				}
+			}
+		})
 	}
 }
