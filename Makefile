@@ -92,8 +92,9 @@ bench-cluster: tools-check
 	bench/cluster.sh rates
 
 # The whole side-by-side run (upsink vs the net/http baseline, idle memory,
-# uploads/s, handshakes, stalled handshakes, go test -bench; plain and HTTPS)
-# that writes BENCHMARKS.md; ~5 minutes on 2 cores.
+# the database's own LOAD DATA ceiling (upsink-bench ceiling) and uploads/s
+# against it at c = 1, 8, 64, 512, 2000, handshakes, stalled handshakes,
+# go test -bench; plain and HTTPS) that writes BENCHMARKS.md; ~5 minutes on 2 cores.
 bench: tools-check
 	bench/run.sh
 

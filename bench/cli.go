@@ -154,6 +154,10 @@ const Usage = `usage: upsink-bench COMMAND [flags]
         KIND: slowloris slowbody slowread fdflood tlsearly storm headerflood trailerflood
         fuzz push external ("upsink-bench attack KIND -h" lists every flag)
   attack-report --dir RESULTS [--into BENCHMARKS.md]   (the ## Attacks section)
+  ceiling --dsn DSN [-d 10s] [--rows 1000] [--body 1KiB] [--table upsink_ceiling]
+        [--watch mariadbd=PID] [--json] [--json-out FILE]
+        (the database's own ceiling for upsink's row shape: one connection streaming
+        LOAD DATA LOCAL of ROWS-row transactions back to back; rows/s, CPU per row)
   report --dir RESULTS [--out BENCHMARKS.md]
   report-vps --dir RESULTS   (the summary of bench/vps.sh)
 
@@ -181,6 +185,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = mainRSS(args[1:], stdout, stderr)
 	case "wait":
 		err = mainWait(args[1:], stderr)
+	case "ceiling":
+		err = mainCeiling(args[1:], cmdline, stdout, stderr)
 	case "report":
 		err = mainReport(args[1:], stderr)
 	case "cgroup":
@@ -322,6 +328,39 @@ func mainLoad(args []string, cmdline string, stdout, stderr io.Writer) error {
 	}
 	if err == nil && (r.Verify != nil && !r.Verify.OK || r.Drain != nil && !r.Drain.OK) {
 		return verifyFailed{}
+	}
+	return err
+}
+
+func mainCeiling(args []string, cmdline string, stdout, stderr io.Writer) error {
+	fs := newFlags("ceiling", stderr)
+	var (
+		cfg  CeilingConfig
+		body int64 = 1 << 10
+		js   bool
+	)
+	fs.StringVar(&cfg.DSN, "dsn", "", "go-sql-driver DSN naming the database, e.g. 'root@unix(/tmp/m/mysqld.sock)/upsink'")
+	fs.StringVar(&cfg.Table, "table", "upsink_ceiling", "table to load into, created if missing with upsink's uploads columns")
+	fs.DurationVar(&cfg.Duration, "d", 10*time.Second, "start no transaction after this")
+	fs.IntVar(&cfg.Rows, "rows", 1000, "rows per transaction (one LOAD DATA LOCAL statement each)")
+	fs.Var(sizeFlag{&body}, "body", "bytes of each row's body")
+	fs.Var(watchFlag{&cfg.Watch}, "watch", "processes whose CPU (and RSS) is sampled during the run: PID,PID or NAME=PID (repeatable), e.g. mariadbd=PID")
+	fs.DurationVar(&cfg.WatchEvery, "watch-every", 100*time.Millisecond, "sampling interval of --watch")
+	jsonOut := jsonFlags(fs, &js)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if body > 16<<20 {
+		return fmt.Errorf("--body %d too large", body)
+	}
+	cfg.BodySize = int(body)
+	cfg.Command = cmdline
+	r, err := Ceiling(cfg)
+	if r == nil {
+		return err
+	}
+	if err2 := emit(r, *jsonOut, js, stdout, FormatCeiling); err2 != nil && err == nil {
+		err = err2
 	}
 	return err
 }

@@ -415,6 +415,26 @@ func Report(dir string) (string, error) {
 				c, u.r.UploadsPerSec, bl.r.UploadsPerSec, ratio(u.r.UploadsPerSec, bl.r.UploadsPerSec), yes(u.r.UploadsPerSec >= bl.r.UploadsPerSec && u.r.Created > 0))
 		}
 	}
+	var ceil *CeilingResult
+	if c := new(CeilingResult); readJSON(dir, "ceiling.json", c) {
+		ceil = c
+	}
+	for _, t := range []bool{false, true} {
+		for _, g := range ceilingGoals {
+			u := byKey[key("upsink", t, g.conns)]
+			switch {
+			case u == nil && ceil == nil:
+				continue
+			case u == nil:
+				w("| %s uploads/s ≥ %.2f× the database's ceiling (c=%d, issue 13) | not measured at c=%d | — |\n", modeName(t), g.ratio, g.conns, g.conns)
+			case ceil == nil || ceil.RowsPerSec <= 0:
+				w("| %s uploads/s ≥ %.2f× the database's ceiling (c=%d, issue 13) | upsink %.0f/s; the ceiling was not measured in this run | — |\n", modeName(t), g.ratio, g.conns, u.r.UploadsPerSec)
+			default:
+				w("| %s uploads/s ≥ %.2f× the database's ceiling (c=%d, issue 13) | upsink %.0f/s vs ceiling %.0f rows/s = %s, p99 %s ms | %s |\n", modeName(t), g.ratio, g.conns,
+					u.r.UploadsPerSec, ceil.RowsPerSec, ratio(u.r.UploadsPerSec, ceil.RowsPerSec), ms(u.r.Latency.P99), yes(u.r.UploadsPerSec >= g.ratio*ceil.RowsPerSec && ceil.CountOK && u.r.Created > 0))
+			}
+		}
+	}
 	wire := WireHandshakeRates(dir)
 	for _, k := range []string{"full", "resumed"} {
 		if u, b := wire["upsink/"+k], wire["baseline/"+k]; u != nil && b != nil {
@@ -441,7 +461,8 @@ func Report(dir string) (string, error) {
 		w("| bounded memory with %d handshakes in flight | peak RSS %s (%s at start, %.0f B per pending handshake, at most %d pending at once); %d closed at once, %d after %.1f s, %d still open after %.0f s; %s | %s |\n",
 			st.Opened, kib(st.Peak.RSS), kib(st.Before.RSS), st.PerPending, st.MaxPending, st.ClosedFast, st.ClosedLater, st.CloseMedS, st.StillOpen, st.HoldSecs, ps, yes(bounded))
 	}
-	w("\n\"Beside the net/http server\" is read here as: at least as many committed uploads per second as the baseline at the same concurrency. \"Bounded memory with handshakes in flight\" is read as: every stalled handshake was closed by the server before the end of the hold (their count and their time are bounded) and plain `/healthz` answered 200 every time it was asked during it; the peak RSS is given for the reader to judge.\n")
+	w("\n\"The database's ceiling\" is `upsink-bench ceiling` in this run: one connection loading 1 KiB rows with `LOAD DATA LOCAL` in %s-row transactions into a fresh database of the same mariadbd profile (see [Throughput against the database's ceiling](#throughput-against-the-databases-ceiling-issue-13)). ", ceilingRowsText(ceil))
+	w("\"Beside the net/http server\" is read here as: at least as many committed uploads per second as the baseline at the same concurrency. \"Bounded memory with handshakes in flight\" is read as: every stalled handshake was closed by the server before the end of the hold (their count and their time are bounded) and plain `/healthz` answered 200 every time it was asked during it; the peak RSS is given for the reader to judge.\n")
 
 	// Ratio matrix.
 	w("\n## upsink / baseline, plain and HTTPS\n\nOne figure per cell: upsink's divided by the net/http baseline's, both measured in this run under the same scenario (below 1× is less time or memory for upsink, above 1× more uploads).\n\n")
@@ -637,6 +658,7 @@ func Report(dir string) (string, error) {
 	}
 	loadSection(false)
 	loadSection(true)
+	ceilingSection(w, dir, ceil, byKey, key, concs)
 	if db := readText(dir, "mariadbd.cmd"); db != "" {
 		w("\nmariadbd, restarted for every run above:\n\n```\n%s\n```\n", db)
 	}

@@ -252,3 +252,61 @@ func TestWireHandshakeRates(t *testing.T) {
 		t.Fatalf("baseline/resumed %+v", b)
 	}
 }
+
+// With a ceiling run: issue 13's targets in the Targets table and the
+// ceiling section with the ratio, latency and CPU per landed row of each
+// process, plain and HTTPS; a baseline not run at a concurrency says so.
+func TestReportCeiling(t *testing.T) {
+	dir := t.TempDir()
+	_ = os.WriteFile(filepath.Join(dir, "machine.tsv"), []byte("nproc\t2"), 0o644)
+	_ = os.WriteFile(filepath.Join(dir, "ceiling.cmd"), []byte("upsink-bench ceiling --dsn 'root@unix($SOCK)/b_ceiling' -d 15s"), 0o644)
+	writeResult(t, dir, "ceiling.json", CeilingResult{RowsPerTx: 1000, Rows: 400000, Transactions: 400, RowsPerSec: 40000, TxPerSec: 40,
+		CountBefore: 0, CountAfter: 400000, CountOK: true, Engine: "InnoDB", FlushAtTrx: "1", StreamBytes: 420 << 20,
+		TxLatency: Latency{P50: 20000, P99: 30000}, LoadLatency: Latency{P50: 18000, P99: 28000},
+		CPU: CPU{User: 0.6, Sys: 0.2, NCPU: 2}, Memory: []WatchResult{{Name: "mariadbd", CPU: 4, Cores: 0.4}}})
+	lr := func(c int, ups float64, created int64, srv, db, tool float64) LoadResult {
+		r := load(c, ups, 50000, created, 14<<20)
+		r.Memory[0].CPU, r.Memory[0].Cores = srv, srv/10
+		r.Memory[1].CPU, r.Memory[1].Cores = db, db/10
+		r.CPU = CPU{User: tool, NCPU: 2, Cores: tool / 10}
+		return r
+	}
+	writeResult(t, dir, "load-upsink-c64.json", lr(64, 21000, 210000, 2.1, 4.2, 1.05))
+	writeResult(t, dir, "load-upsink-c512.json", lr(512, 25000, 250000, 2.5, 5, 2.5))
+	writeResult(t, dir, "load-baseline-c512.json", lr(512, 2000, 20000, 1, 1, 1))
+	writeResult(t, dir, "load-tls-upsink-c64.json", lr(64, 10000, 100000, 3, 2, 1))
+	_ = os.WriteFile(filepath.Join(dir, "load-upsink-c64.rows"), []byte("210000"), 0o644)
+	md, err := Report(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"| plain uploads/s ≥ 0.50× the database's ceiling (c=64, issue 13) | upsink 21000/s vs ceiling 40000 rows/s = 0.53×, p99 50.00 ms | **met** |",
+		"| plain uploads/s ≥ 0.70× the database's ceiling (c=512, issue 13) | upsink 25000/s vs ceiling 40000 rows/s = 0.62×, p99 50.00 ms | **not met** |",
+		"| HTTPS uploads/s ≥ 0.50× the database's ceiling (c=64, issue 13) | upsink 10000/s vs ceiling 40000 rows/s = 0.25×, p99 50.00 ms | **not met** |",
+		"| HTTPS uploads/s ≥ 0.70× the database's ceiling (c=512, issue 13) | not measured at c=512 | — |",
+		"## Throughput against the database's ceiling (issue 13)",
+		"| **40000** | 40.0 (1000) | 20.00 / 30.00 | 18.00 / 28.00 | 400000 = 400000: yes | 0.40 | 10.0 / 2.0 | 420 | InnoDB, 1 |",
+		"upsink-bench ceiling --dsn 'root@unix($SOCK)/b_ceiling' -d 15s",
+		"### Plain HTTP: upsink against the ceiling",
+		"| 64 | **21000** | **0.53×** | ≥ 0.50×: **met** | 25.00 | 50.00 | yes | 10.0 | 20.0 | 5.0 | 35.0 | 0.74 | not run |",
+		"| 512 | **25000** | **0.62×** | ≥ 0.70×: **not met** | 25.00 | 50.00 | — | 10.0 | 20.0 | 10.0 | 40.0 | 1.00 | 2000 (0.05×) |",
+		"### HTTPS: upsink against the ceiling",
+		"| 64 | **10000** | **0.25×** | ≥ 0.50×: **not met** | 25.00 | 50.00 | — | 30.0 | 20.0 | 10.0 | 60.0 | 0.60 | not run |",
+		"At c=512: 1.00 of 2 cores busy; per upload upsink 10.0 µs, mariadbd 20.0 µs (10.0 µs per row in the ceiling run, 2.00×), the load tool 10.0 µs: 40.0 µs in all, of which mariadbd 50 %. At that cost the 2 cores could land at most 50000 uploads/s (1.25× the ceiling) if nothing waited.",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Log(md)
+	}
+	// Without a ceiling run the targets say so and there is no ratio.
+	_ = os.Remove(filepath.Join(dir, "ceiling.json"))
+	md, _ = Report(dir)
+	if !strings.Contains(md, "| plain uploads/s ≥ 0.50× the database's ceiling (c=64, issue 13) | upsink 21000/s; the ceiling was not measured in this run | — |") ||
+		!strings.Contains(md, "The ceiling was not measured in this run") {
+		t.Error("no-ceiling report")
+	}
+}

@@ -7,8 +7,13 @@
 # started fresh on its own fresh database and mariadbd restarted for each run:
 #   a. idle: server RSS/PSS with 0 and with BENCH_IDLE_CONNS idle keep-alive
 #      connections, for upsink and the net/http baseline
-#   b. uploads/s, latency and peak RSS (server and mariadbd) of 1 KiB uploads
-#      over keep-alive at each of BENCH_CONNS, BENCH_DURATION each
+#   b0. the database's own ceiling for upsink's row shape (issue 13), once,
+#      before the load runs: upsink-bench ceiling, one connection streaming
+#      LOAD DATA LOCAL of 1 KiB rows in BENCH_CEILING_ROWS-row transactions
+#      for BENCH_CEILING_DURATION into a fresh database, mariadbd's CPU watched
+#   b. uploads/s, latency, peak RSS and CPU (server and mariadbd) of 1 KiB
+#      uploads over keep-alive at each of BENCH_CONNS, BENCH_DURATION each
+#      (the report divides upsink's uploads/s by the ceiling of b0)
 #   c. COUNT(*) of rows == number of 201s after each run
 #   a, b and c twice: plain HTTP, then HTTPS (upsink --tls-listen, the baseline
 #      --tls-cert; a self-signed cert from bin/upsink gencert in RESULTS/tls)
@@ -24,11 +29,16 @@
 # and last runs bench/attack.sh (BENCH_ATTACKS=0 skips it), which writes the
 # "## Attacks" section into the same file.
 #
-# Environment: BENCH_DURATION (15s), BENCH_CONNS ("64 512"), BENCH_IDLE_CONNS
-# (10000), BENCH_HOLD (5s), BENCH_BODY (1KiB), BENCH_OUT (BENCHMARKS.md),
-# BENCH_GOBENCH_PKGS ("./parser ./conn ./server ./store"), BENCH_MODES
-# ("plain tls"), BENCH_HS_BENCHTIME (2s), BENCH_HS_COUNT (3),
-# BENCH_HS_N (4000), BENCH_HS_RUNS (3), BENCH_STALL_CONNS (5000), BENCH_STALL_HOLD (13s), GO (go).
+# Environment: BENCH_DURATION (15s), BENCH_CONNS ("1 8 64 512 2000"),
+# BENCH_BASELINE_MAX_CONNS (2000: the net/http baseline is not run at higher
+# c), BENCH_CEILING_DURATION (BENCH_DURATION), BENCH_CEILING_ROWS (1000),
+# BENCH_IDLE_CONNS (10000), BENCH_HOLD (5s), BENCH_BODY (1KiB), BENCH_OUT
+# (BENCHMARKS.md), BENCH_GOBENCH_PKGS ("./parser ./conn ./server ./store"),
+# BENCH_MODES ("plain tls"), BENCH_HS_BENCHTIME (2s), BENCH_HS_COUNT (3),
+# BENCH_HS_N (4000), BENCH_HS_RUNS (3), BENCH_STALL_CONNS (5000),
+# BENCH_STALL_HOLD (13s), GO (go), BENCH_PARTS ("idle ceiling load gobench
+# handshakes stall": a subset runs only those, and the report then has only
+# their sections - point BENCH_OUT elsewhere to keep BENCHMARKS.md whole).
 # Only processes started here are stopped (by pid), also on failure or Ctrl-C.
 # shellcheck disable=SC2317 # cleanup is called from traps
 set -euo pipefail
@@ -36,7 +46,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$(pwd)"
 GO="${GO:-go}"
 DURATION="${BENCH_DURATION:-15s}"
-CONNS="${BENCH_CONNS:-64 512}"
+CONNS="${BENCH_CONNS:-1 8 64 512 2000}"
+BASELINE_MAX_CONNS="${BENCH_BASELINE_MAX_CONNS:-2000}"
+CEIL_DURATION="${BENCH_CEILING_DURATION:-$DURATION}"
+CEIL_ROWS="${BENCH_CEILING_ROWS:-1000}"
+PARTS=" ${BENCH_PARTS:-idle ceiling load gobench handshakes stall} "
 IDLE_CONNS="${BENCH_IDLE_CONNS:-10000}"
 HOLD="${BENCH_HOLD:-5s}"
 BODY="${BENCH_BODY:-1KiB}"
@@ -53,6 +67,8 @@ IDLE_TIMEOUT=120s # servers' idle timeout: must exceed the hold and the time to 
 
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
+# part NAME: NAME is in BENCH_PARTS.
+part() { [[ "$PARTS" == *" $1 "* ]]; }
 
 # --- MariaDB: a private mariadbd, restarted for every measurement ---------
 # With the project's option file when it exists (the same flags as
@@ -144,10 +160,15 @@ echo "${BENCH_RUN_CMD:-bench/run.sh}" >"$RES/run.cmd"
 CERT="$RES/tls/cert.pem" KEY="$RES/tls/key.pem"
 bin/upsink gencert --dir "$RES/tls" >/dev/null
 
-# Both the server and the idle tool hold IDLE_CONNS descriptors (+ slack).
-need=$((IDLE_CONNS + 512))
+# Both the server and the idle (load) tool hold IDLE_CONNS (the largest of
+# CONNS) descriptors (+ slack).
+need="$IDLE_CONNS"
+for c in $CONNS; do
+	if [ "$c" -gt "$need" ]; then need="$c"; fi
+done
+need=$((need + 512))
 if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$need" ]; then
-	ulimit -n "$need" 2>/dev/null || die "ulimit -n $(ulimit -n) < $need and cannot be raised (hard limit $(ulimit -Hn)); lower BENCH_IDLE_CONNS"
+	ulimit -n "$need" 2>/dev/null || die "ulimit -n $(ulimit -n) < $need and cannot be raised (hard limit $(ulimit -Hn)); lower BENCH_IDLE_CONNS or BENCH_CONNS"
 fi
 
 tmp="$(mktemp -d /tmp/upsink-bench.XXXXXX)"
@@ -240,6 +261,7 @@ db_down
 prefix() { if [ "$1" = tls ]; then echo "tls-"; fi; }
 
 # --- a. idle ---------------------------------------------------------------
+if part idle; then
 for mode in $MODES; do
 	for kind in upsink baseline; do
 		name="idle-$(prefix "$mode")$kind"
@@ -253,12 +275,33 @@ for mode in $MODES; do
 		db_down
 	done
 done
+fi
+
+# --- b0. the database's ceiling for upsink's row shape (issue 13) -----------
+# Before the load runs, on a fresh mariadbd with the same profile: one
+# connection, START TRANSACTION; LOAD DATA LOCAL of CEIL_ROWS 1 KiB rows;
+# COMMIT, back to back. The report divides upsink's uploads/s by its rows/s.
+if part ceiling; then
+	db_up
+	db_client -e 'DROP DATABASE IF EXISTS b_ceiling; CREATE DATABASE b_ceiling'
+	echo "upsink-bench ceiling --dsn 'root@unix(\$SOCK)/b_ceiling' -d $CEIL_DURATION --rows $CEIL_ROWS --body $BODY --watch mariadbd=\$MARIADBD_PID" >"$RES/ceiling.cmd"
+	log "ceiling: LOAD DATA LOCAL, $CEIL_ROWS rows per transaction, $CEIL_DURATION"
+	$B ceiling --dsn "$(db_dsn b_ceiling)" -d "$CEIL_DURATION" --rows "$CEIL_ROWS" --body "$BODY" \
+		--watch mariadbd="$DB_SERVER_PID" --json-out "$RES/ceiling.json"
+	db_down
+fi
 
 # --- b, c. load ------------------------------------------------------------
+if part load; then
 for mode in $MODES; do
 for c in $CONNS; do
 	for kind in upsink baseline; do
 		name="load-$(prefix "$mode")$kind-c$c"
+		if [ "$kind" = baseline ] && [ "$c" -gt "$BASELINE_MAX_CONNS" ]; then
+			log "load ($mode): baseline not run at c=$c (BENCH_BASELINE_MAX_CONNS=$BASELINE_MAX_CONNS)"
+			echo "- The net/http baseline was not run at c=$c ($mode): above BENCH_BASELINE_MAX_CONNS=$BASELINE_MAX_CONNS." >>"$RES/notes.txt"
+			continue
+		fi
 		db_up
 		start_server "$kind" "$name" "$mode"
 		url="$SRV_BASE/upload/bench" tlsargs=()
@@ -274,8 +317,10 @@ for c in $CONNS; do
 	done
 done
 done
+fi
 
 # --- d. go benchmarks ------------------------------------------------------
+if part gobench; then
 db_up
 gcmd="$GO test -run='^\$' -bench=. -benchmem -timeout 8m $GOBENCH_PKGS"
 echo "UPSINK_TEST_DSN='root@unix(\$SOCK)/' $gcmd" >"$RES/gobench.cmd"
@@ -283,8 +328,10 @@ log "$gcmd"
 # shellcheck disable=SC2086
 UPSINK_TEST_DSN="$(db_dsn)" UPSINK_REQUIRE_DB=1 "$GO" test -run='^$' -bench=. -benchmem -timeout 8m $GOBENCH_PKGS 2>&1 | tee "$RES/gobench.txt" || log "go test -bench failed (output kept in the report)"
 db_down
+fi
 
 # --- e. TLS handshakes/s: the bridge beside net/http + crypto/tls ------------
+if part handshakes; then
 hcmd="$GO test -run='^\$' -bench=Handshake -benchtime=$HS_BENCHTIME -count=$HS_COUNT ./tlsbridge"
 echo "$hcmd" >"$RES/hsbench.cmd"
 log "$hcmd"
@@ -310,8 +357,10 @@ for kind in upsink baseline; do
 	stop_server
 	db_down
 done
+fi
 
 # --- f. handshakes in flight: ClientHello, then silence ----------------------
+if part stall; then
 for kind in upsink baseline; do
 	name="stall-$kind"
 	db_up
@@ -325,6 +374,7 @@ for kind in upsink baseline; do
 	stop_server
 	db_down
 done
+fi
 
 $B report --dir "$RES" --out "$OUT"
 log "wrote $OUT (results in $RES)"

@@ -1,0 +1,181 @@
+package bench
+
+import (
+	"fmt"
+	"strconv"
+)
+
+// Issue 13's targets: upsink's uploads/s over keep-alive against the
+// database's own ceiling for its row shape (`upsink-bench ceiling`), plain
+// and HTTPS.
+var ceilingGoals = []struct {
+	conns int
+	ratio float64
+}{{64, 0.50}, {512, 0.70}}
+
+func ceilingGoal(c int) (float64, bool) {
+	for _, g := range ceilingGoals {
+		if g.conns == c {
+			return g.ratio, true
+		}
+	}
+	return 0, false
+}
+
+func ceilingRowsText(c *CeilingResult) string {
+	if c == nil || c.RowsPerTx == 0 {
+		return "1,000"
+	}
+	return strconv.Itoa(c.RowsPerTx)
+}
+
+// cpuPerUpload is a process's CPU time during a load run per 201, in µs
+// ("tool": the load generator's own), and whether it was measured.
+func cpuPerUpload(l *loadRun, name string) (float64, bool) {
+	if l.r.Created <= 0 {
+		return 0, false
+	}
+	if name == "tool" {
+		return (l.r.CPU.User + l.r.CPU.Sys) / float64(l.r.Created) * 1e6, true
+	}
+	for _, m := range l.r.Memory {
+		if m.Name == name && m.Err == "" {
+			return m.CPU / float64(l.r.Created) * 1e6, true
+		}
+	}
+	return 0, false
+}
+
+func coresOf(l *loadRun, name string) float64 {
+	for _, m := range l.r.Memory {
+		if m.Name == name {
+			return m.Cores
+		}
+	}
+	return 0
+}
+
+func usCell(v float64, ok bool) string {
+	if !ok {
+		return "—"
+	}
+	return fmt.Sprintf("%.1f", v)
+}
+
+// ceilingSection writes "## Throughput against the database's ceiling
+// (issue 13)": the ceiling run, then per mode a row per concurrency of
+// upsink's uploads/s, its ratio to the ceiling, latency and CPU per landed
+// row of upsink, mariadbd and the load tool.
+func ceilingSection(w func(string, ...any), dir string, ceil *CeilingResult, byKey map[string]*loadRun, key func(string, bool, int) string, concs map[bool][]int) {
+	if ceil == nil && len(concs[false])+len(concs[true]) == 0 {
+		return
+	}
+	w("\n## Throughput against the database's ceiling (issue 13)\n\n")
+	w("Issue 13 asks for 1 KiB uploads over HTTP keep-alive at ≥ 0.50× the database's own ceiling for upsink's row shape at 64 connections and ≥ 0.70× at 512, plain and HTTPS, with p99 latency, and for the CPU each process spends per landed row, so that the next bottleneck is visible.\n\n")
+	w("**The ceiling** is `upsink-bench ceiling`, run in this `make bench` before the load runs, on a fresh mariadbd with the same profile and a fresh database: one connection, upsink's session settings and driver options, a table with the columns of upsink's `uploads` (`id BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY, stream VARCHAR(64) ascii, received_at DATETIME(6), remote_addr VARCHAR(64) ascii, content_type VARBINARY(255), body LONGBLOB`), and back to back for the duration: `START TRANSACTION`; `LOAD DATA LOCAL INFILE 'Reader::…' INTO TABLE … CHARACTER SET binary FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' (stream, received_at, remote_addr, content_type, body)` of %s rows rendered on the fly (go-sql-driver `RegisterReaderHandler`; each body the bytes `upsink-bench load` sends, a distinct 42-byte marker then the shared filler, escaped as the store escapes); `COMMIT`. Nothing else runs: no HTTP, no queue, no ledger row, no id block (ids come from AUTO_INCREMENT). Rows/s counts rows of committed transactions over the time from the first `START TRANSACTION` to the last `COMMIT`'s answer; `COUNT(*)` afterwards must equal them.\n\n", ceilingRowsText(ceil))
+	if ceil == nil {
+		w("The ceiling was not measured in this run (no `ceiling.json`): no ratios.\n")
+	} else {
+		db, dbCores, dbOK := "—", "—", false
+		var dbUs float64
+		for _, m := range ceil.Memory {
+			if m.Name == "mariadbd" && m.Err == "" && ceil.Rows > 0 {
+				dbUs, dbOK = m.CPU/float64(ceil.Rows)*1e6, true
+				db, dbCores = fmt.Sprintf("%.1f", dbUs), fmt.Sprintf("%.2f", m.Cores)
+			}
+		}
+		count := fmt.Sprintf("%d = %d: yes", ceil.Rows, ceil.CountAfter-ceil.CountBefore)
+		if !ceil.CountOK {
+			count = fmt.Sprintf("%d vs %d: **NO**", ceil.Rows, ceil.CountAfter-ceil.CountBefore)
+		}
+		tool := 0.0
+		if ceil.Rows > 0 {
+			tool = (ceil.CPU.User + ceil.CPU.Sys) / float64(ceil.Rows) * 1e6
+		}
+		w("| ceiling rows/s | transactions/s (rows each) | transaction p50 / p99 ms | LOAD DATA p50 / p99 ms | rows committed = COUNT(*) | mariadbd CPU cores | CPU µs per row: mariadbd / ceiling tool | MiB streamed | engine, innodb_flush_log_at_trx_commit |\n|---|---|---|---|---|---|---|---|---|\n")
+		w("| **%.0f** | %.1f (%d) | %s / %s | %s / %s | %s | %s | %s / %.1f | %.0f | %s, %s |\n", ceil.RowsPerSec, ceil.TxPerSec, ceil.RowsPerTx,
+			ms(ceil.TxLatency.P50), ms(ceil.TxLatency.P99), ms(ceil.LoadLatency.P50), ms(ceil.LoadLatency.P99), count, dbCores, db, tool,
+			float64(ceil.StreamBytes)/(1<<20), ceil.Engine, ceil.FlushAtTrx)
+		if ceil.Err != "" {
+			w("\nThe ceiling run ended with an error: `%s`\n", ceil.Err)
+		}
+		cmd := readText(dir, "ceiling.cmd")
+		if cmd == "" {
+			cmd = ceil.Command
+		}
+		w("\n```\n%s\n```\n", cmd)
+		for _, t := range []bool{false, true} {
+			if len(concs[t]) == 0 {
+				continue
+			}
+			w("\n### %s: upsink against the ceiling\n\n", map[bool]string{false: "Plain HTTP", true: "HTTPS"}[t])
+			w("| c | upsink uploads/s | × ceiling | target | p50 ms | p99 ms | rows = 201s | CPU µs per upload: upsink | mariadbd | load tool | all three | CPU cores busy (of %d) | net/http baseline uploads/s (× ceiling) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n", ncpuOf(byKey, key, t, concs[t]))
+			for _, c := range concs[t] {
+				u := byKey[key("upsink", t, c)]
+				goal := "—"
+				if g, ok := ceilingGoal(c); ok {
+					goal = fmt.Sprintf("≥ %.2f×: %s", g, yes(u.r.UploadsPerSec >= g*ceil.RowsPerSec && ceil.CountOK && u.r.Created > 0))
+				}
+				eq := "—"
+				if u.hasRow {
+					eq = "yes"
+					if u.rows != u.r.Created {
+						eq = fmt.Sprintf("**NO** (%+d)", u.rows-u.r.Created)
+					}
+				}
+				su, okU := cpuPerUpload(u, "server")
+				sd, okD := cpuPerUpload(u, "mariadbd")
+				st, okT := cpuPerUpload(u, "tool")
+				bl := "not run"
+				if b := byKey[key("baseline", t, c)]; b != nil {
+					bl = fmt.Sprintf("%.0f (%s)", b.r.UploadsPerSec, ratio(b.r.UploadsPerSec, ceil.RowsPerSec))
+				}
+				w("| %d | **%.0f** | **%s** | %s | %s | %s | %s | %s | %s | %s | %s | %.2f | %s |\n", c, u.r.UploadsPerSec, ratio(u.r.UploadsPerSec, ceil.RowsPerSec), goal,
+					ms(u.r.Latency.P50), ms(u.r.Latency.P99), eq, usCell(su, okU), usCell(sd, okD), usCell(st, okT), usCell(su+sd+st, okU && okD && okT),
+					coresOf(u, "server")+coresOf(u, "mariadbd")+u.r.CPU.Cores, bl)
+			}
+			// Where the CPU goes at the targets' concurrencies.
+			for _, g := range ceilingGoals {
+				u := byKey[key("upsink", t, g.conns)]
+				if u == nil {
+					continue
+				}
+				su, okU := cpuPerUpload(u, "server")
+				sd, okD := cpuPerUpload(u, "mariadbd")
+				st, okT := cpuPerUpload(u, "tool")
+				if !okU || !okD || !okT {
+					continue
+				}
+				busy := coresOf(u, "server") + coresOf(u, "mariadbd") + u.r.CPU.Cores
+				top, topV := "upsink", su
+				if sd > topV {
+					top, topV = "mariadbd", sd
+				}
+				if st > topV {
+					top, topV = "the load tool", st
+				}
+				sum := su + sd + st
+				w("\nAt c=%d: %.2f of %d cores busy; per upload upsink %.1f µs, mariadbd %.1f µs", g.conns, busy, u.r.CPU.NCPU, su, sd)
+				if dbOK {
+					w(" (%.1f µs per row in the ceiling run, %s)", dbUs, ratio(sd, dbUs))
+				}
+				w(", the load tool %.1f µs: %.1f µs in all, of which %s %.0f %%. ", st, sum, top, 100*topV/sum)
+				if n := float64(u.r.CPU.NCPU); n > 0 && sum > 0 {
+					w("At that cost the %d cores could land at most %.0f uploads/s (%s the ceiling) if nothing waited.", u.r.CPU.NCPU, n/sum*1e6, ratio(n/sum*1e6, ceil.RowsPerSec))
+				}
+				w("\n")
+			}
+		}
+		w("\nCPU per upload is the process's CPU time during the load run divided by that run's 201s, in µs: upsink's and mariadbd's from `/proc/PID/stat` between the start and the end of the run (`upsink-bench load --watch`), the load tool's from its own `getrusage`. \"All three\" is their sum, what one landed upload costs this machine; \"CPU cores busy\" is the three processes' CPU time over the run's wall time. The ceiling's mariadbd figure is what the database spends per row when nothing but rows arrives; mariadbd's figure under upsink, above it, is what upsink's transactions cost the database beyond the rows (more and smaller transactions at low concurrency, the ledger row per batch). The load tool runs on the same %s cores as the servers: its CPU is taken from them, so on this machine the ratios are lower than with clients elsewhere. upsink's store writes with one connection too (one writer by default), in batches of up to 1,000 rows formed from what waits in its queue.\n",
+			strconv.Itoa(ceil.CPU.NCPU))
+	}
+}
+
+func ncpuOf(byKey map[string]*loadRun, key func(string, bool, int) string, t bool, cs []int) int {
+	for _, c := range cs {
+		if u := byKey[key("upsink", t, c)]; u != nil && u.r.CPU.NCPU > 0 {
+			return u.r.CPU.NCPU
+		}
+	}
+	return 0
+}
