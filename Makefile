@@ -94,7 +94,8 @@ bench-cluster: tools-check
 # The whole side-by-side run (upsink vs the net/http baseline, idle memory,
 # the database's own LOAD DATA ceiling (upsink-bench ceiling) and uploads/s
 # against it at c = 1, 8, 64, 512, 2000, handshakes, stalled handshakes,
-# go test -bench; plain and HTTPS) that writes BENCHMARKS.md; ~5 minutes on 2 cores.
+# go test -bench; plain and HTTPS) that writes BENCHMARKS.md; ~10 minutes on
+# 2 cores, then the attack suite (BENCH_ATTACKS=0 skips it; ~12 minutes).
 bench: tools-check
 	bench/run.sh
 

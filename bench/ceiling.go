@@ -59,6 +59,8 @@ type CeilingResult struct {
 	CountAfter   int64   `json:"count_after"`
 	CountOK      bool    `json:"count_ok"` // CountAfter - CountBefore == Rows
 	CPU          CPU     `json:"tool_cpu"`
+	// Machine: the whole machine's CPUs during the run (all processes).
+	Machine *MachineCPU `json:"machine_cpu,omitempty"`
 	// CPU seconds per 1,000 committed rows, by process ("tool" is this
 	// one, the others the --watch names).
 	CPUPer1kRows map[string]float64 `json:"cpu_s_per_1000_rows"`
@@ -258,6 +260,7 @@ func Ceiling(cfg CeilingConfig) (*CeilingResult, error) {
 	}
 	var ru0, ru1 syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+	st0, stErr := ReadStatCPU()
 	start := time.Now()
 	end := start.Add(cfg.Duration)
 	var runErr error
@@ -272,6 +275,10 @@ func Ceiling(cfg CeilingConfig) (*CeilingResult, error) {
 	}
 	elapsed := time.Since(start)
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+	st1, stErr1 := ReadStatCPU()
+	if stErr == nil && stErr1 == nil {
+		res.Machine = machineBetween(st0, st1, elapsed)
+	}
 	sres := smp.Stop()
 	res.Memory = sres.Procs
 	res.CPU = cpuBetween(&ru0, &ru1, elapsed)
@@ -363,6 +370,9 @@ func FormatCeiling(w io.Writer, r *CeilingResult) {
 		if m.Err != "" {
 			fmt.Fprintf(w, "    sampling error: %s\n", m.Err)
 		}
+	}
+	if m := r.Machine; m != nil {
+		fmt.Fprintf(w, "  machine       %.2f cores busy (all processes, irq and softirq included), iowait %.2f, steal %.2f\n", m.Busy, m.IOWait, m.Steal)
 	}
 	if r.Err != "" {
 		fmt.Fprintf(w, "  ERROR         %s\n", r.Err)

@@ -66,7 +66,7 @@ func usCell(v float64, ok bool) string {
 // (issue 13)": the ceiling run, then per mode a row per concurrency of
 // upsink's uploads/s, its ratio to the ceiling, latency and CPU per landed
 // row of upsink, mariadbd and the load tool.
-func ceilingSection(w func(string, ...any), dir string, ceil *CeilingResult, byKey map[string]*loadRun, key func(string, bool, int) string, concs map[bool][]int) {
+func ceilingSection(w func(string, ...any), dir string, ceil, after *CeilingResult, byKey map[string]*loadRun, key func(string, bool, int) string, concs map[bool][]int) {
 	if ceil == nil && len(concs[false])+len(concs[true]) == 0 {
 		return
 	}
@@ -76,28 +76,23 @@ func ceilingSection(w func(string, ...any), dir string, ceil *CeilingResult, byK
 	if ceil == nil {
 		w("The ceiling was not measured in this run (no `ceiling.json`): no ratios.\n")
 	} else {
-		db, dbCores, dbOK := "—", "—", false
-		var dbUs float64
-		for _, m := range ceil.Memory {
-			if m.Name == "mariadbd" && m.Err == "" && ceil.Rows > 0 {
-				dbUs, dbOK = m.CPU/float64(ceil.Rows)*1e6, true
-				db, dbCores = fmt.Sprintf("%.1f", dbUs), fmt.Sprintf("%.2f", m.Cores)
+		dbUs, dbOK := ceilingDBus(ceil)
+		w("| ceiling run | rows/s | transactions/s (rows each) | transaction p50 / p99 ms | LOAD DATA p50 / p99 ms | rows committed = COUNT(*) | mariadbd CPU cores | CPU µs per row: mariadbd / ceiling tool | whole machine: busy / iowait / steal cores | MiB streamed | engine, innodb_flush_log_at_trx_commit |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+		ceilingRow(w, "**before the load runs** (the ratios' denominator)", ceil)
+		if after != nil {
+			ceilingRow(w, "after the load runs (a check of the machine)", after)
+		}
+		for _, c := range []*CeilingResult{ceil, after} {
+			if c != nil && c.Err != "" {
+				w("\nA ceiling run ended with an error: `%s`\n", c.Err)
 			}
 		}
-		count := fmt.Sprintf("%d = %d: yes", ceil.Rows, ceil.CountAfter-ceil.CountBefore)
-		if !ceil.CountOK {
-			count = fmt.Sprintf("%d vs %d: **NO**", ceil.Rows, ceil.CountAfter-ceil.CountBefore)
-		}
-		tool := 0.0
-		if ceil.Rows > 0 {
-			tool = (ceil.CPU.User + ceil.CPU.Sys) / float64(ceil.Rows) * 1e6
-		}
-		w("| ceiling rows/s | transactions/s (rows each) | transaction p50 / p99 ms | LOAD DATA p50 / p99 ms | rows committed = COUNT(*) | mariadbd CPU cores | CPU µs per row: mariadbd / ceiling tool | MiB streamed | engine, innodb_flush_log_at_trx_commit |\n|---|---|---|---|---|---|---|---|---|\n")
-		w("| **%.0f** | %.1f (%d) | %s / %s | %s / %s | %s | %s | %s / %.1f | %.0f | %s, %s |\n", ceil.RowsPerSec, ceil.TxPerSec, ceil.RowsPerTx,
-			ms(ceil.TxLatency.P50), ms(ceil.TxLatency.P99), ms(ceil.LoadLatency.P50), ms(ceil.LoadLatency.P99), count, dbCores, db, tool,
-			float64(ceil.StreamBytes)/(1<<20), ceil.Engine, ceil.FlushAtTrx)
-		if ceil.Err != "" {
-			w("\nThe ceiling run ended with an error: `%s`\n", ceil.Err)
+		if after != nil && ceil.RowsPerSec > 0 {
+			if d := after.RowsPerSec/ceil.RowsPerSec - 1; d > 0.15 || d < -0.15 {
+				w("\nThe two ceiling runs differ by %+.0f %%: the machine did not stay the same through this run (another load on it, the disk), and the ratios below are only as good as that; the whole-machine CPU columns show what else ran.\n", 100*d)
+			} else {
+				w("\nThe two ceiling runs are within %.0f %% of each other.\n", 100*max(d, -d))
+			}
 		}
 		cmd := readText(dir, "ceiling.cmd")
 		if cmd == "" {
@@ -109,7 +104,7 @@ func ceilingSection(w func(string, ...any), dir string, ceil *CeilingResult, byK
 				continue
 			}
 			w("\n### %s: upsink against the ceiling\n\n", map[bool]string{false: "Plain HTTP", true: "HTTPS"}[t])
-			w("| c | upsink uploads/s | × ceiling | target | p50 ms | p99 ms | rows = 201s | CPU µs per upload: upsink | mariadbd | load tool | all three | CPU cores busy (of %d) | net/http baseline uploads/s (× ceiling) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n", ncpuOf(byKey, key, t, concs[t]))
+			w("| c | upsink uploads/s | × ceiling | target | p50 ms | p99 ms | rows = 201s | CPU µs per upload: upsink | mariadbd | load tool | all three | CPU cores busy (of %d): the three / whole machine | net/http baseline uploads/s (× ceiling) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n", ncpuOf(byKey, key, t, concs[t]))
 			for _, c := range concs[t] {
 				u := byKey[key("upsink", t, c)]
 				goal := "—"
@@ -130,9 +125,13 @@ func ceilingSection(w func(string, ...any), dir string, ceil *CeilingResult, byK
 				if b := byKey[key("baseline", t, c)]; b != nil {
 					bl = fmt.Sprintf("%.0f (%s)", b.r.UploadsPerSec, ratio(b.r.UploadsPerSec, ceil.RowsPerSec))
 				}
-				w("| %d | **%.0f** | **%s** | %s | %s | %s | %s | %s | %s | %s | %s | %.2f | %s |\n", c, u.r.UploadsPerSec, ratio(u.r.UploadsPerSec, ceil.RowsPerSec), goal,
+				mach := "—"
+				if u.r.Machine != nil {
+					mach = fmt.Sprintf("%.2f", u.r.Machine.Busy)
+				}
+				w("| %d | **%.0f** | **%s** | %s | %s | %s | %s | %s | %s | %s | %s | %.2f / %s | %s |\n", c, u.r.UploadsPerSec, ratio(u.r.UploadsPerSec, ceil.RowsPerSec), goal,
 					ms(u.r.Latency.P50), ms(u.r.Latency.P99), eq, usCell(su, okU), usCell(sd, okD), usCell(st, okT), usCell(su+sd+st, okU && okD && okT),
-					coresOf(u, "server")+coresOf(u, "mariadbd")+u.r.CPU.Cores, bl)
+					coresOf(u, "server")+coresOf(u, "mariadbd")+u.r.CPU.Cores, mach, bl)
 			}
 			// Where the CPU goes at the targets' concurrencies.
 			for _, g := range ceilingGoals {
@@ -166,7 +165,7 @@ func ceilingSection(w func(string, ...any), dir string, ceil *CeilingResult, byK
 				w("\n")
 			}
 		}
-		w("\nCPU per upload is the process's CPU time during the load run divided by that run's 201s, in µs: upsink's and mariadbd's from `/proc/PID/stat` between the start and the end of the run (`upsink-bench load --watch`), the load tool's from its own `getrusage`. \"All three\" is their sum, what one landed upload costs this machine; \"CPU cores busy\" is the three processes' CPU time over the run's wall time. The ceiling's mariadbd figure is what the database spends per row when nothing but rows arrives; mariadbd's figure under upsink, above it, is what upsink's transactions cost the database beyond the rows (more and smaller transactions at low concurrency, the ledger row per batch). The load tool runs on the same %s cores as the servers: its CPU is taken from them, so on this machine the ratios are lower than with clients elsewhere. upsink's store writes with one connection too (one writer by default), in batches of up to 1,000 rows formed from what waits in its queue.\n",
+		w("\nCPU per upload is the process's CPU time during the load run divided by that run's 201s, in µs: upsink's and mariadbd's from `/proc/PID/stat` between the start and the end of the run (`upsink-bench load --watch`), the load tool's from its own `getrusage`. \"All three\" is their sum, what one landed upload costs this machine; \"CPU cores busy\" is the three processes' CPU time over the run's wall time, beside the whole machine's (`/proc/stat`: every process, and the kernel's interrupt and softirq time, where loopback TCP is largely processed and not charged to any of the three; the difference is that plus whatever else ran). The ceiling's mariadbd figure is what the database spends per row when nothing but rows arrives; mariadbd's figure under upsink, above it, is what upsink's transactions cost the database beyond the rows (more and smaller transactions at low concurrency, the ledger row per batch). The load tool runs on the same %s cores as the servers: its CPU is taken from them, so on this machine the ratios are lower than with clients elsewhere. upsink's store writes with one connection too (one writer by default), in batches of up to 1,000 rows formed from what waits in its queue.\n",
 			strconv.Itoa(ceil.CPU.NCPU))
 	}
 }
@@ -178,4 +177,41 @@ func ncpuOf(byKey map[string]*loadRun, key func(string, bool, int) string, t boo
 		}
 	}
 	return 0
+}
+
+// ceilingDBus is mariadbd's CPU µs per row in a ceiling run.
+func ceilingDBus(c *CeilingResult) (float64, bool) {
+	for _, m := range c.Memory {
+		if m.Name == "mariadbd" && m.Err == "" && c.Rows > 0 {
+			return m.CPU / float64(c.Rows) * 1e6, true
+		}
+	}
+	return 0, false
+}
+
+func ceilingRow(w func(string, ...any), label string, c *CeilingResult) {
+	db, dbCores := "—", "—"
+	if v, ok := ceilingDBus(c); ok {
+		db = fmt.Sprintf("%.1f", v)
+		for _, m := range c.Memory {
+			if m.Name == "mariadbd" {
+				dbCores = fmt.Sprintf("%.2f", m.Cores)
+			}
+		}
+	}
+	count := fmt.Sprintf("%d = %d: yes", c.Rows, c.CountAfter-c.CountBefore)
+	if !c.CountOK {
+		count = fmt.Sprintf("%d vs %d: **NO**", c.Rows, c.CountAfter-c.CountBefore)
+	}
+	tool := 0.0
+	if c.Rows > 0 {
+		tool = (c.CPU.User + c.CPU.Sys) / float64(c.Rows) * 1e6
+	}
+	mach := "—"
+	if m := c.Machine; m != nil {
+		mach = fmt.Sprintf("%.2f / %.2f / %.2f", m.Busy, m.IOWait, m.Steal)
+	}
+	w("| %s | **%.0f** | %.1f (%d) | %s / %s | %s / %s | %s | %s | %s / %.1f | %s | %.0f | %s, %s |\n", label, c.RowsPerSec, c.TxPerSec, c.RowsPerTx,
+		ms(c.TxLatency.P50), ms(c.TxLatency.P99), ms(c.LoadLatency.P50), ms(c.LoadLatency.P99), count, dbCores, db, tool, mach,
+		float64(c.StreamBytes)/(1<<20), c.Engine, c.FlushAtTrx)
 }

@@ -148,6 +148,7 @@ type LoadResult struct {
 	Connects       int64            `json:"connects"`
 	Latency        Latency          `json:"latency"`
 	CPU            CPU              `json:"tool_cpu"`
+	Machine        *MachineCPU      `json:"machine_cpu,omitempty"` // the whole machine's CPUs during the run (all processes)
 	Memory         []WatchResult    `json:"memory,omitempty"`
 	TCPMemPeak     int64            `json:"tcp_mem_peak,omitempty"` // highest /proc/net/sockstat TCP mem, bytes
 	Cgroup         *CgroupResult    `json:"cgroup,omitempty"`
@@ -497,6 +498,7 @@ func Load(cfg LoadConfig) (*LoadResult, error) {
 
 	var ru0 syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+	st0, stErr := ReadStatCPU()
 	var (
 		issued atomic.Int64
 		stop   atomic.Bool
@@ -529,6 +531,7 @@ func Load(cfg LoadConfig) (*LoadResult, error) {
 	<-progDone
 	var ru1 syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+	st1, stErr1 := ReadStatCPU()
 
 	res := &LoadResult{
 		Command: cfg.Command, URL: cfg.URL, Conns: cfg.Conns, BodyBytes: cfg.BodySize, Chunked: cfg.Chunked, TLS: t.tls,
@@ -609,6 +612,9 @@ func Load(cfg LoadConfig) (*LoadResult, error) {
 		res.RespPerSec = float64(res.Responses) / s
 	}
 	res.CPU = cpuBetween(&ru0, &ru1, elapsed)
+	if stErr == nil && stErr1 == nil {
+		res.Machine = machineBetween(st0, st1, elapsed)
+	}
 	if cg != nil {
 		cgDone = true
 		if err := cg.Close(); err != nil {
@@ -1013,6 +1019,9 @@ func FormatLoad(w io.Writer, r *LoadResult) {
 		fmt.Fprintf(w, "    e.g. %s\n", m)
 	}
 	fmt.Fprintf(w, "  tool cpu    user %.2f s  sys %.2f s  = %.2f of %d cores\n", r.CPU.User, r.CPU.Sys, r.CPU.Cores, r.CPU.NCPU)
+	if m := r.Machine; m != nil {
+		fmt.Fprintf(w, "  machine     %.2f cores busy (all processes, irq and softirq included), iowait %.2f, steal %.2f\n", m.Busy, m.IOWait, m.Steal)
+	}
 	formatMemory(w, r.Memory, r.TCPMemPeak)
 	if r.Cgroup != nil {
 		FormatCgroup(w, r.Cgroup)

@@ -361,3 +361,69 @@ type WatchResult struct {
 	Cores   float64 `json:"cores"` // CPU / wall time of the watch
 	Err     string  `json:"err,omitempty"`
 }
+
+// StatCPU is the machine's CPU time by kind, in USER_HZ ticks summed over
+// all CPUs (the "cpu" line of /proc/stat).
+type StatCPU struct {
+	User, Nice, System, Idle, IOWait, IRQ, SoftIRQ, Steal uint64
+}
+
+// ReadStatCPU reads the "cpu" line of /proc/stat.
+func ReadStatCPU() (StatCPU, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return StatCPU{}, err
+	}
+	return parseStatLine(b)
+}
+
+func parseStatLine(b []byte) (StatCPU, error) {
+	for line := range bytes.SplitSeq(b, []byte("\n")) {
+		rest, ok := bytes.CutPrefix(line, []byte("cpu "))
+		if !ok {
+			continue
+		}
+		f := bytes.Fields(rest)
+		if len(f) < 8 {
+			return StatCPU{}, fmt.Errorf("/proc/stat: %d fields on the cpu line", len(f))
+		}
+		var v [8]uint64
+		for i := range v {
+			n, err := strconv.ParseUint(string(f[i]), 10, 64)
+			if err != nil {
+				return StatCPU{}, fmt.Errorf("/proc/stat: bad field %q", f[i])
+			}
+			v[i] = n
+		}
+		return StatCPU{User: v[0], Nice: v[1], System: v[2], Idle: v[3], IOWait: v[4], IRQ: v[5], SoftIRQ: v[6], Steal: v[7]}, nil
+	}
+	return StatCPU{}, fmt.Errorf("/proc/stat: no cpu line")
+}
+
+// MachineCPU is what the whole machine's CPUs did during a run, in cores
+// (CPU time over wall time): every process's, not only the watched ones,
+// so that another load on the machine shows.
+type MachineCPU struct {
+	Busy   float64 `json:"busy_cores"`   // user, nice, system, irq, softirq
+	IOWait float64 `json:"iowait_cores"` // idle with I/O outstanding
+	Steal  float64 `json:"steal_cores"`  // taken by the hypervisor
+}
+
+// machineBetween is the machine's CPU between two /proc/stat readings.
+func machineBetween(a, b StatCPU, elapsed time.Duration) *MachineCPU {
+	s := elapsed.Seconds()
+	if s <= 0 {
+		return nil
+	}
+	d := func(x, y uint64) float64 {
+		if y < x {
+			return 0
+		}
+		return float64(y-x) / clkTck / s
+	}
+	return &MachineCPU{
+		Busy:   d(a.User+a.Nice+a.System+a.IRQ+a.SoftIRQ, b.User+b.Nice+b.System+b.IRQ+b.SoftIRQ),
+		IOWait: d(a.IOWait, b.IOWait),
+		Steal:  d(a.Steal, b.Steal),
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 const statusSample = `Name:	upsink
@@ -97,6 +98,23 @@ func TestParseStatCPU(t *testing.T) {
 		}
 	}
 	if _, err := ReadCPU(os.Getpid()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestParseStatLine(t *testing.T) {
+	s, err := parseStatLine([]byte("cpu  779503 41 586411 2033164 49793 0 145281 11406 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n"))
+	if err != nil || s != (StatCPU{User: 779503, Nice: 41, System: 586411, Idle: 2033164, IOWait: 49793, SoftIRQ: 145281, Steal: 11406}) {
+		t.Fatalf("%+v %v", s, err)
+	}
+	if _, err := parseStatLine([]byte("cpu0 1 2 3\n")); err == nil {
+		t.Fatal("no cpu line accepted")
+	}
+	m := machineBetween(StatCPU{User: 100, Idle: 50}, StatCPU{User: 250, System: 50, SoftIRQ: 100, IOWait: 20, Idle: 60, Steal: 10}, 2*time.Second)
+	if m.Busy != 1.5 || m.IOWait != 0.1 || m.Steal != 0.05 {
+		t.Fatalf("%+v", m)
+	}
+	if _, err := ReadStatCPU(); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -658,7 +658,11 @@ func Report(dir string) (string, error) {
 	}
 	loadSection(false)
 	loadSection(true)
-	ceilingSection(w, dir, ceil, byKey, key, concs)
+	var ceilAfter *CeilingResult
+	if c := new(CeilingResult); readJSON(dir, "ceiling-after.json", c) {
+		ceilAfter = c
+	}
+	ceilingSection(w, dir, ceil, ceilAfter, byKey, key, concs)
 	if db := readText(dir, "mariadbd.cmd"); db != "" {
 		w("\nmariadbd, restarted for every run above:\n\n```\n%s\n```\n", db)
 	}

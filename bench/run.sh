@@ -10,7 +10,8 @@
 #   b0. the database's own ceiling for upsink's row shape (issue 13), once,
 #      before the load runs: upsink-bench ceiling, one connection streaming
 #      LOAD DATA LOCAL of 1 KiB rows in BENCH_CEILING_ROWS-row transactions
-#      for BENCH_CEILING_DURATION into a fresh database, mariadbd's CPU watched
+#      for BENCH_CEILING_DURATION into a fresh database, mariadbd's CPU watched;
+#      again after the load runs, as a check that the machine stayed the same
 #   b. uploads/s, latency, peak RSS and CPU (server and mariadbd) of 1 KiB
 #      uploads over keep-alive at each of BENCH_CONNS, BENCH_DURATION each
 #      (the report divides upsink's uploads/s by the ceiling of b0)
@@ -281,15 +282,19 @@ fi
 # Before the load runs, on a fresh mariadbd with the same profile: one
 # connection, START TRANSACTION; LOAD DATA LOCAL of CEIL_ROWS 1 KiB rows;
 # COMMIT, back to back. The report divides upsink's uploads/s by its rows/s.
-if part ceiling; then
+# The same again after the load runs (ceiling-after), as a check that the
+# machine stayed the same.
+ceiling() {
+	local name="$1"
 	db_up
 	db_client -e 'DROP DATABASE IF EXISTS b_ceiling; CREATE DATABASE b_ceiling'
-	echo "upsink-bench ceiling --dsn 'root@unix(\$SOCK)/b_ceiling' -d $CEIL_DURATION --rows $CEIL_ROWS --body $BODY --watch mariadbd=\$MARIADBD_PID" >"$RES/ceiling.cmd"
-	log "ceiling: LOAD DATA LOCAL, $CEIL_ROWS rows per transaction, $CEIL_DURATION"
+	echo "upsink-bench ceiling --dsn 'root@unix(\$SOCK)/b_ceiling' -d $CEIL_DURATION --rows $CEIL_ROWS --body $BODY --watch mariadbd=\$MARIADBD_PID" >"$RES/$name.cmd"
+	log "$name: LOAD DATA LOCAL, $CEIL_ROWS rows per transaction, $CEIL_DURATION"
 	$B ceiling --dsn "$(db_dsn b_ceiling)" -d "$CEIL_DURATION" --rows "$CEIL_ROWS" --body "$BODY" \
-		--watch mariadbd="$DB_SERVER_PID" --json-out "$RES/ceiling.json"
+		--watch mariadbd="$DB_SERVER_PID" --json-out "$RES/$name.json"
 	db_down
-fi
+}
+if part ceiling; then ceiling ceiling; fi
 
 # --- b, c. load ------------------------------------------------------------
 if part load; then
@@ -317,6 +322,7 @@ for c in $CONNS; do
 	done
 done
 done
+if part ceiling; then ceiling ceiling-after; fi
 fi
 
 # --- d. go benchmarks ------------------------------------------------------
