@@ -66,30 +66,39 @@ func usCell(v float64, ok bool) string {
 // (issue 13)": the ceiling run, then per mode a row per concurrency of
 // upsink's uploads/s, its ratio to the ceiling, latency and CPU per landed
 // row of upsink, mariadbd and the load tool.
-func ceilingSection(w func(string, ...any), dir string, ceil, after *CeilingResult, byKey map[string]*loadRun, key func(string, bool, int) string, concs map[bool][]int) {
+func ceilingSection(w func(string, ...any), dir string, before, after, ceil *CeilingResult, byKey map[string]*loadRun, key func(string, bool, int) string, concs map[bool][]int) {
 	if ceil == nil && len(concs[false])+len(concs[true]) == 0 {
 		return
 	}
 	w("\n## Throughput against the database's ceiling (issue 13)\n\n")
 	w("Issue 13 asks for 1 KiB uploads over HTTP keep-alive at ≥ 0.50× the database's own ceiling for upsink's row shape at 64 connections and ≥ 0.70× at 512, plain and HTTPS, with p99 latency, and for the CPU each process spends per landed row, so that the next bottleneck is visible.\n\n")
-	w("**The ceiling** is `upsink-bench ceiling`, run in this `make bench` before the load runs, on a fresh mariadbd with the same profile and a fresh database: one connection, upsink's session settings and driver options, a table with the columns of upsink's `uploads` (`id BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY, stream VARCHAR(64) ascii, received_at DATETIME(6), remote_addr VARCHAR(64) ascii, content_type VARBINARY(255), body LONGBLOB`), and back to back for the duration: `START TRANSACTION`; `LOAD DATA LOCAL INFILE 'Reader::…' INTO TABLE … CHARACTER SET binary FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' (stream, received_at, remote_addr, content_type, body)` of %s rows rendered on the fly (go-sql-driver `RegisterReaderHandler`; each body the bytes `upsink-bench load` sends, a distinct 42-byte marker then the shared filler, escaped as the store escapes); `COMMIT`. Nothing else runs: no HTTP, no queue, no ledger row, no id block (ids come from AUTO_INCREMENT). Rows/s counts rows of committed transactions over the time from the first `START TRANSACTION` to the last `COMMIT`'s answer; `COUNT(*)` afterwards must equal them.\n\n", ceilingRowsText(ceil))
+	w("**The ceiling** is `upsink-bench ceiling`, run in this `make bench` before the load runs and again after them, each time on a fresh mariadbd with the same profile and a fresh database: one connection, upsink's session settings and driver options, a table with the columns of upsink's `uploads` (`id BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY, stream VARCHAR(64) ascii, received_at DATETIME(6), remote_addr VARCHAR(64) ascii, content_type VARBINARY(255), body LONGBLOB`), and back to back for the duration: `START TRANSACTION`; `LOAD DATA LOCAL INFILE 'Reader::…' INTO TABLE … CHARACTER SET binary FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' (stream, received_at, remote_addr, content_type, body)` of %s rows rendered on the fly (go-sql-driver `RegisterReaderHandler`; each body the bytes `upsink-bench load` sends, a distinct 42-byte marker then the shared filler, escaped as the store escapes); `COMMIT`. Nothing else runs: no HTTP, no queue, no ledger row, no id block (ids come from AUTO_INCREMENT). Rows/s counts rows of committed transactions over the time from the first `START TRANSACTION` to the last `COMMIT`'s answer; `COUNT(*)` afterwards must equal them. The ratios below divide by the higher of the two runs (one whose count checked out): the most the database showed on this machine in this run, so that a slow moment of the machine during one ceiling run does not flatter upsink.\n\n", ceilingRowsText(ceil))
 	if ceil == nil {
 		w("The ceiling was not measured in this run (no `ceiling.json`): no ratios.\n")
 	} else {
 		dbUs, dbOK := ceilingDBus(ceil)
 		w("| ceiling run | rows/s | transactions/s (rows each) | transaction p50 / p99 ms | LOAD DATA p50 / p99 ms | rows committed = COUNT(*) | mariadbd CPU cores | CPU µs per row: mariadbd / ceiling tool | whole machine: busy / iowait / steal cores | MiB streamed | engine, innodb_flush_log_at_trx_commit |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
-		ceilingRow(w, "**before the load runs** (the ratios' denominator)", ceil)
-		if after != nil {
-			ceilingRow(w, "after the load runs (a check of the machine)", after)
+		for _, r := range []struct {
+			label string
+			c     *CeilingResult
+		}{{"before the load runs", before}, {"after the load runs", after}} {
+			if r.c == nil {
+				continue
+			}
+			label := r.label
+			if r.c == ceil {
+				label = "**" + label + "** (the ratios' denominator)"
+			}
+			ceilingRow(w, label, r.c)
 		}
-		for _, c := range []*CeilingResult{ceil, after} {
+		for _, c := range []*CeilingResult{before, after} {
 			if c != nil && c.Err != "" {
 				w("\nA ceiling run ended with an error: `%s`\n", c.Err)
 			}
 		}
-		if after != nil && ceil.RowsPerSec > 0 {
-			if d := after.RowsPerSec/ceil.RowsPerSec - 1; d > 0.15 || d < -0.15 {
-				w("\nThe two ceiling runs differ by %+.0f %%: the machine did not stay the same through this run (another load on it, the disk), and the ratios below are only as good as that; the whole-machine CPU columns show what else ran.\n", 100*d)
+		if before != nil && after != nil && before.RowsPerSec > 0 {
+			if d := after.RowsPerSec/before.RowsPerSec - 1; d > 0.15 || d < -0.15 {
+				w("\nThe two ceiling runs differ by %+.0f %%: the machine did not stay the same through this run (another load on it, the host: see steal, the disk), and the ratios below are only as good as that; the whole-machine CPU columns show what else ran.\n", 100*d)
 			} else {
 				w("\nThe two ceiling runs are within %.0f %% of each other.\n", 100*max(d, -d))
 			}
@@ -126,8 +135,11 @@ func ceilingSection(w func(string, ...any), dir string, ceil, after *CeilingResu
 					bl = fmt.Sprintf("%.0f (%s)", b.r.UploadsPerSec, ratio(b.r.UploadsPerSec, ceil.RowsPerSec))
 				}
 				mach := "—"
-				if u.r.Machine != nil {
-					mach = fmt.Sprintf("%.2f", u.r.Machine.Busy)
+				if m := u.r.Machine; m != nil {
+					mach = fmt.Sprintf("%.2f", m.Busy)
+					if m.Steal >= 0.05 {
+						mach += fmt.Sprintf(" (steal %.2f)", m.Steal)
+					}
 				}
 				w("| %d | **%.0f** | **%s** | %s | %s | %s | %s | %s | %s | %s | %s | %.2f / %s | %s |\n", c, u.r.UploadsPerSec, ratio(u.r.UploadsPerSec, ceil.RowsPerSec), goal,
 					ms(u.r.Latency.P50), ms(u.r.Latency.P99), eq, usCell(su, okU), usCell(sd, okD), usCell(st, okT), usCell(su+sd+st, okU && okD && okT),
@@ -165,7 +177,7 @@ func ceilingSection(w func(string, ...any), dir string, ceil, after *CeilingResu
 				w("\n")
 			}
 		}
-		w("\nCPU per upload is the process's CPU time during the load run divided by that run's 201s, in µs: upsink's and mariadbd's from `/proc/PID/stat` between the start and the end of the run (`upsink-bench load --watch`), the load tool's from its own `getrusage`. \"All three\" is their sum, what one landed upload costs this machine; \"CPU cores busy\" is the three processes' CPU time over the run's wall time, beside the whole machine's (`/proc/stat`: every process, and the kernel's interrupt and softirq time, where loopback TCP is largely processed and not charged to any of the three; the difference is that plus whatever else ran). The ceiling's mariadbd figure is what the database spends per row when nothing but rows arrives; mariadbd's figure under upsink, above it, is what upsink's transactions cost the database beyond the rows (more and smaller transactions at low concurrency, the ledger row per batch). The load tool runs on the same %s cores as the servers: its CPU is taken from them, so on this machine the ratios are lower than with clients elsewhere. upsink's store writes with one connection too (one writer by default), in batches of up to 1,000 rows formed from what waits in its queue.\n",
+		w("\nCPU per upload is the process's CPU time during the load run divided by that run's 201s, in µs: upsink's and mariadbd's from `/proc/PID/stat` between the start and the end of the run (`upsink-bench load --watch`), the load tool's from its own `getrusage`. \"All three\" is their sum, what one landed upload costs this machine; \"CPU cores busy\" is the three processes' CPU time over the run's wall time, beside the whole machine's (`/proc/stat`: every process, and the kernel's interrupt and softirq time, where loopback TCP is largely processed and not charged to any of the three; the difference is that plus whatever else ran, give or take a few percent as the two are read from different files at slightly different moments; \"steal\", shown from 0.05 cores, is CPU time the hypervisor gave to others). The ceiling's mariadbd figure is what the database spends per row when nothing but rows arrives; mariadbd's figure under upsink, above it, is what upsink's transactions cost the database beyond the rows (more and smaller transactions at low concurrency, the ledger row per batch). The load tool runs on the same %s cores as the servers: its CPU is taken from them, so on this machine the ratios are lower than with clients elsewhere. upsink's store writes with one connection too (one writer by default), in batches of up to 1,000 rows formed from what waits in its queue.\n",
 			strconv.Itoa(ceil.CPU.NCPU))
 	}
 }
@@ -214,4 +226,22 @@ func ceilingRow(w func(string, ...any), label string, c *CeilingResult) {
 	w("| %s | **%.0f** | %.1f (%d) | %s / %s | %s / %s | %s | %s | %s / %.1f | %s | %.0f | %s, %s |\n", label, c.RowsPerSec, c.TxPerSec, c.RowsPerTx,
 		ms(c.TxLatency.P50), ms(c.TxLatency.P99), ms(c.LoadLatency.P50), ms(c.LoadLatency.P99), count, dbCores, db, tool, mach,
 		float64(c.StreamBytes)/(1<<20), c.Engine, c.FlushAtTrx)
+}
+
+// higherCeiling is the ceiling run with the higher rows/s among those that
+// committed rows and whose COUNT(*) checked out (else the one there is).
+func higherCeiling(a, b *CeilingResult) *CeilingResult {
+	ok := func(c *CeilingResult) bool { return c != nil && c.CountOK && c.Rows > 0 && c.Err == "" }
+	switch {
+	case ok(a) && ok(b):
+		if b.RowsPerSec > a.RowsPerSec {
+			return b
+		}
+		return a
+	case ok(b):
+		return b
+	case a != nil:
+		return a
+	}
+	return b
 }

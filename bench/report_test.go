@@ -289,7 +289,7 @@ func TestReportCeiling(t *testing.T) {
 		"| HTTPS uploads/s ≥ 0.70× the database's ceiling (c=512, issue 13) | not measured at c=512 | — |",
 		"## Throughput against the database's ceiling (issue 13)",
 		"| **before the load runs** (the ratios' denominator) | **40000** | 40.0 (1000) | 20.00 / 30.00 | 18.00 / 28.00 | 400000 = 400000: yes | 0.40 | 10.0 / 2.0 | 1.50 / 0.25 / 0.01 | 420 | InnoDB, 1 |",
-		"| after the load runs (a check of the machine) | **30000** | 30.0 (1000) |",
+		"| after the load runs | **30000** | 30.0 (1000) |",
 		"The two ceiling runs differ by -25 %: the machine did not stay the same",
 		"upsink-bench ceiling --dsn 'root@unix($SOCK)/b_ceiling' -d 15s",
 		"### Plain HTTP: upsink against the ceiling",
@@ -306,7 +306,21 @@ func TestReportCeiling(t *testing.T) {
 	if t.Failed() {
 		t.Log(md)
 	}
+	// A higher ceiling after the loads is the denominator.
+	writeResult(t, dir, "ceiling-after.json", CeilingResult{RowsPerTx: 1000, Rows: 500000, Transactions: 500, RowsPerSec: 50000, TxPerSec: 50, CountAfter: 500000, CountOK: true})
+	md, _ = Report(dir)
+	for _, want := range []string{
+		"| plain uploads/s ≥ 0.50× the database's ceiling (c=64, issue 13) | upsink 21000/s vs ceiling 50000 rows/s = 0.42×, p99 50.00 ms | **not met** |",
+		"| before the load runs | **40000** |",
+		"| **after the load runs** (the ratios' denominator) | **50000** |",
+		"The two ceiling runs differ by +25 %",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
 	// Without a ceiling run the targets say so and there is no ratio.
+	_ = os.Remove(filepath.Join(dir, "ceiling-after.json"))
 	_ = os.Remove(filepath.Join(dir, "ceiling.json"))
 	md, _ = Report(dir)
 	if !strings.Contains(md, "| plain uploads/s ≥ 0.50× the database's ceiling (c=64, issue 13) | upsink 21000/s; the ceiling was not measured in this run | — |") ||
