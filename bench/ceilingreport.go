@@ -113,7 +113,7 @@ func ceilingSection(w func(string, ...any), dir string, before, after, ceil *Cei
 				continue
 			}
 			w("\n### %s: upsink against the ceiling\n\n", map[bool]string{false: "Plain HTTP", true: "HTTPS"}[t])
-			w("| c | upsink uploads/s | × ceiling | target | p50 ms | p99 ms | rows = 201s | CPU µs per upload: upsink | mariadbd | load tool | all three | CPU cores busy (of %d): the three / whole machine | net/http baseline uploads/s (× ceiling) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n", ncpuOf(byKey, key, t, concs[t]))
+			w("| c | upsink uploads/s | × ceiling | target | p50 ms | p99 ms | rows = 201s | upsink's transactions/s (mean rows each) | CPU µs per upload: upsink | mariadbd | load tool | all three | CPU cores busy (of %d): the three / whole machine | net/http baseline uploads/s (× ceiling) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n", ncpuOf(byKey, key, t, concs[t]))
 			for _, c := range concs[t] {
 				u := byKey[key("upsink", t, c)]
 				goal := "—"
@@ -141,8 +141,12 @@ func ceilingSection(w func(string, ...any), dir string, before, after, ceil *Cei
 						mach += fmt.Sprintf(" (steal %.2f)", m.Steal)
 					}
 				}
-				w("| %d | **%.0f** | **%s** | %s | %s | %s | %s | %s | %s | %s | %s | %.2f / %s | %s |\n", c, u.r.UploadsPerSec, ratio(u.r.UploadsPerSec, ceil.RowsPerSec), goal,
-					ms(u.r.Latency.P50), ms(u.r.Latency.P99), eq, usCell(su, okU), usCell(sd, okD), usCell(st, okT), usCell(su+sd+st, okU && okD && okT),
+				txs := "—"
+				if u.hasBatches && u.batches > 0 && u.r.Elapsed > 0 {
+					txs = fmt.Sprintf("%.0f (%.1f)", float64(u.batches)/u.r.Elapsed, float64(u.batchRows)/float64(u.batches))
+				}
+				w("| %d | **%.0f** | **%s** | %s | %s | %s | %s | %s | %s | %s | %s | %s | %.2f / %s | %s |\n", c, u.r.UploadsPerSec, ratio(u.r.UploadsPerSec, ceil.RowsPerSec), goal,
+					ms(u.r.Latency.P50), ms(u.r.Latency.P99), eq, txs, usCell(su, okU), usCell(sd, okD), usCell(st, okT), usCell(su+sd+st, okU && okD && okT),
 					coresOf(u, "server")+coresOf(u, "mariadbd")+u.r.CPU.Cores, mach, bl)
 			}
 			// Where the CPU goes at the targets' concurrencies.
@@ -177,7 +181,7 @@ func ceilingSection(w func(string, ...any), dir string, before, after, ceil *Cei
 				w("\n")
 			}
 		}
-		w("\nCPU per upload is the process's CPU time during the load run divided by that run's 201s, in µs: upsink's and mariadbd's from `/proc/PID/stat` between the start and the end of the run (`upsink-bench load --watch`), the load tool's from its own `getrusage`. \"All three\" is their sum, what one landed upload costs this machine; \"CPU cores busy\" is the three processes' CPU time over the run's wall time, beside the whole machine's (`/proc/stat`: every process, and the kernel's interrupt and softirq time, where loopback TCP is largely processed and not charged to any of the three; the difference is that plus whatever else ran, give or take a few percent as the two are read from different files at slightly different moments; \"steal\", shown from 0.05 cores, is CPU time the hypervisor gave to others). The ceiling's mariadbd figure is what the database spends per row when nothing but rows arrives; mariadbd's figure under upsink, above it, is what upsink's transactions cost the database beyond the rows (more and smaller transactions at low concurrency, the ledger row per batch). The load tool runs on the same %s cores as the servers: its CPU is taken from them, so on this machine the ratios are lower than with clients elsewhere. upsink's store writes with one connection too (one writer by default), in batches of up to 1,000 rows formed from what waits in its queue.\n",
+		w("\nCPU per upload is the process's CPU time during the load run divided by that run's 201s, in µs: upsink's and mariadbd's from `/proc/PID/stat` between the start and the end of the run (`upsink-bench load --watch`), the load tool's from its own `getrusage`. \"All three\" is their sum, what one landed upload costs this machine; \"CPU cores busy\" is the three processes' CPU time over the run's wall time, beside the whole machine's (`/proc/stat`: every process, and the kernel's interrupt and softirq time, where loopback TCP is largely processed and not charged to any of the three; the difference is that plus whatever else ran, give or take a few percent as the two are read from different files at slightly different moments; \"steal\", shown from 0.05 cores, is CPU time the hypervisor gave to others). The ceiling's mariadbd figure is what the database spends per row when nothing but rows arrives; mariadbd's figure under upsink, above it, is what upsink's transactions cost the database beyond the rows (more and smaller transactions at low concurrency, the ledger row per batch). upsink's transactions are its batches as its ledger (`upsink_batches`) holds them after the run: their number over the run's wall time, and the mean rows per batch; with c closed-loop clients no batch can hold more than c rows. The load tool runs on the same %s cores as the servers: its CPU is taken from them, so on this machine the ratios are lower than with clients elsewhere. upsink's store writes with one connection too (one writer by default), in batches of up to 1,000 rows formed from what waits in its queue.\n",
 			strconv.Itoa(ceil.CPU.NCPU))
 	}
 }

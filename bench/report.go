@@ -238,6 +238,9 @@ type loadRun struct {
 	rows   int64
 	hasRow bool
 	file   string
+	// upsink's ledger after the run (NAME.batches: "BATCHES<TAB>ROWS")
+	batches, batchRows int64
+	hasBatches         bool
 }
 
 func (l *loadRun) peak(name string) int64 {
@@ -278,6 +281,12 @@ func readLoads(dir string) []loadRun {
 		if v := readText(dir, base+".rows"); v != "" {
 			lr.rows, _ = strconv.ParseInt(v, 10, 64)
 			lr.hasRow = true
+		}
+		if f := strings.Fields(readText(dir, base+".batches")); len(f) == 2 {
+			var e1, e2 error
+			lr.batches, e1 = strconv.ParseInt(f[0], 10, 64)
+			lr.batchRows, e2 = strconv.ParseInt(f[1], 10, 64)
+			lr.hasBatches = e1 == nil && e2 == nil
 		}
 		loads = append(loads, lr)
 	}

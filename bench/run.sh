@@ -317,6 +317,10 @@ for c in $CONNS; do
 		stop_server
 		rows="$(db_client -N -e "SELECT COUNT(*) FROM \`$DBNAME\`.uploads")"
 		echo "$rows" >"$RES/$name.rows"
+		if [ "$kind" = upsink ]; then
+			# upsink's ledger: one row per committed batch, with its row count.
+			db_client -N -e "SELECT COUNT(*), COALESCE(SUM(row_count), 0) FROM \`$DBNAME\`.upsink_batches" >"$RES/$name.batches"
+		fi
 		log "rows in $DBNAME.uploads: $rows (201s: $(sed -n 's/.*"created": \([0-9]*\).*/\1/p' "$RES/$name.json"))"
 		db_down
 	done
