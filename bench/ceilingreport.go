@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"strconv"
+	"strings"
 )
 
 // Issue 13's targets: upsink's uploads/s over keep-alive against the
@@ -114,6 +115,7 @@ func ceilingSection(w func(string, ...any), dir string, before, after, ceil *Cei
 			}
 			w("\n### %s: upsink against the ceiling\n\n", map[bool]string{false: "Plain HTTP", true: "HTTPS"}[t])
 			w("| c | upsink uploads/s | × ceiling | target | p50 ms | p99 ms | rows = 201s | upsink's transactions/s (mean rows each) | CPU µs per upload: upsink | mariadbd | load tool | all three | CPU cores busy (of %d): the three / whole machine | net/http baseline uploads/s (× ceiling) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n", ncpuOf(byKey, key, t, concs[t]))
+			var disturbed []int
 			for _, c := range concs[t] {
 				u := byKey[key("upsink", t, c)]
 				goal := "—"
@@ -134,11 +136,16 @@ func ceilingSection(w func(string, ...any), dir string, before, after, ceil *Cei
 				if b := byKey[key("baseline", t, c)]; b != nil {
 					bl = fmt.Sprintf("%.0f (%s)", b.r.UploadsPerSec, ratio(b.r.UploadsPerSec, ceil.RowsPerSec))
 				}
+				three := coresOf(u, "server") + coresOf(u, "mariadbd") + u.r.CPU.Cores
 				mach := "—"
 				if m := u.r.Machine; m != nil {
 					mach = fmt.Sprintf("%.2f", m.Busy)
 					if m.Steal >= 0.05 {
 						mach += fmt.Sprintf(" (steal %.2f)", m.Steal)
+					}
+					if m.Busy-three >= otherLoad {
+						mach += fmt.Sprintf(" **(+%.2f: other work)**", m.Busy-three)
+						disturbed = append(disturbed, c)
 					}
 				}
 				txs := "—"
@@ -147,7 +154,10 @@ func ceilingSection(w func(string, ...any), dir string, before, after, ceil *Cei
 				}
 				w("| %d | **%.0f** | **%s** | %s | %s | %s | %s | %s | %s | %s | %s | %s | %.2f / %s | %s |\n", c, u.r.UploadsPerSec, ratio(u.r.UploadsPerSec, ceil.RowsPerSec), goal,
 					ms(u.r.Latency.P50), ms(u.r.Latency.P99), eq, txs, usCell(su, okU), usCell(sd, okD), usCell(st, okT), usCell(su+sd+st, okU && okD && okT),
-					coresOf(u, "server")+coresOf(u, "mariadbd")+u.r.CPU.Cores, mach, bl)
+					three, mach, bl)
+			}
+			if len(disturbed) > 0 {
+				w("\n**Disturbed:** during the runs at c=%s the whole machine was busier than these three processes by %.1f cores or more: something else ran on the machine, and those rows understate upsink.\n", joinInts(disturbed), otherLoad)
 			}
 			// Where the CPU goes at the targets' concurrencies.
 			for _, g := range ceilingGoals {
@@ -181,8 +191,8 @@ func ceilingSection(w func(string, ...any), dir string, before, after, ceil *Cei
 				w("\n")
 			}
 		}
-		w("\nCPU per upload is the process's CPU time during the load run divided by that run's 201s, in µs: upsink's and mariadbd's from `/proc/PID/stat` between the start and the end of the run (`upsink-bench load --watch`), the load tool's from its own `getrusage`. \"All three\" is their sum, what one landed upload costs this machine; \"CPU cores busy\" is the three processes' CPU time over the run's wall time, beside the whole machine's (`/proc/stat`: every process, and the kernel's interrupt and softirq time, where loopback TCP is largely processed and not charged to any of the three; the difference is that plus whatever else ran, give or take a few percent as the two are read from different files at slightly different moments; \"steal\", shown from 0.05 cores, is CPU time the hypervisor gave to others). The ceiling's mariadbd figure is what the database spends per row when nothing but rows arrives; mariadbd's figure under upsink, above it, is what upsink's transactions cost the database beyond the rows (more and smaller transactions at low concurrency, the ledger row per batch). upsink's transactions are its batches as its ledger (`upsink_batches`) holds them after the run: their number over the run's wall time, and the mean rows per batch; with c closed-loop clients no batch can hold more than c rows. The load tool runs on the same %s cores as the servers: its CPU is taken from them, so on this machine the ratios are lower than with clients elsewhere. upsink's store writes with one connection too (one writer by default), in batches of up to 1,000 rows formed from what waits in its queue.\n",
-			strconv.Itoa(ceil.CPU.NCPU))
+		w("\nCPU per upload is the process's CPU time during the load run divided by that run's 201s, in µs: upsink's and mariadbd's from `/proc/PID/stat` between the start and the end of the run (`upsink-bench load --watch`), the load tool's from its own `getrusage`. \"All three\" is their sum, what one landed upload costs this machine; \"CPU cores busy\" is the three processes' CPU time over the run's wall time, beside the whole machine's (`/proc/stat`: every process, and the kernel's interrupt and softirq time, where loopback TCP is largely processed and not charged to any of the three; the difference is that plus whatever else ran, give or take a few percent as the two are read from different files at slightly different moments; \"steal\", shown from 0.05 cores, is CPU time the hypervisor gave to others; a difference of %.1f cores or more is marked as other work). The ceiling's mariadbd figure is what the database spends per row when nothing but rows arrives; mariadbd's figure under upsink, above it, is what upsink's transactions cost the database beyond the rows (more and smaller transactions at low concurrency, the ledger row per batch). upsink's transactions are its batches as its ledger (`upsink_batches`) holds them after the run: their number over the run's wall time, and the mean rows per batch; with c closed-loop clients no batch can hold more than c rows. The load tool runs on the same %s cores as the servers: its CPU is taken from them, so on this machine the ratios are lower than with clients elsewhere. upsink's store writes with one connection too (one writer by default), in batches of up to 1,000 rows formed from what waits in its queue.\n",
+			otherLoad, strconv.Itoa(ceil.CPU.NCPU))
 	}
 }
 
@@ -248,4 +258,17 @@ func higherCeiling(a, b *CeilingResult) *CeilingResult {
 		return a
 	}
 	return b
+}
+
+// otherLoad: the whole machine busier than the three processes of a load
+// run by this many cores means something else ran (loopback softirq and
+// the sampling skew stay well under it: within ±0.15 cores in quiet runs).
+const otherLoad = 0.3
+
+func joinInts(v []int) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = strconv.Itoa(x)
+	}
+	return strings.Join(s, ", ")
 }
