@@ -173,7 +173,8 @@ func openCeilingDB(dsn string) (*sql.DB, error) {
 	}
 	mc.ParseTime = true
 	mc.InterpolateParams = false
-	mc.AllowAllFiles = false // Reader:: handlers need no file allowlist
+	mc.MultiStatements = true // as the store (each statement here goes alone)
+	mc.AllowAllFiles = false  // Reader:: handlers need no file allowlist
 	mc.Loc = time.UTC
 	if mc.Timeout == 0 {
 		mc.Timeout = 2 * time.Second
