@@ -161,18 +161,7 @@ func (w *writer) skipReplayed(ctx context.Context, jobs []*Job) error {
 // Keys and streams travel as hex literals: nothing user-supplied is ever
 // quoted into SQL.
 func (w *writer) lockKeys(ctx context.Context, jobs []*Job) error {
-	b := append(w.sqlBuf[:0], "SELECT stream, idem_key, fingerprint, status, upload_id, spool_seq, expires_at > NOW(6) FROM upsink_idem WHERE (stream, idem_key) IN ("...)
-	n := 0
-	for i, j := range jobs {
-		if len(j.IdemKey) == 0 || w.verdicts[i] != vLoad {
-			continue
-		}
-		if n > 0 {
-			b = append(b, ',')
-		}
-		b = append(appendKey(b, j), ')')
-		n++
-	}
+	b, n := w.appendKeyList(append(w.sqlBuf[:0], "SELECT stream, idem_key, fingerprint, status, upload_id, spool_seq, expires_at > NOW(6) FROM upsink_idem WHERE (stream, idem_key) IN ("...), jobs)
 	b = append(b, ") FOR UPDATE"...)
 	w.sqlBuf = b
 	if n == 0 {
@@ -214,6 +203,23 @@ func (w *writer) lockKeys(ctx context.Context, jobs []*Job) error {
 	return nil
 }
 
+// appendKeyList appends "(X'stream',X'key'),…" for the keyed jobs the
+// attempt loads, and how many.
+func (w *writer) appendKeyList(b []byte, jobs []*Job) ([]byte, int) {
+	n := 0
+	for i, j := range jobs {
+		if len(j.IdemKey) == 0 || w.verdicts[i] != vLoad {
+			continue
+		}
+		if n > 0 {
+			b = append(b, ',')
+		}
+		b = append(appendKey(b, j), ')')
+		n++
+	}
+	return b, n
+}
+
 // appendKey appends "(X'stream',X'key'" — a job's key as the start of a
 // row value, in hex literals.
 func appendKey(b []byte, j *Job) []byte {
@@ -238,18 +244,7 @@ func (w *writer) insertKeys(ctx context.Context, jobs []*Job) error {
 	// only on Galera, where FOR UPDATE locks one node: another instance
 	// committed it through another node) fails it with a duplicate key
 	// instead of being overwritten, and the batch is retried (errKeyRace).
-	b := append(w.sqlBuf[:0], "DELETE FROM upsink_idem WHERE (stream, idem_key) IN ("...)
-	n := 0
-	for i, j := range jobs {
-		if len(j.IdemKey) == 0 || w.verdicts[i] != vLoad {
-			continue
-		}
-		if n > 0 {
-			b = append(b, ',')
-		}
-		b = append(appendKey(b, j), ')')
-		n++
-	}
+	b, n := w.appendKeyList(append(w.sqlBuf[:0], "DELETE FROM upsink_idem WHERE (stream, idem_key) IN ("...), jobs)
 	if n == 0 {
 		return nil
 	}
