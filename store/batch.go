@@ -25,11 +25,13 @@ import (
 // results once the commit is known. id is the batch id (ids.go).
 //
 // Round trips: statements that need no answer of their own ride in front of
-// the next one as a multi-statement (w.pre): START TRANSACTION goes with the
-// first LOAD, each LOAD's warning check (checkLoadSQL) with the statement
-// after it, and the last check, the ledger row and COMMIT go together. A
-// batch of uploads without keys is two round trips: "START TRANSACTION;
-// LOAD ..." and "check; INSERT INTO upsink_batches ...; COMMIT" (it was five).
+// the next one as a multi-statement (w.pre): START TRANSACTION, a small
+// batch's INSERT of uploads (insertMaxBytes) and each warning check
+// (checkLoadSQL) go with the statement after them, and the last check, the
+// ledger row and COMMIT go together. A small batch of uploads without keys
+// is one round trip; a larger one two ("START TRANSACTION; LOAD ..." and
+// "check; INSERT INTO upsink_batches ...; COMMIT"). It was six. On Galera
+// every statement goes alone (see exec).
 func (w *writer) attempt(id uint64, jobs []*Job, now time.Time) (err error, unknown bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
 	defer cancel()
@@ -82,11 +84,10 @@ func (w *writer) attempt(id uint64, jobs []*Job, now time.Time) (err error, unkn
 	if h := w.hooks.beforeCommit; h != nil {
 		h(w)
 	}
-	// The last LOAD's check, the ledger row and COMMIT, in one round trip.
-	// From here on the outcome of an error is unknown (COMMIT may have
-	// run), except the check's own (nothing after it ran) and a
-	// certification failure, which Galera reports only for a transaction it
-	// rolled back.
+	// What is queued (a small batch's INSERT, the last check), the ledger
+	// row and COMMIT, in one round trip. From here on the outcome of an
+	// error is unknown (COMMIT may have run), except those only a statement
+	// before COMMIT raises (failedBeforeCommit).
 	if w.galera {
 		// One statement per round trip on Galera (see exec).
 		if _, err := w.exec(ctx, w.ledgerSQL(id, first, n, jobs)); err != nil {
