@@ -1,7 +1,7 @@
 // Package admin is upsink's admin listener (--admin-listen, loopback by
 // default, never an upload port): GET /metrics in the Prometheus text
-// format, GET /status, a small self-refreshing HTML page (status.go), and
-// Go's profiles under /debug/pprof/. It is a small net/http server: a scraper or an operator, not
+// format, GET /status, a small self-refreshing HTML page (status.go), and,
+// in a binary built with -tags pprof, Go's profiles under /debug/pprof/. It is a small net/http server: a scraper or an operator, not
 // clients, connect to it, so a goroutine per connection is fine here.
 package admin
 
@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"time"
 
 	"upsink/metrics"
@@ -41,14 +40,7 @@ func Start(addr string, m *metrics.Set, status *Sampler, log *slog.Logger) (*Ser
 	if status != nil {
 		mux.Handle("GET /status", status)
 	}
-	// Go's profiles, for finding where CPU and memory go (BENCHMARKS.md,
-	// "Throughput"): e.g. go tool pprof http://127.0.0.1:9180/debug/pprof/profile?seconds=5
-	// (a profile must end within the 10 s write timeout).
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	registerPprof(mux) // with -tags pprof only (pprof.go)
 	s := &Server{ln: ln, srv: &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,
