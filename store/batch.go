@@ -90,10 +90,8 @@ func (w *writer) attempt(id uint64, jobs []*Job, now time.Time) (err error, unkn
 	// before COMMIT raises (failedBeforeCommit).
 	if w.galera {
 		// One statement per round trip on Galera (see exec).
+		// No check is queued there (readWarnings read them already).
 		if _, err := w.exec(ctx, w.ledgerSQL(id, first, n, jobs)); err != nil {
-			if cerr, ok := checkError(err); ok {
-				return w.abort(cerr), false
-			}
 			return w.abort(fmt.Errorf("store: ledger insert: %w", err)), false
 		}
 		_, err = w.exec(ctx, "COMMIT")
@@ -340,11 +338,17 @@ func checkError(err error) (error, bool) {
 	if !errors.As(err, &me) || me.Number != 1644 || !strings.HasPrefix(me.Message, checkPrefix) {
 		return nil, false
 	}
-	reason := me.Message[len(checkPrefix):]
+	return warningsError(me.Message[len(checkPrefix):]), true
+}
+
+// warningsError is the batch's error for a LOAD that left warnings, from
+// their description "N warnings, first: CODE: MESSAGE" (as checkLoadSQL and
+// readWarnings write it): errIDTaken for a duplicate key, else a dataError.
+func warningsError(reason string) error {
 	if strings.Contains(reason, " warnings, first: 1062: ") {
-		return fmt.Errorf("%w: %s", errIDTaken, reason), true
+		return fmt.Errorf("%w: %s", errIDTaken, reason)
 	}
-	return &dataError{reason}, true
+	return &dataError{reason}
 }
 
 // ledgerSQL is the batch's ledger row: its id, its rows, and the range of
@@ -391,10 +395,7 @@ func (w *writer) readWarnings(ctx context.Context) error {
 	if err := w.conn.QueryRowContext(ctx, "SHOW WARNINGS LIMIT 1").Scan(&level, &code, &msg); err != nil {
 		return fmt.Errorf("store: load batch: %d warnings (show warnings: %w)", count, err)
 	}
-	if code == 1062 {
-		return fmt.Errorf("%w: %d warnings, first: %d: %s", errIDTaken, count, code, msg)
-	}
-	return &dataError{fmt.Sprintf("%d warnings, first: %d: %s", count, code, msg)}
+	return warningsError(fmt.Sprintf("%d warnings, first: %d: %s", count, code, msg))
 }
 
 // errIDTaken: a LOAD found one of its ids already used.
