@@ -380,7 +380,9 @@ type writer struct {
 	lastPrune   time.Time
 	spill       []*Job // jobs failed fast while resolving an unknown outcome
 	carry       *Job   // drained but did not fit in the previous batch
-	qclosed     bool   // the queue channel is closed and empty
+	lastBatch   int    // jobs in the previous batch
+	gather      *time.Timer
+	qclosed     bool // the queue channel is closed and empty
 	lastOK      time.Time
 	backoff     time.Duration
 	rd          tsvReader
@@ -537,7 +539,9 @@ func (s *Store) newWriter(num int) (*writer, error) {
 		batch:      make([]*Job, 0, s.cfg.MaxBatchRows),
 		valid:      make([]*Job, 0, s.cfg.MaxBatchRows),
 		backoff:    minBackoff,
+		gather:     time.NewTimer(time.Hour),
 	}
+	w.gather.Stop()
 	w.curNode.Store(-1)
 	if err := w.initTables(); err != nil {
 		return nil, err

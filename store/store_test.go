@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -682,10 +683,19 @@ func TestCloseDrains(t *testing.T) {
 	}
 }
 
-// BenchmarkStore pushes b.N 1 KiB jobs through Submit/OnDone from many goroutines.
+// BenchmarkStore pushes b.N 1 KiB jobs through Submit/OnDone from many
+// goroutines, in batches of at most rows rows (the sizes the HTTP loads
+// see: c=64 gives batches of ~32, c=512 of ~230), so that the store alone
+// can be set beside `upsink-bench ceiling --rows N`.
 func BenchmarkStore(b *testing.B) {
+	for _, rows := range []int{32, 64, 229, 1000} {
+		b.Run("rows="+strconv.Itoa(rows), func(b *testing.B) { benchStore(b, rows) })
+	}
+}
+
+func benchStore(b *testing.B, rows int) {
 	var done sync.WaitGroup
-	s, _, _ := openTest(b, Config{OnDone: func(batch []*Job) { done.Add(-len(batch)) }}, nil)
+	s, _, _ := openTest(b, Config{MaxBatchRows: rows, OnDone: func(batch []*Job) { done.Add(-len(batch)) }}, nil)
 	body := bytes.Repeat([]byte("0123456789abcdef"), 64)
 	var failed atomic.Int64
 	done.Add(b.N)

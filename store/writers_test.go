@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"database/sql"
 	"errors"
 	"fmt"
 	"runtime"
@@ -171,6 +172,58 @@ func TestCollectKeepsSeqsConsecutive(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("batches %v, want %v", got, want)
 	}
+}
+
+// TestCollectGathers: after a batch of n jobs the next batch waits (up to
+// gatherMax) until n jobs are there, so that the clients just answered
+// share one commit instead of splitting into two half batches; it stops
+// waiting at gatherMax, and never waits without a connection.
+func TestCollectGathers(t *testing.T) {
+	old := gatherMax
+	t.Cleanup(func() { gatherMax = old })
+	newW := func(conn *sql.Conn) *writer {
+		s := &Store{cfg: Config{MaxBatchRows: 100, MaxBatchBytes: 1 << 20}, queue: make(chan *Job, 16)}
+		w := &writer{Store: s, conn: conn, gather: time.NewTimer(time.Hour), lastBatch: 5}
+		w.gather.Stop()
+		return w
+	}
+	job := func(tag uint64) *Job { return &Job{Tag: tag, Body: []byte("x")} }
+
+	t.Run("waits for the previous batch's count", func(t *testing.T) {
+		gatherMax = time.Hour // a missing job hangs the test instead of passing it
+		w := newW(&sql.Conn{})
+		go func() {
+			for tag := uint64(2); tag <= 5; tag++ {
+				// One at a time, each after collect took the last: a
+				// collect that did not wait would return with fewer.
+				for len(w.queue) > 0 {
+					runtime.Gosched()
+				}
+				w.queue <- job(tag)
+			}
+		}()
+		w.collect(job(1))
+		if len(w.batch) != 5 {
+			t.Fatalf("batch of %d, want 5", len(w.batch))
+		}
+	})
+	t.Run("stops at gatherMax", func(t *testing.T) {
+		gatherMax = 5 * time.Millisecond
+		w := newW(&sql.Conn{})
+		w.queue <- job(2)
+		w.collect(job(1))
+		if len(w.batch) != 2 {
+			t.Fatalf("batch of %d, want 2", len(w.batch))
+		}
+	})
+	t.Run("no wait without a connection", func(t *testing.T) {
+		gatherMax = time.Hour
+		w := newW(nil)
+		w.collect(job(1))
+		if len(w.batch) != 1 {
+			t.Fatalf("batch of %d, want 1", len(w.batch))
+		}
+	})
 }
 
 // TestWriterWithoutConnectionLeavesJobs: a writer that cannot connect (its
