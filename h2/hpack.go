@@ -45,7 +45,7 @@ type decoder struct {
 	limit uint32  // SETTINGS_HEADER_TABLE_SIZE we announced: the most a size update may ask
 	size  uint32  // the table's current maximum size
 	used  uint32  // sum of the entries' sizes
-	buf   []byte  // entries' bytes, oldest first; allocated on the first insertion
+	buf   []byte  // entries' bytes, oldest first; grown as needed up to limit
 	ents  []entry // oldest first
 	first bool    // no field decoded yet in this block: a size update may come
 }
@@ -87,8 +87,12 @@ func (d *decoder) insert(name, value []byte) {
 		return
 	}
 	d.evict(sz)
-	if d.buf == nil {
-		d.buf = make([]byte, 0, d.limit)
+	if need := len(d.buf) + len(name) + len(value); need > cap(d.buf) {
+		// Grow by doubling, never past the table's bound, so a connection
+		// whose peer indexes little holds little.
+		b := make([]byte, len(d.buf), min(max(2*cap(d.buf), need, 256), int(d.limit)))
+		copy(b, d.buf)
+		d.buf = b
 	}
 	off := uint32(len(d.buf))
 	d.buf = append(append(d.buf, name...), value...)
