@@ -98,28 +98,35 @@ const (
 	ErrHTTP11Required     ErrCode = 0xd
 )
 
-// The Conn's methods (implemented in conn.go):
+// The Conn's methods (conn.go, stream.go, respond.go):
 //
 //	func (c *Conn) Init(l Limits)
 //	    makes c a fresh connection (the server's SETTINGS are the first
-//	    output); a Conn may be reused after Init.
+//	    output, once the whole preface is in); a Conn may be reused after
+//	    Init.
 //	func (c *Conn) Feed(dst, in []byte, h Handler) (out []byte, n int, err error)
-//	    consumes the preface (first call) and every complete frame at the
-//	    start of in, calling h; returns dst with the frames to write
-//	    appended and the number of bytes of in consumed (a partial frame is
-//	    left for the next call, and is never larger than 9+MaxFrame bytes:
-//	    a longer frame is a connection error). A non-nil err is a connection
-//	    error: GOAWAY is in out, every open stream has had h.Reset, and the
-//	    caller writes out and closes.
+//	    consumes the preface (first call; a partial preface is left
+//	    unconsumed) and every complete frame at the start of in, calling h;
+//	    returns dst with the frames to write appended and the number of
+//	    bytes of in consumed (a partial frame is left for the next call, and
+//	    is never larger than 9+MaxFrame bytes: a longer frame is a
+//	    connection error). A non-nil err (an *Error, with the ErrCode) is a
+//	    connection error: GOAWAY is in out, every stream the handler held
+//	    has had h.Reset, and the caller writes out and closes.
 //	func (c *Conn) Respond(dst []byte, id uint32, r *Response, body []byte) []byte
 //	    appends stream id's answer (HEADERS, then DATA with END_STREAM as
-//	    the peer's windows allow; what they do not allow yet is kept, at
-//	    most a few KiB, and sent by a later Feed). If the peer has not
-//	    finished sending its body, RST_STREAM NO_ERROR follows the answer.
-//	    Frees the stream's slot once all of it is out.
+//	    the peer's windows allow; what they do not allow yet is copied, at
+//	    most 16 KiB, and sent by a later Feed; a larger remainder ends the
+//	    stream with RST_STREAM INTERNAL_ERROR). If the peer has not finished
+//	    sending its body, RST_STREAM NO_ERROR follows the answer. Frees the
+//	    stream's slot once all of it is out. content-length is always sent
+//	    (len(body)) except for 1xx, 204 and 304. Respond may be called from
+//	    inside a Handler method, but then its output must be written after
+//	    that Feed's output (which may hold the first SETTINGS).
 //	func (c *Conn) Release(id uint32)
-//	    frees the slot of a stream that was Reset.
+//	    frees the slot of a stream that was Reset (also from inside Reset).
 //	func (c *Conn) Shutdown(dst []byte) []byte
-//	    graceful GOAWAY: no new streams; the open ones finish.
-//	func (c *Conn) Streams() int       // slots in use
-//	func (c *Conn) Done() bool         // after Shutdown or an error, nothing left to answer
+//	    graceful GOAWAY: new streams refused; the open ones finish.
+//	func (c *Conn) Streams() int  // slots in use (held, reset not released, answers not all out)
+//	func (c *Conn) Done() bool    // failed, or after Shutdown or the peer's GOAWAY no slot is in use
+//	func (c *Conn) Err() error    // the connection error, nil if none
