@@ -152,7 +152,9 @@ func TestStreamErrors(t *testing.T) {
 	}
 }
 
-func setting(id uint16, v uint32) []byte { return []byte{byte(id >> 8), byte(id), byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)} }
+func setting(id uint16, v uint32) []byte {
+	return []byte{byte(id >> 8), byte(id), byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}
+}
 
 // TestConnErrors: connection errors: GOAWAY, an error, h.Reset for held
 // streams, nothing consumed afterwards.
@@ -195,11 +197,17 @@ func TestConnErrors(t *testing.T) {
 			cl.fr.WriteWindowUpdate(3, 1<<31-1-65535)
 			cl.fr.WriteRawFrame(http2.FrameSettings, 0, 0, setting(4, 65536))
 		}},
-		{"RST length", ErrFrameSize, func(cl *client) { cl.headers(3, false, get...); cl.fr.WriteRawFrame(http2.FrameRSTStream, 0, 3, make([]byte, 3)) }},
+		{"RST length", ErrFrameSize, func(cl *client) {
+			cl.headers(3, false, get...)
+			cl.fr.WriteRawFrame(http2.FrameRSTStream, 0, 3, make([]byte, 3))
+		}},
 		{"GOAWAY on stream", ErrProtocol, func(cl *client) { cl.fr.WriteRawFrame(http2.FrameGoAway, 0, 3, make([]byte, 8)) }},
 		{"PUSH_PROMISE", ErrProtocol, func(cl *client) { cl.fr.WriteRawFrame(http2.FramePushPromise, 4, 3, make([]byte, 4)) }},
 		{"frame too large", ErrFrameSize, func(cl *client) { cl.headers(3, false, get...); cl.fr.WriteData(3, false, make([]byte, 16385)) }},
-		{"DATA padding", ErrProtocol, func(cl *client) { cl.headers(3, false, get...); cl.fr.WriteRawFrame(http2.FrameData, 8, 3, []byte{5, 1, 2}) }},
+		{"DATA padding", ErrProtocol, func(cl *client) {
+			cl.headers(3, false, get...)
+			cl.fr.WriteRawFrame(http2.FrameData, 8, 3, []byte{5, 1, 2})
+		}},
 		{"HPACK index 0", ErrCompression, func(cl *client) { cl.fr.WriteRawFrame(http2.FrameHeaders, 5, 3, []byte{0x80}) }},
 		{"HPACK index past table", ErrCompression, func(cl *client) { cl.fr.WriteRawFrame(http2.FrameHeaders, 5, 3, []byte{0xff, 0x10}) }},
 		{"HPACK size update too large", ErrCompression, func(cl *client) { cl.fr.WriteRawFrame(http2.FrameHeaders, 5, 3, []byte{0x3f, 0xe2, 0x1f}) }},

@@ -65,11 +65,11 @@ func (cl *client) take() []byte {
 
 // reqRec is a request as the handler saw it.
 type reqRec struct {
-	id                                     uint32
+	id                                      uint32
 	method, target, host, ctype, idem, auth string
-	length                                 int64
-	end                                    bool
-	fields                                 int
+	length                                  int64
+	end                                     bool
+	fields                                  int
 }
 
 // rec is a recording Handler.

@@ -16,8 +16,8 @@ type nopHandler struct {
 }
 
 func (h *nopHandler) Request(id uint32, r *parser.Request, end bool) { h.last = id }
-func (h *nopHandler) Data(id uint32, p []byte, end bool) bool         { h.bytes += len(p); return true }
-func (h *nopHandler) Reset(id uint32)                                  {}
+func (h *nopHandler) Data(id uint32, p []byte, end bool) bool        { h.bytes += len(p); return true }
+func (h *nopHandler) Reset(id uint32)                                {}
 
 // uploads is a client's preface and n requests with a 1 KiB body each, as
 // a browser-like client encodes them (the dynamic table in use, a new
