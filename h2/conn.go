@@ -13,6 +13,7 @@ type Conn struct {
 	err      *Error // the connection error, once there is one: Feed does nothing more
 	preface  bool   // the client preface has been read
 	settings bool   // the peer's first SETTINGS has been read
+	acked    bool   // the peer acknowledged our SETTINGS: it applies our values
 	shut     bool   // we sent GOAWAY: no new streams
 	peerGone bool   // the peer sent GOAWAY
 
@@ -76,7 +77,9 @@ func (c *Conn) Init(l Limits) {
 		streams:    streams,
 		dec:        dec,
 	}
-	c.dec.init(l.HeaderTable)
+	// Until the peer acknowledges our SETTINGS it may use the protocol's
+	// initial table size.
+	c.dec.init(max(l.HeaderTable, defaultTable))
 }
 
 // connErr is a connection error the peer caused.
@@ -198,6 +201,10 @@ func (c *Conn) settingsFrame(dst []byte, f frameHeader, p []byte) ([]byte, *Erro
 	if f.flags&flagAck != 0 {
 		if len(p) != 0 {
 			return dst, connErr(ErrFrameSize, "SETTINGS ACK with a payload")
+		}
+		if !c.acked { // our values hold from now on
+			c.acked = true
+			c.dec.limit = c.lim.HeaderTable
 		}
 		return dst, nil
 	}

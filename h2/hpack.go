@@ -90,7 +90,7 @@ func (d *decoder) insert(name, value []byte) {
 	if need := len(d.buf) + len(name) + len(value); need > cap(d.buf) {
 		// Grow by doubling, never past the table's bound, so a connection
 		// whose peer indexes little holds little.
-		b := make([]byte, len(d.buf), min(max(2*cap(d.buf), need, 256), int(d.limit)))
+		b := make([]byte, len(d.buf), max(min(max(2*cap(d.buf), 256), int(d.size)), need))
 		copy(b, d.buf)
 		d.buf = b
 	}

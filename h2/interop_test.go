@@ -42,9 +42,9 @@ func (e *echo) Data(id uint32, p []byte, end bool) bool {
 func (e *echo) Reset(id uint32) { delete(e.got, id) }
 
 // serve runs a Conn on one end of a pipe, as a loop would.
-func serve(t *testing.T, nc net.Conn) {
+func serve(t *testing.T, nc net.Conn, l Limits) {
 	var c Conn
-	c.Init(Limits{})
+	c.Init(l)
 	h := &echo{got: map[uint32]int{}, meta: map[uint32]string{}}
 	var in, out []byte
 	buf := make([]byte, 4096)
@@ -80,6 +80,12 @@ func serve(t *testing.T, nc net.Conn) {
 // TestInterop: x/net's HTTP/2 client against a Conn: concurrent uploads
 // of up to 300 KB, so both flow controls and the HPACK tables work.
 func TestInterop(t *testing.T) {
+	for _, l := range []Limits{{}, {HeaderTable: 256, StreamWindow: 1000, MaxFrame: 32768, ConnWindow: 1 << 20}} {
+		t.Run(fmt.Sprint(l), func(t *testing.T) { interop(t, l) })
+	}
+}
+
+func interop(t *testing.T, l Limits) {
 	// TCP, not net.Pipe: x/net's client writes under a lock its reader
 	// needs, which an unbuffered pipe turns into a deadlock.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -90,7 +96,7 @@ func TestInterop(t *testing.T) {
 	go func() {
 		sn, err := ln.Accept()
 		if err == nil {
-			serve(t, sn)
+			serve(t, sn, l)
 		}
 	}()
 	cn, err := net.Dial("tcp", ln.Addr().String())

@@ -309,6 +309,9 @@ func (c *Conn) block(dst []byte, id uint32, flags uint8, frag []byte, h Handler)
 				s.flags |= sRemote
 			}
 			s.recvWin = int32(c.lim.StreamWindow)
+			if !c.acked { // the peer may still count on the initial window
+				s.recvWin = max(s.recvWin, defaultWindow)
+			}
 			s.sendWin = c.peerWindow
 			s.want = sc.req.ContentLength
 			h.Request(id, &sc.req, end)
