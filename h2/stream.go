@@ -47,6 +47,11 @@ func (c *Conn) alloc(id uint32) *stream {
 			return &c.streams[i]
 		}
 	}
+	if len(c.streams) == cap(c.streams) { // grow by doubling, never past MaxStreams
+		t := make([]stream, len(c.streams), min(max(2*cap(c.streams), 4), int(c.lim.MaxStreams)))
+		copy(t, c.streams)
+		c.streams = t
+	}
 	c.streams = append(c.streams, stream{id: id})
 	return &c.streams[len(c.streams)-1]
 }
