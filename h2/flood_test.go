@@ -75,6 +75,18 @@ func TestFloods(t *testing.T) {
 				cl.fr.WriteData(1, false, nil)
 			}
 		}},
+		{"empty DATA on a stream we reset", false, func(cl *client) {
+			cl.headers(1, false, kv("X-Upper", "1")...)
+			for i := 0; i < 1100; i++ {
+				cl.fr.WriteData(1, false, nil)
+			}
+		}},
+		{"HEADERS on a stream we reset", false, func(cl *client) {
+			cl.headers(1, false, kv("X-Upper", "1")...)
+			for i := 0; i < 1100; i++ {
+				cl.headers(1, true, "x-trailer", "1")
+			}
+		}},
 		{"PRIORITY", false, func(cl *client) {
 			for i := 0; i < 1100; i++ {
 				cl.fr.WritePriority(uint32(1+2*i), http2.PriorityParam{StreamDep: 0, Weight: 1})

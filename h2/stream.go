@@ -164,6 +164,12 @@ func (c *Conn) data(dst []byte, f frameHeader, p []byte, h Handler) ([]byte, *Er
 		return dst, connErr(ErrProtocol, "DATA padding longer than the frame")
 	}
 	end := f.flags&flagEndStream != 0
+	var err *Error
+	if len(body) == 0 && !end { // carries nothing, whatever the stream
+		if dst, err = c.cheap(dst, 1); err != nil {
+			return dst, err
+		}
+	}
 	s := c.stream(f.id)
 	quiet := c.isQuiet(f.id)
 	switch {
@@ -182,12 +188,6 @@ func (c *Conn) data(dst []byte, f frameHeader, p []byte, h Handler) ([]byte, *Er
 	s.got += int64(len(body))
 	if end {
 		s.flags = s.flags&^sRstAfter | sRemote
-	}
-	var err *Error
-	if len(body) == 0 && !end {
-		if dst, err = c.cheap(dst, 1); err != nil {
-			return dst, err
-		}
 	}
 	if s.flags&(sOwned|sRefuse) == sOwned {
 		if !h.Data(f.id, body, end) && s.id == f.id {
@@ -287,8 +287,10 @@ func (c *Conn) block(dst []byte, id uint32, flags uint8, frag []byte, h Handler)
 	end := flags&flagEndStream != 0
 	switch {
 	case err != nil:
-	case !isNew && s == nil: // quiet: in flight when we reset it
-	case !isNew && s.flags&sReset != 0 && c.isQuiet(id):
+	case !isNew && (s == nil || s.flags&sReset != 0 && c.isQuiet(id)):
+		// In flight when we reset the stream: ignored, but counted (the
+		// block was decoded for nothing).
+		dst, err = c.cheap(dst, 1)
 	case !isNew && s.flags&(sRemote|sReset) != 0:
 		dst, err = c.streamError(dst, id, ErrStreamClosed, h)
 	case !isNew: // trailers
