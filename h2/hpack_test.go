@@ -95,3 +95,42 @@ func TestHuffman(t *testing.T) {
 		}
 	}
 }
+
+// TestHpackChoice measures, for the upload requests of TestNoAllocs,
+// x/net's decoder's allocations against ours (the reason for our own).
+func TestHpackChoice(t *testing.T) {
+	cl := newClient()
+	var blocks [][]byte
+	for i := 0; i < 1200; i++ {
+		blocks = append(blocks, cl.block(":method", "POST", ":scheme", "https", ":path", "/v1/uploads", ":authority", "example.com",
+			"content-length", "1024", "content-type", "application/octet-stream", "authorization", "Bearer abcdefghijklmnop",
+			"idempotency-key", fmt.Sprintf(`"key-%d"`, i), "user-agent", "test-client/1.0"))
+	}
+	xd := hpack.NewDecoder(4096, func(hpack.HeaderField) {})
+	i := 0
+	x := testing.AllocsPerRun(1000, func() {
+		if _, err := xd.Write(blocks[i]); err != nil {
+			t.Fatal(err)
+		}
+		i++
+	})
+	var d decoder
+	d.init(4096)
+	sc := make([]byte, 0, 16<<10)
+	j := 0
+	mine := testing.AllocsPerRun(1000, func() {
+		p := blocks[j]
+		d.first = true
+		for len(p) > 0 {
+			var e hpackErr
+			if sc, _, p, e = d.next(sc[:0], p, 16<<10); e != hpackOK {
+				t.Fatal(e)
+			}
+		}
+		j++
+	})
+	t.Logf("allocations per request header block: x/net hpack.Decoder %.1f, ours %.1f", x, mine)
+	if mine != 0 {
+		t.Fatal("our decoder allocates")
+	}
+}
