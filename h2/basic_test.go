@@ -224,3 +224,28 @@ func TestShutdown(t *testing.T) {
 		t.Fatalf("%q done %v", got, s.c.Done())
 	}
 }
+
+// TestBigAnswers: a head larger than a frame goes out in CONTINUATION; a
+// body the windows hold back beyond maxPending ends the stream.
+func TestBigAnswers(t *testing.T) {
+	s := newSrv(t, Limits{})
+	cl := newClient()
+	cl.req(1, "GET", "/", nil)
+	s.feed(cl.take(), 0)
+	s.frames()
+	long := string(bytes.Repeat([]byte("v"), 20000))
+	s.out = s.c.Respond(s.out, 1, &Response{Status: 503, Extra: []Field{{"X-Long", long}}}, []byte("x"))
+	got := s.frames()
+	if len(got) != 2 || got[0] != "HEADERS 1 :status=503 content-length=1 x-long="+long || got[1] != `DATA 1 es "x"` {
+		t.Fatalf("%.100q", got)
+	}
+
+	cl.fr.WriteSettings(http2Setting(setInitialWindowSize, 0))
+	cl.req(3, "GET", "/", nil)
+	s.feed(cl.take(), 0)
+	s.frames()
+	s.out = s.c.Respond(s.out, 3, &Response{Status: 200}, make([]byte, maxPending+1))
+	if got := s.frames(); fmt.Sprint(got) != "[HEADERS 3 :status=200 content-length=16385 RST 3 INTERNAL_ERROR]" || s.c.Streams() != 0 {
+		t.Fatalf("%q %d", got, s.c.Streams())
+	}
+}
