@@ -249,3 +249,35 @@ func TestBigAnswers(t *testing.T) {
 		t.Fatalf("%q %d", got, s.c.Streams())
 	}
 }
+
+// TestTableDropped: after a burst, an idle connection holds no stream
+// table.
+func TestTableDropped(t *testing.T) {
+	s := newSrv(t, Limits{})
+	cl := newClient()
+	for id := uint32(1); id < 40; id += 2 {
+		cl.headers(id, false, get...)
+	}
+	s.feed(cl.take(), 0)
+	for id := uint32(1); id < 40; id += 2 {
+		s.out = s.c.Respond(s.out, id, &Response{Status: 200}, []byte("x"))
+	}
+	if s.c.Streams() != 0 || s.c.streams != nil || s.err != nil {
+		t.Fatal(s.c.Streams(), cap(s.c.streams), s.err)
+	}
+	// Answers held back, released by one WINDOW_UPDATE (flushAll frees
+	// them all).
+	cl.fr.WriteSettings(http2Setting(setInitialWindowSize, 0))
+	for id := uint32(41); id < 80; id += 2 {
+		cl.req(id, "GET", "/", nil)
+	}
+	s.feed(cl.take(), 0)
+	for id := uint32(41); id < 80; id += 2 {
+		s.out = s.c.Respond(s.out, id, &Response{Status: 200}, []byte("x"))
+	}
+	cl.fr.WriteSettings(http2Setting(setInitialWindowSize, 10))
+	s.feed(cl.take(), 0)
+	if s.c.Streams() != 0 || s.c.streams != nil || s.err != nil {
+		t.Fatal(s.c.Streams(), cap(s.c.streams), s.err)
+	}
+}

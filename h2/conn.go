@@ -184,7 +184,7 @@ func (c *Conn) frame(dst []byte, f frameHeader, p []byte, h Handler) ([]byte, *E
 			return dst, connErr(ErrFrameSize, "GOAWAY shorter than 8 bytes")
 		}
 		c.peerGone = true
-		return dst, nil
+		return c.cheap(dst, 1)
 	case frameWindowUpdate:
 		return c.windowUpdate(dst, f, p, h)
 	case framePushPromise:
@@ -299,8 +299,9 @@ func (c *Conn) rstStream(dst []byte, f frameHeader, p []byte, h Handler) ([]byte
 func (c *Conn) fail(dst []byte, err *Error, h Handler) []byte {
 	c.err = err
 	dst = appendGoAway(dst, c.lastID, err.Code)
-	for i := range c.streams {
-		if s := &c.streams[i]; s.id != 0 {
+	streams := c.streams // free may drop c.streams
+	for i := range streams {
+		if s := &streams[i]; s.id != 0 {
 			c.drop(s, h)
 		}
 	}

@@ -73,8 +73,9 @@ func (c *Conn) flush(dst []byte, s *stream) []byte {
 
 // flushAll sends what the windows allow of every pending answer.
 func (c *Conn) flushAll(dst []byte) []byte {
-	for i := range c.streams {
-		if s := &c.streams[i]; s.flags&sAnswer != 0 && len(s.pend) > 0 {
+	streams := c.streams // free may drop c.streams
+	for i := range streams {
+		if s := &streams[i]; s.flags&sAnswer != 0 && len(s.pend) > 0 {
 			dst = c.flush(dst, s)
 		}
 	}

@@ -58,7 +58,9 @@ func (c *Conn) alloc(id uint32) *stream {
 
 func (c *Conn) free(s *stream) {
 	*s = stream{}
-	c.used--
+	if c.used--; c.used == 0 && cap(c.streams) > 8 {
+		c.streams = nil // a burst is over: an idle connection holds no table
+	}
 }
 
 // Release frees the slot of stream id after Handler.Reset.
