@@ -263,7 +263,7 @@ func (c *Conn) windowUpdate(dst []byte, f frameHeader, p []byte, h Handler) ([]b
 		dst = c.flushAll(dst)
 		return c.cheap(dst, 1)
 	}
-	if f.id > c.lastID {
+	if f.id > c.lastID || f.id&1 == 0 {
 		return dst, connErr(ErrProtocol, "WINDOW_UPDATE on an idle stream")
 	}
 	if inc == 0 {
@@ -285,7 +285,7 @@ func (c *Conn) rstStream(dst []byte, f frameHeader, p []byte, h Handler) ([]byte
 	if len(p) != 4 {
 		return dst, connErr(ErrFrameSize, "RST_STREAM not 4 bytes long")
 	}
-	if f.id == 0 || f.id > c.lastID {
+	if f.id == 0 || f.id > c.lastID || f.id&1 == 0 {
 		return dst, connErr(ErrProtocol, "RST_STREAM on stream 0 or an idle stream")
 	}
 	if s := c.stream(f.id); s != nil {

@@ -86,7 +86,7 @@ func (c *Conn) drop(s *stream, h Handler) {
 // bit is stream id's bit in c.opened and c.quiet (ok false if the 64
 // streams those remember do not include it).
 func (c *Conn) bit(id uint32) (mask uint64, ok bool) {
-	if id > c.lastID || (c.lastID-id)/2 >= 64 {
+	if id > c.lastID || id&1 == 0 || (c.lastID-id)/2 >= 64 {
 		return 0, false
 	}
 	return 1 << ((c.lastID - id) / 2), true
@@ -153,7 +153,7 @@ func (c *Conn) consumed(dst []byte, n int) []byte {
 
 // data handles a DATA frame.
 func (c *Conn) data(dst []byte, f frameHeader, p []byte, h Handler) ([]byte, *Error) {
-	if f.id == 0 || f.id > c.lastID {
+	if f.id == 0 || f.id > c.lastID || f.id&1 == 0 {
 		return dst, connErr(ErrProtocol, "DATA on stream 0 or an idle stream")
 	}
 	n := len(p)
