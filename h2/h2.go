@@ -8,6 +8,13 @@
 // connection. A Conn holds, between events, the HPACK decoder's dynamic
 // table (at most Limits.HeaderTable bytes), a bounded stream table and the
 // small answers that the peer's flow-control window has not let out yet.
+// The table grows as the peer indexes (by doubling, never past
+// Limits.HeaderTable); the stream table grows with concurrent streams
+// (never past Limits.MaxStreams slots of 64 bytes) and is dropped when a
+// burst is over; header blocks are decoded into pooled buffers taken and
+// returned within Feed. An idle Conn is about 240 bytes plus its HPACK
+// table (TestMemory), and a request with a body and its answer allocate
+// nothing (TestNoAllocs).
 //
 // Streams and the handler: every stream for which Handler.Request was
 // called occupies a slot of the stream table until the handler has
