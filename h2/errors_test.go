@@ -290,3 +290,34 @@ func TestContinuation(t *testing.T) {
 		t.Fatal("RST")
 	}
 }
+
+// TestClosedAfterAnswer: frames on a stream closed both ways (answered,
+// body complete) are a connection error STREAM_CLOSED; WINDOW_UPDATE and
+// PRIORITY there are ignored.
+func TestClosedAfterAnswer(t *testing.T) {
+	for _, data := range []bool{true, false} {
+		s := newSrv(t, Limits{})
+		cl := newClient()
+		cl.req(1, "GET", "/", nil)
+		s.feed(cl.take(), 0)
+		s.out = s.c.Respond(s.out, 1, &Response{Status: 200}, []byte("ok"))
+		s.frames()
+		cl.fr.WriteWindowUpdate(1, 10)
+		cl.fr.WritePriority(1, http2.PriorityParam{StreamDep: 0, Weight: 9})
+		cl.fr.WriteRSTStream(1, http2.ErrCodeCancel)
+		s.feed(cl.take(), 0)
+		if got := s.frames(); len(got) != 0 || s.err != nil {
+			t.Fatalf("%q %v", got, s.err)
+		}
+		if data {
+			cl.fr.WriteData(1, true, []byte("x"))
+		} else {
+			cl.headers(1, true, get...)
+		}
+		s.feed(cl.take(), 0)
+		var e *Error
+		if !errors.As(s.err, &e) || e.Code != ErrStreamClosed || !has(s.frames(), "GOAWAY 1 STREAM_CLOSED") {
+			t.Fatalf("data %v: %v", data, s.err)
+		}
+	}
+}
