@@ -1,0 +1,42 @@
+package h2
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+)
+
+// TestH2Spec runs h2spec (github.com/summerwind/h2spec), when H2SPEC=1 and
+// it is installed, against Conns served by the echo handler on loopback.
+func TestH2Spec(t *testing.T) {
+	if os.Getenv("H2SPEC") == "" {
+		t.Skip("H2SPEC=1 runs h2spec")
+	}
+	bin, err := exec.LookPath("h2spec")
+	if err != nil {
+		bin = filepath.Join(os.Getenv("HOME"), "go", "bin", "h2spec")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go serve(t, nc, Limits{}, true)
+		}
+	}()
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	out, err := exec.Command(bin, "-h", "127.0.0.1", "-p", port, "-o", "2").CombinedOutput()
+	t.Logf("%s", out)
+	if err != nil {
+		t.Fatal(err)
+	}
+}
