@@ -40,3 +40,35 @@ func TestH2Spec(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestNghttp uploads with nghttp2's client (nghttp), when NGHTTP=1: ten
+// concurrent 200 KB uploads on one connection, h2c with prior knowledge.
+func TestNghttp(t *testing.T) {
+	if os.Getenv("NGHTTP") == "" {
+		t.Skip("NGHTTP=1 runs nghttp")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go serve(t, nc, Limits{}, false)
+		}
+	}()
+	body := filepath.Join(t.TempDir(), "body")
+	if err := os.WriteFile(body, make([]byte, 200000), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + ln.Addr().String() + "/up"
+	out, err := exec.Command("nghttp", "-n", "-s", "-m", "10", "-d", body, "-H", "idempotency-key: \"k\"", url).CombinedOutput()
+	t.Logf("%s", out)
+	if err != nil {
+		t.Fatal(err)
+	}
+}
