@@ -111,6 +111,7 @@ type server struct {
 	IdempotencyTTL      any `toml:"idempotency_ttl"`
 	AdminListen         any `toml:"admin_listen"`
 	AccessLog           any `toml:"access_log"`
+	HTTP2               any `toml:"http2"`
 }
 
 type tableDecl struct {

@@ -23,7 +23,7 @@ import (
 type Slot struct {
 	Flags Flags  // state, timeout queue, loop index and behaviour bits
 	Gen   uint32 // bumped on open and close; completions compare it to spot a reused fd
-	Req   uint32 // index+1 of the connection's in-flight request record; 0 = none
+	Req   uint32 // index+1 of the connection's in-flight request record (HTTP/2: of its session); 0 = none
 	Held  uint32 // bytes charged to the in-flight budget for what gnet (and the TLS bridge) keep for the connection: unparsed input, unsent answers
 	Scan  uint32 // bytes of an incomplete request head already searched for its end; 0 when none is pending
 
@@ -66,6 +66,7 @@ const (
 	StateBody                // reading a request body
 	StateCommit              // suspended until the store commits (or fails) the request
 	StateDrain               // answered and half-closed; discarding input until EOF or timeout
+	StateH2                  // speaking HTTP/2: Req is index+1 of the connection's HTTP/2 session, whose streams hold the requests
 )
 
 // State returns the machine state.

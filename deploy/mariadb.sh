@@ -5,7 +5,7 @@
 #   deploy/mariadb.sh install          install MariaDB from Debian's packages if missing
 #                                      (root only; otherwise one line on stderr, exit 2)
 #   deploy/mariadb.sh install-cc       same for the C compiler that go test -race needs
-#   deploy/mariadb.sh install-clients  same for curl, openssl, h2load, ms_print (tests)
+#   deploy/mariadb.sh install-clients  same for curl, openssl, h2load, ms_print (tests), and h2spec (go install)
 #   deploy/mariadb.sh start  DIR       initialise DIR if needed, start mariadbd detached
 #                                      (own session), wait until it answers
 #   deploy/mariadb.sh stop   DIR       stop the mariadbd serving DIR (SIGTERM, wait)
@@ -130,6 +130,21 @@ db_install_clients() {
 	db_apt_need "the HTTPS client tests" nghttp2-client h2load
 	db_apt_need "the massif profile test" valgrind ms_print
 	db_apt_need "the Prometheus scrape test" prometheus prometheus promtool
+	db_go_need "the HTTP/2 conformance test" h2spec "$H2SPEC_MODULE"
+}
+
+# The h2spec the HTTP/2 conformance test runs (server/h2spec_test.go).
+H2SPEC_MODULE=github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible
+
+# db_go_need WHY CMD MODULE@VERSION: go install MODULE unless CMD is on the
+# PATH or in $(go env GOPATH)/bin already.
+db_go_need() {
+	local why="$1" cmd="$2" mod="$3" bin
+	bin="$(${GO:-go} env GOPATH)/bin"
+	db_have "$cmd" && return 0
+	[ -x "$bin/$cmd" ] && return 0
+	db_log "$why needs $cmd: go install $mod"
+	${GO:-go} install "$mod" || db_die "go install $mod failed"
 }
 
 # db_paths DIR: set DB_DIR DB_DATA DB_TMP DB_PID DB_LOG DB_SOCK for DIR.

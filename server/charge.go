@@ -26,6 +26,13 @@ func (h *handler) wait(e *ev) (act gnet.Action, again bool) {
 	case conn.StateDrain:
 		h.unhold(s)
 		return gnet.None, false
+	case conn.StateH2:
+		// At most one partial frame is left in the input (serveH2).
+		if h.settle(e, h2InputMax) {
+			return gnet.None, false
+		}
+		h.budgetRefused.Add(1)
+		return gnet.Close, false
 	case conn.StateCommit:
 		if s.Flags&conn.FlagCloseAfter != 0 {
 			// Already past the bound: what arrives is dropped (serve), so

@@ -73,6 +73,9 @@ func (h *handler) OnClose(c gnet.Conn, _ error) gnet.Action {
 		c.SetContext(nil)
 	}
 	h.unhold(s)
+	if s.Flags.State() == conn.StateH2 {
+		h.endH2(fd)
+	}
 	if s.Req != 0 && s.Flags&conn.FlagSubmitted == 0 {
 		h.reqs.free(h, s.Req-1)
 	}

@@ -49,6 +49,7 @@ type handler struct {
 
 	slab   *conn.Slab
 	conns  *conn.Pages[gnet.Conn] // fd -> gnet.Conn, for the reaper and completions
+	h2s    *conn.Pages[*h2sess]   // fd -> the connection's HTTP/2 session (nil: HTTP/1.1); loop-only
 	reqs   requests
 	budget *budget.Budget
 
@@ -67,6 +68,7 @@ type handler struct {
 	nconns, nreqs                atomic.Int64
 	evicted, refused, slowBodies atomic.Int64
 	ntls                         atomic.Int64 // of nconns, TLS connections
+	nh2                          atomic.Int64 // of nconns, HTTP/2 connections
 	// Counters read by the metrics (metrics.go): plain atomics, nothing
 	// allocated where they are bumped.
 	counts                     reqCounts
@@ -76,6 +78,7 @@ type handler struct {
 
 	// Precomputed one-line reasons (no fmt on the request path).
 	reason413, reasonSlow string
+	retryAfter            string // Retry-After's value
 	// bodyCheck is the period at which a body being read is checked.
 	bodyCheck time.Duration
 }
@@ -84,6 +87,8 @@ func newHandler(cfg *Config, srv *Server) *handler {
 	h := &handler{cfg: cfg, srv: srv}
 	h.slab = conn.NewSlab(cfg.fdLimit)
 	h.conns = conn.NewPages[gnet.Conn](cfg.fdLimit)
+	h.h2s = conn.NewPages[*h2sess](cfg.fdLimit)
+	h.retryAfter = itoa(int64((cfg.RetryAfter + time.Second - 1) / time.Second))
 	h.reqs.tab = conn.NewPages[request](cfg.fdLimit)
 	h.reqs.max = uint32(cfg.fdLimit)
 	h.budget = budget.New(cfg.MaxInflight)
@@ -122,6 +127,20 @@ type ev struct {
 	// route is the route of the request being answered (metrics.go), set
 	// when it is known; routeOther before.
 	route uint8
+	// HTTP/2 (h2.go): the stream being served (0: HTTP/1.1), its request
+	// record's index+1 (0: none yet), and whether its request has no body.
+	sid, req uint32
+	end      bool
+	held     *h2held // the answer is kept for when the stream ends (h2.go)
+}
+
+// consume drops the first n bytes of the input, none when n is 0 (gnet's
+// and the bridge's Discard(0) drop everything: HTTP/2 streams route with
+// hn = 0, their frames still in the input).
+func (e *ev) consume(n int) {
+	if n > 0 {
+		_, _ = e.c.Discard(n)
+	}
 }
 
 // tls reports whether the machine runs over the TLS bridge.

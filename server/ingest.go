@@ -121,7 +121,9 @@ func (h *handler) decodeRows(e *ev, r *request) (t *schema.Table, rows int, ok, 
 	nb.B = out[:0]
 	bytebufferpool.Put(nb)
 	h.freeRequest(e)
-	e.s.Flags = e.s.Flags.WithState(conn.StateHead)
+	if e.sid == 0 {
+		e.s.Flags = e.s.Flags.WithState(conn.StateHead)
+	}
 	switch ie, isIngest := err.(*ingest.Error); {
 	case isIngest:
 		e.l.jbuf = append(ie.AppendJSON(e.l.jbuf[:0]), '\n')

@@ -9,6 +9,7 @@ import (
 
 	"upsink/conn"
 	"upsink/durable"
+	"upsink/h2"
 	"upsink/ingest"
 )
 
@@ -24,6 +25,15 @@ type loop struct {
 	abuf []byte // access log line scratch
 	dec  ingest.Decoder
 	date []byte
+
+	// HTTP/2 (h2.go): the handler Feed calls, output and response scratch,
+	// and the answers given while Feed runs with their bodies.
+	h2       h2handler
+	h2out    []byte
+	h2body   []byte
+	h2resp   h2.Response
+	deferred []h2answer
+	dbody    []byte
 
 	mu        sync.Mutex
 	done      []uint32 // request records whose commit finished
@@ -57,6 +67,7 @@ func (h *handler) loopFor(el gnet.EventLoop) *loop {
 	l.dec.MaxOut = int(4 * h.cfg.MaxBody)
 	l.tq = conn.NewTimeouts(h.slab, h.cfg.HeaderTimeout, h.cfg.IdleTimeout, h.bodyCheck, h.cfg.DrainTimeout)
 	l.reaper.l, l.evictor.l, l.drainer.l = l, l, l
+	l.h2.h = h
 	l.expire = l.onExpire
 	l.date = appendDate(nil)
 	nl := append(append([]*loop(nil), old...), l)
@@ -127,6 +138,10 @@ func (l *loop) onExpire(fd int, q conn.QueueID) {
 		h.headTimeouts.Add(1)
 	case conn.QueueIdle:
 		h.idleTimeouts.Add(1)
+	}
+	if s.Flags.State() == conn.StateH2 {
+		h.expireH2(&e, q)
+		return
 	}
 	switch {
 	case q == conn.QueueHead && e.c.InboundBuffered() > 0:

@@ -40,6 +40,8 @@ func (h *handler) serve(e *ev) gnet.Action {
 			if act, more := h.readBody(e); !more {
 				return act
 			}
+		case conn.StateH2:
+			return h.serveH2(e)
 		}
 	}
 }
@@ -57,6 +59,9 @@ func (h *handler) readHead(e *ev) (gnet.Action, bool) {
 		return gnet.None, false
 	}
 	buf, _ := c.Peek(n)
+	if act, more, done := h.maybeH2(e, buf); done {
+		return act, more
+	}
 	if scanned := int(s.Scan); scanned > 0 && scanned < n && n < parser.MaxHeaderBytes &&
 		bytes.IndexByte(buf[scanned:], '\n') < 0 {
 		// No new line ended since the last parse: it cannot complete now,
@@ -125,7 +130,7 @@ func (h *handler) route(e *ev, req *parser.Request, hn int) (gnet.Action, bool) 
 		if hasBody {
 			return h.reject(e, true, hn, 200, "ok", hdrNone)
 		}
-		_, _ = e.c.Discard(hn)
+		e.consume(hn)
 		return gnet.None, h.answer(e, 200, textPlain, "ok\n", hdrNone, head)
 	default:
 		return h.reject(e, hasBody, hn, 404, "not found", hdrNone)
@@ -149,7 +154,7 @@ func (h *handler) reject(e *ev, hasBody bool, hn, status int, reason string, ext
 	if hasBody {
 		return h.failWith(e, status, reason, extra), false
 	}
-	_, _ = e.c.Discard(hn)
+	e.consume(hn)
 	return gnet.None, h.answer(e, status, textPlain, reason, extra|hdrReasonLine, false)
 }
 
@@ -193,6 +198,9 @@ func (h *handler) startUpload(e *ev, req *parser.Request, d dest, hn int) (gnet.
 	// A body already here in full leaves with its commit: it may use the
 	// whole budget; one still arriving only the held tier.
 	whole := !req.Chunked && int64(c.InboundBuffered()-hn) >= max(req.ContentLength, 0)
+	if e.sid != 0 {
+		whole = e.end
+	}
 	charge := h.budget.Hold
 	if whole {
 		charge = h.budget.Reserve
@@ -208,7 +216,7 @@ func (h *handler) startUpload(e *ev, req *parser.Request, d dest, hn int) (gnet.
 	}
 	r := h.reqs.at(idx)
 	r.reserved = meta + size
-	r.fd, r.gen, r.loop = int32(e.fd), s.Gen, uint8(e.l.idx)
+	r.fd, r.gen, r.loop, r.h2 = int32(e.fd), s.Gen, uint8(e.l.idx), e.sid != 0
 	r.buf = bytebufferpool.Get()
 	b := append(r.buf.B[:0], stream...)
 	r.streamN = uint8(len(stream))
@@ -231,13 +239,22 @@ func (h *handler) startUpload(e *ev, req *parser.Request, d dest, hn int) (gnet.
 	if size > 0 {
 		r.buf.B = slices.Grow(b, int(size))
 	}
+	if e.sid != 0 {
+		e.req = idx + 1
+		if req.ContentLength > 0 {
+			r.left = uint32(req.ContentLength)
+		}
+		now := h.slab.Now()
+		r.start, r.progress = now, now
+		return gnet.None, true
+	}
 	s.Req = idx + 1
 	if req.Chunked {
 		s.Flags |= conn.FlagChunked
 	} else if req.ContentLength > 0 {
 		r.left = uint32(req.ContentLength)
 	}
-	_, _ = c.Discard(hn)
+	e.consume(hn)
 	if req.Expect100 && req.Minor == 1 && (req.Chunked || req.ContentLength > 0) && c.InboundBuffered() == 0 {
 		if !h.write(e, continue100) {
 			return gnet.None, false
@@ -321,12 +338,23 @@ func (h *handler) submit(e *ev, r *request) (gnet.Action, bool) {
 	s := e.s
 	r.left, r.chunk = 0, 0
 	e.l.tq.Disarm(e.fd)
+	if ok, open := h.enqueue(e, r, s.Req-1); !ok {
+		return gnet.None, open // answered: on to the next request
+	}
+	s.Flags |= conn.FlagSubmitted
+	s.Flags = s.Flags.WithState(conn.StateCommit)
+	return gnet.None, true // on to StateCommit, which charges bytes sent ahead
+}
+
+// enqueue hands record idx, its body complete, to the durable sink (ingest
+// rows decoded first). False: it was answered instead; open then reports
+// whether the connection is still open.
+func (h *handler) enqueue(e *ev, r *request, idx uint32) (ok, open bool) {
 	var table *schema.Table
 	rows := 0
 	if r.format != ingest.FormatInvalid {
-		var ok, open bool
 		if table, rows, ok, open = h.decodeRows(e, r); !ok {
-			return gnet.None, open // answered: on to the next request
+			return false, open
 		}
 	}
 	b := r.buf.B
@@ -334,19 +362,25 @@ func (h *handler) submit(e *ev, r *request) (gnet.Action, bool) {
 	k, m := c+int(r.keyN), r.metaLen()
 	j := &r.up.Job
 	*j = store.Job{Stream: b[:a], RemoteAddr: b[a:p], ContentType: b[p:c], IdemKey: b[c:k], Body: b[m:],
-		ReceivedAt: time.Now(), Tag: uint64(s.Req - 1), Table: table, Rows: rows}
+		ReceivedAt: time.Now(), Tag: uint64(idx), Table: table, Rows: rows}
+	r.submitted = true
 	if err := h.st.Submit(&r.up); err != nil {
-		s.Flags = s.Flags.WithState(conn.StateHead)
-		return gnet.None, h.answerUpload(e, r, err)
+		r.submitted = false
+		if e.sid == 0 {
+			e.s.Flags = e.s.Flags.WithState(conn.StateHead)
+		}
+		return false, h.answerUpload(e, r, err)
 	}
-	s.Flags |= conn.FlagSubmitted
-	s.Flags = s.Flags.WithState(conn.StateCommit)
-	return gnet.None, true // on to StateCommit, which charges bytes sent ahead
+	return true, true
 }
 
 // complete answers a request whose commit finished and resumes its connection.
 func (h *handler) complete(l *loop, idx uint32) {
 	r := h.reqs.at(idx)
+	if r.h2 {
+		h.completeH2(l, idx, r)
+		return
+	}
 	fd := int(r.fd)
 	s := h.slab.At(fd)
 	// The fd may have been closed here and reopened on another loop: only

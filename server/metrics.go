@@ -111,6 +111,7 @@ func (s *Server) registerMetrics(m *metrics.Set) {
 		{"upsink_inflight_limit_bytes", "The in-flight budget (--max-inflight)."},
 		{"upsink_connections", "Open connections, by kind."},
 		{"upsink_connections_limit", "The connection cap (--max-conns)."},
+		{"upsink_http2_connections", "Of the open connections, those speaking HTTP/2."},
 		{"upsink_tls_handshakes_total", "TLS handshakes by result."},
 		{"upsink_tls_handshakes_in_flight", "TLS handshakes waiting for or on a worker."},
 		{"upsink_timeouts_total", "Connections timed out, by kind: head (--header-timeout), idle (--idle-timeout), body_rate (--min-body-rate or a stalled body)."},
@@ -149,6 +150,7 @@ func (s *Server) registerMetrics(m *metrics.Set) {
 		metrics.Gauge(w, `upsink_connections{kind="plain"}`, float64(n-tls))
 		metrics.Gauge(w, `upsink_connections{kind="tls"}`, float64(tls))
 		metrics.Gauge(w, "upsink_connections_limit", float64(h.cfg.MaxConns))
+		metrics.Gauge(w, "upsink_http2_connections", float64(h.nh2.Load()))
 		ts := s.TLSStats()
 		metrics.Counter(w, `upsink_tls_handshakes_total{result="full"}`, uint64(ts.Handshakes-ts.Resumed))
 		metrics.Counter(w, `upsink_tls_handshakes_total{result="resumed"}`, uint64(ts.Resumed))

@@ -12,7 +12,7 @@ import (
 )
 
 // requests is the table of in-flight request records, one at most per
-// connection, addressed by index, grown in pages and recycled via a free list.
+// HTTP/1.1 connection and per HTTP/2 stream, addressed by index, grown in pages and recycled via a free list.
 // get and free may be called from any loop (and free from a completion).
 type requests struct {
 	mu   sync.Mutex
@@ -43,7 +43,13 @@ type request struct {
 	ctypeN   uint8
 	keyN     uint8         // the Idempotency-Key's bytes after the content type; 0 = none
 	format   ingest.Format // ingest: the body's format; FormatInvalid for an upload
-	queryN   uint16        // ingest: the query string's bytes after the key
+	// submitted: handed to the durable sink; the completion frees it (for
+	// HTTP/1.1 the slot's FlagSubmitted says the same).
+	submitted bool
+	queryN    uint16 // ingest: the query string's bytes after the key
+	// h2: it came on an HTTP/2 stream (the connection's session maps the
+	// stream to it); in the padding, so the record stays 360 B.
+	h2 bool
 }
 
 func (r *requests) at(idx uint32) *request { return r.tab.At(int(idx)) }

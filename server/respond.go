@@ -47,8 +47,8 @@ func (h *handler) answerJSON(e *ev, status int, body []byte) bool {
 }
 
 func (h *handler) finish(e *ev, open bool) bool {
-	if !open {
-		return false
+	if !open || e.sid != 0 {
+		return open // HTTP/2: the answer ends the stream, not the connection
 	}
 	if e.s.Flags&(conn.FlagCloseAfter|conn.FlagKeepAlive) != conn.FlagKeepAlive {
 		h.close(e.l, e.fd) // keep-alive ends with this answer
@@ -62,6 +62,10 @@ func (h *handler) finish(e *ev, open bool) bool {
 // is shut down and input is drained until EOF or the drain timeout, so the
 // client reads the answer instead of a reset.
 func (h *handler) failWith(e *ev, status int, reason string, extra hdr) gnet.Action {
+	if e.sid != 0 {
+		h.answerStream(e, status, reason, extra)
+		return gnet.None
+	}
 	s := e.s
 	if s.Req != 0 && s.Flags&conn.FlagSubmitted == 0 {
 		h.freeRequest(e)
@@ -120,6 +124,14 @@ func respond[T ~string | ~[]byte](h *handler, e *ev, status int, ctype string, b
 	}
 	if h.alog != nil {
 		h.logLine(e, status, n)
+	}
+	if e.sid != 0 {
+		b := append(l.h2body[:0], body...)
+		if extra&hdrReasonLine != 0 {
+			b = append(b, '\n')
+		}
+		l.h2body = b[:0]
+		return h.respondH2(e, status, ctype, b, extra, head)
 	}
 	b := l.out[:0]
 	b = append(b, "HTTP/1.1 "...)
@@ -208,6 +220,14 @@ func isRejected(err error) bool {
 }
 
 func (h *handler) freeRequest(e *ev) {
+	if e.sid != 0 {
+		if e.req != 0 {
+			h.reqs.free(h, e.req-1)
+			(*h.h2s.At(e.fd)).drop(e.sid)
+			e.req = 0
+		}
+		return
+	}
 	h.reqs.free(h, e.s.Req-1)
 	e.s.Req = 0
 }
@@ -302,6 +322,6 @@ func (h *handler) readyz(e *ev, hasBody bool, hn int, head bool) (gnet.Action, b
 	if hasBody {
 		return h.failWith(e, status, "/readyz takes no body", extra), false
 	}
-	_, _ = e.c.Discard(hn)
+	e.consume(hn)
 	return gnet.None, h.finish(e, respond(h, e, status, appJSON, b, extra, head))
 }

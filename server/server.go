@@ -37,6 +37,7 @@ type Config struct {
 	TLS           tlsbridge.Config // certificate and handshake limits, with TLSListen
 	MaxBody       int64            // largest accepted body, default 1 MiB
 	MaxInflight   int64            // global budget for bodies being received or committed, default 32 MiB
+	DisableHTTP2  bool             // speak HTTP/1.1 only: no "h2" by ALPN, no h2c preface
 	HeaderTimeout time.Duration    // a request head must be complete within this, default 10 s
 	IdleTimeout   time.Duration    // idle keep-alive and stalled bodies, default 30 s
 	DrainTimeout  time.Duration    // lingering close after an error answer, default 2 s
@@ -204,6 +205,7 @@ func New(cfg Config) (*Server, error) {
 			cfg.TLS.Logger = cfg.Logger
 		}
 		cfg.TLS.Budget = s.h.budget // the bridge charges bytes before the hand-over to the same budget
+		cfg.TLS.HTTP2 = !cfg.DisableHTTP2
 		if cfg.TLS.MaxAfterFlight == 0 {
 			// A client may pipeline one whole upload after its Finished.
 			cfg.TLS.MaxAfterFlight = int(cfg.MaxBody) + maxPipelined

@@ -48,6 +48,14 @@ func (d *drainer) Run(context.Context) error {
 	h := l.h
 	for fd := l.tq.Oldest(conn.QueueIdle); fd >= 0; fd = l.tq.Oldest(conn.QueueIdle) {
 		l.tq.Disarm(fd)
+		if sess := *h.h2s.At(fd); sess != nil {
+			// HTTP/2: GOAWAY first, so the client knows no stream was lost.
+			if c := *h.conns.At(fd); c != nil {
+				if e := h.event(l, c, fd, h.slab.At(fd)); e.c != nil && !h.goawayH2(&e, sess) {
+					continue
+				}
+			}
+		}
 		h.close(l, fd)
 	}
 	for fd := l.tq.Oldest(conn.QueueHead); fd >= 0; {

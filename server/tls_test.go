@@ -54,7 +54,7 @@ func tlsClient(t *testing.T, certFile string) *http.Client {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
 	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: pool, NextProtos: []string{"h2", "http/1.1"}}, ForceAttemptHTTP2: false, MaxIdleConnsPerHost: 4,
+		TLSClientConfig: &tls.Config{RootCAs: pool, NextProtos: []string{"http/1.1"}}, ForceAttemptHTTP2: false, MaxIdleConnsPerHost: 4,
 	}}
 }
 

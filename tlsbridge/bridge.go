@@ -79,7 +79,10 @@ type Config struct {
 	// Finished. Before the server's flight the cap is 64 KiB (a client has
 	// nothing to send but its hello). Default 1 MiB + 64 KiB.
 	MaxAfterFlight int
-	Logger         *slog.Logger // default: discard
+	// HTTP2 offers "h2" by ALPN before "http/1.1"; the server speaks
+	// HTTP/2 on the connections that choose it (H2).
+	HTTP2  bool
+	Logger *slog.Logger // default: discard
 }
 
 // Stats are cumulative counters, except InFlight.
@@ -178,9 +181,13 @@ func New(cfg Config) (*Bridge, error) {
 	b.pending.link = func(c *Conn) *connLink { return &c.pending }
 	b.wait.link = func(c *Conn) *connLink { return &c.waiting }
 	b.cert.Store(cfg.Certificate)
+	protos := []string{"http/1.1"}
+	if cfg.HTTP2 {
+		protos = []string{"h2", "http/1.1"}
+	}
 	b.tlsConfig = &tls.Config{
 		MinVersion: tls.VersionTLS12,
-		NextProtos: []string{"http/1.1"},
+		NextProtos: protos,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			if c := b.cert.Load(); c != nil {
 				return c, nil
@@ -495,7 +502,9 @@ func (b *Bridge) handshake(c *Conn, wake chan struct{}) {
 	c.landed = nil
 	done := false
 	if err == nil {
-		resumed := tc.ConnectionState().DidResume
+		cs := tc.ConnectionState()
+		resumed := cs.DidResume
+		c.h2 = cs.NegotiatedProtocol == "h2"
 		if c.hs.CompareAndSwap(hsPending, hsDone) {
 			done = true
 			b.handshakes.Add(1)

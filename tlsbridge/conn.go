@@ -69,6 +69,7 @@ type Conn struct {
 	hsQueued atomic.Int32 // handshake writes the worker queued with AsyncWrite
 	hsLanded int32        // ... and those the loop has executed (loop only)
 
+	h2       bool          // ALPN chose "h2"; written by the worker before hsDone, read by the loop after it
 	phase    uint8         // loop only
 	released bool          // loop only
 	busy     bool          // loop only: inside a call that may re-enter Release through gnet's close
@@ -297,6 +298,10 @@ func (tc *Conn) OutboundBuffered() int {
 
 // HandshakeComplete reports whether the handshake has finished (loop).
 func (tc *Conn) HandshakeComplete() bool { return tc.phase == phaseReady }
+
+// H2 reports whether the handshake negotiated HTTP/2 by ALPN (loop, after
+// the handshake).
+func (tc *Conn) H2() bool { return tc.h2 }
 
 // ConnectionState is crypto/tls's state of a finished handshake (loop).
 func (tc *Conn) ConnectionState() tls.ConnectionState {

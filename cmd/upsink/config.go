@@ -110,6 +110,12 @@ func parseAs(v flag.Value, text string) (any, error) {
 		return int(n), nil
 	case int64: // size
 		return parseSize(text)
+	case bool:
+		b, err := strconv.ParseBool(text)
+		if err != nil {
+			return nil, fmt.Errorf("bad boolean %q (want true or false)", text)
+		}
+		return b, nil
 	}
 	return text, nil
 }

@@ -120,6 +120,7 @@ func serve(args []string, stderr io.Writer, check io.Writer) int {
 	fs.Var(dsnList{&cfg.Store.DSNs}, "dsn", "MariaDB/MySQL DSN in go-sql-driver form (or $UPSINK_DSN); several (repeated, or comma-separated) are nodes of one Galera cluster in order of preference")
 	fs.IntVar(&cfg.Store.Writers, "writers", 1, "database connections writing batches at once (more can help on a slow-committing database, e.g. Galera; see BENCHMARKS.md)")
 	fs.Var(size{&cfg.MaxBody}, "max-body", "largest accepted upload body (default 1MiB)")
+	http2 := fs.Bool("http2", true, "speak HTTP/2 too: h2 by ALPN on --tls-listen, h2c with prior knowledge on --listen")
 	fs.Var(size{&cfg.MaxInflight}, "max-inflight", "global budget for bodies being received or committed (default 32MiB)")
 	fs.Var(size{&memLimit}, "memory-limit", "Go soft memory limit (default 48MiB; 0 = none)")
 	fs.DurationVar(&cfg.HeaderTimeout, "header-timeout", 10*time.Second, "a request head must be complete within this")
@@ -170,6 +171,7 @@ func serve(args []string, stderr io.Writer, check io.Writer) int {
 		return 2
 	}
 	cfg.Tables = set.tables
+	cfg.DisableHTTP2 = !*http2
 	cfg.MinBodyRate = minRate
 	if minRate == 0 {
 		cfg.MinBodyRate = -1

@@ -1,0 +1,554 @@
+package server
+
+import (
+	"bytes"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"upsink/conn"
+	"upsink/h2"
+	"upsink/ingest"
+	"upsink/parser"
+)
+
+// HTTP/2 on the loops (issue 12). A plain connection whose first bytes are
+// the client preface (h2c with prior knowledge), or a TLS connection that
+// negotiated "h2" by ALPN, moves to StateH2: its h2.Conn and the map from
+// its streams to request records live in an h2sess, found by fd in h.h2s.
+// Each stream that carries an upload holds a request record, as an
+// HTTP/1.1 connection's request does, and goes through the same routing,
+// budget, store and answers: respond sends an answer on the stream instead
+// of on the connection. No goroutine per connection or stream.
+
+// h2sess is one HTTP/2 connection's state; loop-only (the loop that owns
+// its fd). It is charged h2SessCharge to the budget while it exists.
+type h2sess struct {
+	c       h2.Conn
+	streams []h2stream // streams that hold a request record; at most h2MaxStreams
+	goaway  bool       // Shutdown has sent GOAWAY (the server is draining)
+}
+
+// h2stream maps a stream to the request record it holds, or to the answer
+// it waits to send.
+type h2stream struct {
+	id    uint32
+	req   uint32  // record index+1; 0 for a held answer
+	held  *h2held // a GET or HEAD answered when its stream ends (holdAnswer)
+	reset bool    // the peer reset it after its upload was submitted: released when the commit completes
+}
+
+// h2held is the answer to a request that declares no body (GET, HEAD)
+// while its stream is still open: it is sent when the stream ends, as an
+// HTTP/1.1 server answers a request once it has read all of it (answering
+// first and resetting the stream would be allowed, but a client that sends
+// more on the stream would see its frames refused).
+type h2held struct {
+	a     h2answer
+	body  []byte
+	since conn.Clock
+}
+
+const (
+	h2MaxStreams = 100
+	// h2SessCharge is what a session is charged for its own memory: the
+	// h2.Conn with its HPACK table and stream table, and the stream map
+	// (measured: TestH2SessionMemory).
+	h2SessCharge = 16 << 10
+	// h2InputMax bounds a partial frame kept between events: one frame
+	// of the largest size we accept, and its header.
+	h2InputMax = 16<<10 + 9
+)
+
+var h2Limits = h2.Limits{MaxStreams: h2MaxStreams}
+
+func (s *h2sess) find(id uint32) *h2stream {
+	for i := range s.streams {
+		if s.streams[i].id == id {
+			return &s.streams[i]
+		}
+	}
+	return nil
+}
+
+func (s *h2sess) byReq(req uint32) *h2stream {
+	for i := range s.streams {
+		if s.streams[i].req == req {
+			return &s.streams[i]
+		}
+	}
+	return nil
+}
+
+func (s *h2sess) drop(id uint32) {
+	for i := range s.streams {
+		if s.streams[i].id == id {
+			s.streams[i] = s.streams[len(s.streams)-1]
+			s.streams = s.streams[:len(s.streams)-1]
+			return
+		}
+	}
+}
+
+// isPreface reports whether buf starts with the client preface (full:
+// true, true), could still be it (false, true), or is not it.
+func isPreface(buf []byte) (full, maybe bool) {
+	if len(buf) >= len(h2.Preface) {
+		full = bytes.HasPrefix(buf, []byte(h2.Preface))
+		return full, full
+	}
+	return false, bytes.HasPrefix([]byte(h2.Preface), buf)
+}
+
+// maybeH2 starts HTTP/2 on a connection whose head is about to be parsed:
+// one that negotiated "h2" by ALPN, or whose input starts with the client
+// preface (h2c with prior knowledge). done: it did, or it waits for the
+// rest of a preface.
+func (h *handler) maybeH2(e *ev, buf []byte) (act gnet.Action, more, done bool) {
+	if h.cfg.DisableHTTP2 {
+		return gnet.None, false, false
+	}
+	if e.tls() {
+		if !e.tc.H2() {
+			return gnet.None, false, false
+		}
+	} else {
+		if buf[0] != h2.Preface[0] {
+			return gnet.None, false, false
+		}
+		full, maybe := isPreface(buf)
+		if !maybe {
+			return gnet.None, false, false
+		}
+		if !full {
+			act, more = h.waitHead(e, len(buf))
+			return act, more, true
+		}
+	}
+	act, more = h.startH2(e)
+	return act, more, true
+}
+
+// startH2 moves the connection to HTTP/2; the preface is still in the input.
+func (h *handler) startH2(e *ev) (gnet.Action, bool) {
+	if !h.budget.Hold(h2SessCharge) {
+		h.budgetRefused.Add(1)
+		return gnet.Close, false
+	}
+	sess := &h2sess{}
+	sess.c.Init(h2Limits)
+	*h.h2s.At(e.fd) = sess
+	e.s.Flags = e.s.Flags.WithState(conn.StateH2)
+	e.s.Scan = 0
+	e.l.tq.Disarm(e.fd)
+	h.nh2.Add(1)
+	return gnet.None, true
+}
+
+// endH2 releases a closing connection's session: records of streams not
+// yet submitted are freed here, submitted ones when their commit completes
+// (it finds the generation changed).
+func (h *handler) endH2(fd int) {
+	p := h.h2s.At(fd)
+	sess := *p
+	if sess == nil {
+		return
+	}
+	for _, st := range sess.streams {
+		if st.req != 0 && !h.reqs.at(st.req-1).submitted {
+			h.reqs.free(h, st.req-1)
+		}
+	}
+	*p = nil
+	h.budget.Release(h2SessCharge)
+	h.nh2.Add(-1)
+}
+
+// serveH2 feeds the buffered input to the connection's HTTP/2 state and
+// writes what it answers.
+func (h *handler) serveH2(e *ev) gnet.Action {
+	if e.gc.OutboundBuffered() > maxOutbound {
+		return gnet.Close // a client that does not read its answers
+	}
+	sess := *h.h2s.At(e.fd)
+	n := e.c.InboundBuffered()
+	if n == 0 {
+		return gnet.None
+	}
+	buf, _ := e.c.Peek(n)
+	l := e.l
+	l.h2.e, l.h2.sess = *e, sess // a copy: e stays on its caller's stack
+	out, used, err := sess.c.Feed(l.h2out[:0], buf, &l.h2)
+	l.h2.e, l.h2.sess = ev{}, nil
+	e.consume(used)
+	gen := e.s.Gen
+	if len(out) > 0 && !h.write(e, out) {
+		return gnet.None
+	}
+	l.h2out = out[:0]
+	// Answers given while Feed ran go after its frames (the server's
+	// SETTINGS are the connection's first frame).
+	h.flushDeferred(e, sess)
+	if e.s.Generation() != gen {
+		return gnet.None
+	}
+	if err != nil {
+		return gnet.Close
+	}
+	if h.draining.Load() && !h.goawayH2(e, sess) {
+		return gnet.None
+	}
+	h.armH2(e, sess)
+	return gnet.None
+}
+
+// goawayH2 runs while the server drains: GOAWAY once, then close when
+// nothing is left to answer. False: the connection is closed.
+func (h *handler) goawayH2(e *ev, sess *h2sess) bool {
+	if !sess.goaway {
+		sess.goaway = true
+		out := sess.c.Shutdown(e.l.h2out[:0])
+		if len(out) > 0 && !h.write(e, out) {
+			return false
+		}
+		e.l.h2out = out[:0]
+	}
+	if sess.c.Done() {
+		h.close(e.l, e.fd)
+		return false
+	}
+	return true
+}
+
+// armH2 puts the connection on the timeout queue its state calls for:
+// bodies being read are checked (rate, progress), a partial frame gets the
+// header timeout, nothing in progress the idle timeout.
+func (h *handler) armH2(e *ev, sess *h2sess) {
+	q := conn.QueueIdle
+	for _, st := range sess.streams {
+		if st.req == 0 || !h.reqs.at(st.req-1).submitted {
+			q = conn.QueueBody
+			break
+		}
+	}
+	if q == conn.QueueIdle && len(sess.streams) > 0 {
+		e.l.tq.Disarm(e.fd) // waiting for commits
+		return
+	}
+	if q == conn.QueueIdle && e.c.InboundBuffered() > 0 {
+		q = conn.QueueHead
+	}
+	if e.s.Flags.Queue() != q {
+		e.l.tq.Arm(e.fd, q, h.slab.Now())
+	}
+}
+
+// h2handler is a loop's h2.Handler: it carries the event being served
+// while Feed runs (loop-only; sess is nil outside Feed).
+type h2handler struct {
+	h    *handler
+	e    ev
+	sess *h2sess
+}
+
+// streamEv is the event for an answer on stream id of the connection in e.
+func (hh *h2handler) streamEv(id, req uint32) ev {
+	se := hh.e
+	se.sid, se.req = id, req
+	return se
+}
+
+func (hh *h2handler) Request(id uint32, req *parser.Request, endStream bool) {
+	h, sess := hh.h, hh.sess
+	e := hh.streamEv(id, 0)
+	e.end = endStream
+	if !endStream {
+		if bytes.Equal(req.Method, methodGET) || bytes.Equal(req.Method, methodHEAD) {
+			e.held = &h2held{since: h.slab.Now()}
+		} else if req.ContentLength < 0 {
+			req.Chunked = true // a body of unknown length: read as chunked would be
+		}
+	}
+	_, _ = h.route(&e, req, 0)
+	switch {
+	case e.req != 0:
+		sess.streams = append(sess.streams, h2stream{id: id, req: e.req})
+		if endStream {
+			hh.Data(id, nil, true)
+		}
+	case e.held != nil && e.held.a.id != 0:
+		sess.streams = append(sess.streams, h2stream{id: id, held: e.held})
+	}
+}
+
+func (hh *h2handler) Data(id uint32, p []byte, end bool) bool {
+	h, sess := hh.h, hh.sess
+	st := sess.find(id)
+	if st == nil {
+		return false
+	}
+	if st.held != nil {
+		// A GET or HEAD's body is not read; its answer goes at the end.
+		if end {
+			a := st.held
+			sess.drop(id)
+			e := hh.streamEv(id, 0)
+			h.respondH2(&e, int(a.a.status), a.a.ctype, a.body, a.a.extra, a.a.head)
+		}
+		return true
+	}
+	e := hh.streamEv(id, st.req)
+	r := h.reqs.at(st.req - 1)
+	if r.submitted {
+		return false
+	}
+	if len(p) > 0 {
+		limit := h.cfg.MaxBody
+		if r.left > 0 {
+			limit = int64(r.bodyLen()) + int64(r.left)
+		}
+		if int64(r.bodyLen()+len(p)) > h.cfg.MaxBody {
+			h.answerStream(&e, 413, h.reason413, hdrNone)
+			return false
+		}
+		if !h.growBody(r, len(p), limit, end) {
+			h.budgetRefused.Add(1)
+			h.answerStream(&e, 503, "server busy: in-flight budget exhausted", hdrRetry)
+			return false
+		}
+		r.buf.B = append(r.buf.B, p...)
+		h.bodyBytes.Add(uint64(len(p)))
+		r.left = uint32(max(int64(r.left)-int64(len(p)), 0))
+		r.progress = h.slab.Now()
+	}
+	if end {
+		h.enqueue(&e, r, st.req-1)
+		return false
+	}
+	return true
+}
+
+func (hh *h2handler) Reset(id uint32) {
+	h, sess := hh.h, hh.sess
+	hh.l().dropDeferred(id)
+	st := sess.find(id)
+	if st == nil {
+		sess.c.Release(id)
+		return
+	}
+	if st.held != nil {
+		sess.drop(id)
+		sess.c.Release(id)
+		return
+	}
+	if h.reqs.at(st.req - 1).submitted {
+		st.reset = true // released when the commit completes
+		return
+	}
+	h.reqs.free(h, st.req-1)
+	sess.drop(id)
+	sess.c.Release(id)
+}
+
+func (hh *h2handler) l() *loop { return hh.e.l }
+
+// answerStream answers a stream that will not be served and frees its
+// record (the rest of its body is refused: h2 resets the stream after the
+// answer).
+func (h *handler) answerStream(e *ev, status int, reason string, extra hdr) {
+	h.freeRequest(e)
+	respond(h, e, status, textPlain, reason, extra|hdrReasonLine, false)
+}
+
+// completeH2 answers a stream whose commit finished.
+func (h *handler) completeH2(l *loop, idx uint32, r *request) {
+	fd := int(r.fd)
+	s := h.slab.At(fd)
+	if s.Generation() != r.gen || s.Flags.State() != conn.StateH2 {
+		h.reqs.free(h, idx) // the connection went away
+		return
+	}
+	sess := *h.h2s.At(fd)
+	st := sess.byReq(idx + 1)
+	if st == nil {
+		h.reqs.free(h, idx)
+		return
+	}
+	id := st.id
+	if st.reset {
+		h.reqs.free(h, idx)
+		sess.drop(id)
+		sess.c.Release(id)
+		return
+	}
+	e := h.event(l, *h.conns.At(fd), fd, s)
+	if e.c == nil {
+		h.reqs.free(h, idx)
+		sess.drop(id)
+		h.close(l, fd)
+		return
+	}
+	e.sid, e.req = id, idx+1
+	e.route = routeUpload
+	if r.format != ingest.FormatInvalid {
+		e.route = routeIngest
+	}
+	h.answerUpload(&e, r, r.up.Err)
+	if s.Generation() != r.gen {
+		return
+	}
+	if h.draining.Load() && !h.goawayH2(&e, sess) {
+		return
+	}
+	h.armH2(&e, sess)
+}
+
+// respondH2 sends an answer on stream e.sid: at once, or after the frames of
+// the Feed that is running (deferred).
+func (h *handler) respondH2(e *ev, status int, ctype string, body []byte, extra hdr, head bool) bool {
+	l := e.l
+	if hd := e.held; hd != nil {
+		hd.a = h2answer{id: e.sid, status: int16(status), ctype: ctype, extra: extra, head: head}
+		hd.body = append([]byte(nil), body...)
+		return true
+	}
+	if l.h2.sess != nil {
+		l.deferred = append(l.deferred, h2answer{id: e.sid, status: int16(status), ctype: ctype, extra: extra, head: head,
+			off: uint32(len(l.dbody)), n: uint32(len(body))})
+		l.dbody = append(l.dbody, body...)
+		return true
+	}
+	sess := *h.h2s.At(e.fd)
+	out := sess.c.Respond(l.h2out[:0], e.sid, h2response(h, l, status, ctype, extra), bodyOrNil(body, head))
+	ok := len(out) == 0 || h.write(e, out)
+	l.h2out = out[:0]
+	return ok
+}
+
+// h2answer is an answer given while Feed runs, sent after its frames.
+type h2answer struct {
+	id     uint32
+	status int16
+	head   bool
+	extra  hdr
+	ctype  string
+	off, n uint32 // its body in loop.dbody
+}
+
+func (l *loop) dropDeferred(id uint32) {
+	for i := range l.deferred {
+		if l.deferred[i].id == id {
+			l.deferred[i].id = 0
+		}
+	}
+}
+
+func (h *handler) flushDeferred(e *ev, sess *h2sess) {
+	l := e.l
+	if len(l.deferred) == 0 {
+		return
+	}
+	out := l.h2out[:0]
+	for _, a := range l.deferred {
+		if a.id == 0 {
+			continue
+		}
+		body := l.dbody[a.off : a.off+a.n]
+		out = sess.c.Respond(out, a.id, h2response(h, l, int(a.status), a.ctype, a.extra), bodyOrNil(body, a.head))
+	}
+	clear(l.deferred)
+	l.deferred, l.dbody = l.deferred[:0], l.dbody[:0]
+	if len(out) > 0 {
+		h.write(e, out)
+	}
+	l.h2out = out[:0]
+}
+
+func bodyOrNil(b []byte, head bool) []byte {
+	if head {
+		return nil
+	}
+	return b
+}
+
+// h2response fills the loop's response head for an answer.
+func h2response(h *handler, l *loop, status int, ctype string, extra hdr) *h2.Response {
+	r := &l.h2resp
+	r.Status, r.ContentType = status, ctype
+	f := r.Extra[:0]
+	if extra&hdrRetry != 0 {
+		f = append(f, h2.Field{Name: "retry-after", Value: h.retryAfter})
+	}
+	if extra&hdrAllowPOST != 0 {
+		f = append(f, h2.Field{Name: "allow", Value: "POST"})
+	}
+	if extra&hdrAllowGET != 0 {
+		f = append(f, h2.Field{Name: "allow", Value: "GET, HEAD"})
+	}
+	if extra&hdrBearer != 0 {
+		f = append(f, h2.Field{Name: "www-authenticate", Value: "Bearer"})
+	}
+	if extra&hdrReplayed != 0 {
+		f = append(f, h2.Field{Name: "idempotent-replayed", Value: "true"})
+	}
+	r.Extra = f
+	return r
+}
+
+// expireH2 handles an HTTP/2 connection's timeout: bodies too slow or
+// stalled are answered 408 on their streams; a partial frame that did not
+// complete, or a connection idle too long, is told GOAWAY and closed.
+func (h *handler) expireH2(e *ev, q conn.QueueID) {
+	sess := *h.h2s.At(e.fd)
+	if sess == nil {
+		h.close(e.l, e.fd)
+		return
+	}
+	if q != conn.QueueBody {
+		out := sess.c.Shutdown(e.l.h2out[:0])
+		if len(out) > 0 && !h.write(e, out) {
+			return
+		}
+		e.l.h2out = out[:0]
+		h.close(e.l, e.fd)
+		return
+	}
+	now := h.slab.Now()
+	cfg := h.cfg
+	for i := 0; i < len(sess.streams); i++ {
+		st := sess.streams[i]
+		if st.held != nil {
+			if int64(now-st.held.since) >= cfg.IdleTimeout.Milliseconds() {
+				// The client never ended its GET: answer it anyway.
+				a := st.held
+				sess.drop(st.id)
+				i--
+				se := *e
+				se.sid = st.id
+				h.respondH2(&se, int(a.a.status), a.a.ctype, a.body, a.a.extra, a.a.head)
+			}
+			continue
+		}
+		r := h.reqs.at(st.req - 1)
+		if r.submitted {
+			continue
+		}
+		elapsed := int64(now - r.start)
+		var reason string
+		switch {
+		case cfg.MinBodyRate > 0 && elapsed >= cfg.BodyRateGrace.Milliseconds() &&
+			int64(r.bodyLen())*1000 < cfg.MinBodyRate*elapsed:
+			h.slowBodies.Add(1)
+			reason = h.reasonSlow
+		case int64(now-r.progress) >= cfg.IdleTimeout.Milliseconds():
+			reason = "request body stalled longer than the idle timeout"
+		default:
+			continue
+		}
+		se := *e
+		se.sid, se.req = st.id, st.req
+		h.answerStream(&se, 408, reason, hdrNone)
+		i-- // answerStream dropped it: the last one moved here
+	}
+	e.l.tq.Disarm(e.fd)
+	h.armH2(e, sess)
+}
