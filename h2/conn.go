@@ -4,6 +4,8 @@ package h2
 // stream table, answers and flow control are in stream.go; the flood
 // budget in flood.go.
 
+import "unsafe"
+
 // Conn is one HTTP/2 connection. It is touched only by the loop that owns
 // the connection (Init, Feed, Respond, Release, Shutdown and the getters
 // included); its Handler's methods run inside Feed on that loop.
@@ -325,6 +327,21 @@ func (c *Conn) Shutdown(dst []byte) []byte {
 // Streams is the number of slots in use: streams the handler holds, reset
 // streams not yet released, and answers not yet fully written.
 func (c *Conn) Streams() int { return c.used }
+
+// Held is the heap memory the Conn holds between events besides its own
+// struct: the HPACK table, the stream table with the answers the peer's
+// windows hold back, and a header block awaiting CONTINUATION. The server
+// charges it to its budget.
+func (c *Conn) Held() int {
+	n := cap(c.dec.buf) + cap(c.dec.ents)*int(unsafe.Sizeof(c.dec.ents[0])) + cap(c.streams)*int(unsafe.Sizeof(stream{}))
+	for i := range c.streams {
+		n += cap(c.streams[i].pend)
+	}
+	if c.blk != nil {
+		n += cap(*c.blk)
+	}
+	return n
+}
 
 // Done reports that the connection has nothing left to do: it failed, or
 // after Shutdown (ours or the peer's GOAWAY) no stream is left.

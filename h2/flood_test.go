@@ -4,22 +4,9 @@ import (
 	"errors"
 	"strings"
 	"testing"
-	"unsafe"
 
 	"golang.org/x/net/http2"
 )
-
-// held is the memory a Conn holds between events, besides itself.
-func (c *Conn) held() int {
-	n := cap(c.dec.buf) + cap(c.dec.ents)*12 + cap(c.streams)*int(unsafe.Sizeof(stream{}))
-	for i := range c.streams {
-		n += cap(c.streams[i].pend)
-	}
-	if c.blk != nil {
-		n += cap(*c.blk)
-	}
-	return n
-}
 
 func wantCalm(t *testing.T, s *srv) {
 	t.Helper()
@@ -30,7 +17,7 @@ func wantCalm(t *testing.T, s *srv) {
 	if got := s.frames(); !strings.HasSuffix(got[len(got)-1], "ENHANCE_YOUR_CALM") || !strings.HasPrefix(got[len(got)-1], "GOAWAY") {
 		t.Fatalf("last frame %q", got[len(got)-1])
 	}
-	if h := s.c.held(); h > 64<<10 {
+	if h := s.c.Held(); h > 64<<10 {
 		t.Fatalf("holds %d bytes", h)
 	}
 }

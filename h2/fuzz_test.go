@@ -102,7 +102,7 @@ func FuzzFeed(f *testing.F) {
 				}
 			}
 			h.todo = h.todo[:0]
-			if m := c.held(); m > 64<<10 {
+			if m := c.Held(); m > 64<<10 {
 				t.Fatalf("Conn holds %d bytes", m)
 			}
 			if c.Streams() > 8 {
@@ -164,7 +164,7 @@ func fuzzFrames(t *testing.T, data []byte, step uint16) {
 				}
 			}
 			h.todo = h.todo[:0]
-			if m := c.held(); m > 64<<10 {
+			if m := c.Held(); m > 64<<10 {
 				t.Fatalf("Conn holds %d bytes", m)
 			}
 			if c.Streams() > 4 {

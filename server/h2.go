@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"unsafe"
 
 	"github.com/panjf2000/gnet/v2"
 
@@ -21,10 +22,11 @@ import (
 // of on the connection. No goroutine per connection or stream.
 
 // h2sess is one HTTP/2 connection's state; loop-only (the loop that owns
-// its fd). It is charged h2SessCharge to the budget while it exists.
+// its fd). What it holds is charged to the budget (chargeH2).
 type h2sess struct {
 	c       h2.Conn
-	streams []h2stream // streams that hold a request record; at most h2MaxStreams
+	streams []h2stream // streams that hold a request record or a held answer; at most h2MaxStreams
+	charged int64      // bytes charged to the budget for the session
 	goaway  bool       // Shutdown has sent GOAWAY (the server is draining)
 }
 
@@ -50,14 +52,43 @@ type h2held struct {
 
 const (
 	h2MaxStreams = 100
-	// h2SessCharge is what a session is charged for its own memory: the
-	// h2.Conn with its HPACK table and stream table, and the stream map
-	// (measured: TestH2SessionMemory).
-	h2SessCharge = 16 << 10
 	// h2InputMax bounds a partial frame kept between events: one frame
 	// of the largest size we accept, and its header.
 	h2InputMax = 16<<10 + 9
 )
+
+// sizes for chargeH2
+const (
+	h2SessSize   = int64(unsafe.Sizeof(h2sess{}))
+	h2StreamSize = int64(unsafe.Sizeof(h2stream{}))
+	h2HeldSize   = int64(unsafe.Sizeof(h2held{}))
+)
+
+// held is what the session holds on the heap: itself, its h2.Conn's tables
+// and pending answers, its stream map and held answers.
+func (s *h2sess) held() int64 {
+	n := h2SessSize + int64(s.c.Held()) + int64(cap(s.streams))*h2StreamSize
+	for i := range s.streams {
+		if hd := s.streams[i].held; hd != nil {
+			n += h2HeldSize + int64(cap(hd.body))
+		}
+	}
+	return n
+}
+
+// chargeH2 charges the budget's held tier for what the session holds now.
+// False: the budget cannot take it (the caller closes the connection).
+func (h *handler) chargeH2(sess *h2sess) bool {
+	n := sess.held()
+	if d := n - sess.charged; d > 0 && !h.budget.Hold(d) {
+		h.budgetRefused.Add(1)
+		return false
+	} else if d < 0 {
+		h.budget.Release(-d)
+	}
+	sess.charged = n
+	return true
+}
 
 var h2Limits = h2.Limits{MaxStreams: h2MaxStreams}
 
@@ -130,12 +161,11 @@ func (h *handler) maybeH2(e *ev, buf []byte) (act gnet.Action, more, done bool) 
 
 // startH2 moves the connection to HTTP/2; the preface is still in the input.
 func (h *handler) startH2(e *ev) (gnet.Action, bool) {
-	if !h.budget.Hold(h2SessCharge) {
-		h.budgetRefused.Add(1)
-		return gnet.Close, false
-	}
 	sess := &h2sess{}
 	sess.c.Init(h2Limits)
+	if !h.chargeH2(sess) {
+		return gnet.Close, false
+	}
 	*h.h2s.At(e.fd) = sess
 	e.s.Flags = e.s.Flags.WithState(conn.StateH2)
 	e.s.Scan = 0
@@ -159,7 +189,7 @@ func (h *handler) endH2(fd int) {
 		}
 	}
 	*p = nil
-	h.budget.Release(h2SessCharge)
+	h.budget.Release(sess.charged)
 	h.nh2.Add(-1)
 }
 
@@ -196,6 +226,9 @@ func (h *handler) serveH2(e *ev) gnet.Action {
 	}
 	if h.draining.Load() && !h.goawayH2(e, sess) {
 		return gnet.None
+	}
+	if !h.chargeH2(sess) {
+		return gnet.Close
 	}
 	h.armH2(e, sess)
 	return gnet.None
@@ -392,11 +425,16 @@ func (h *handler) completeH2(l *loop, idx uint32, r *request) {
 	if r.format != ingest.FormatInvalid {
 		e.route = routeIngest
 	}
-	h.answerUpload(&e, r, r.up.Err)
-	if s.Generation() != r.gen {
+	gen := r.gen
+	h.answerUpload(&e, r, r.up.Err) // frees r: another loop may reuse it at once
+	if s.Generation() != gen {
 		return
 	}
 	if h.draining.Load() && !h.goawayH2(&e, sess) {
+		return
+	}
+	if !h.chargeH2(sess) {
+		h.close(l, fd)
 		return
 	}
 	h.armH2(&e, sess)

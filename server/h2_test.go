@@ -188,3 +188,47 @@ func TestH2Tools(t *testing.T) {
 	}
 	waitBudgetZero(t, srv)
 }
+
+// TestH2Load: h2load, the tool users point at upsink, in its default
+// HTTP/2 mode (h2 by ALPN over TLS, h2c with prior knowledge in plain),
+// 10 connections × 10 concurrent streams: every request 201, every row
+// stored once.
+func TestH2Load(t *testing.T) {
+	if _, err := exec.LookPath("h2load"); err != nil {
+		requireTool(t, "h2load")
+	}
+	dsn := testdb.New(t)
+	srv, httpAddr, tlsAddr, _ := startTLSServer(t, dsn)
+	waitReady(t, httpAddr)
+	db := testdb.Open(t, dsn)
+	f := t.TempDir() + "/body"
+	if err := os.WriteFile(f, bytes.Repeat([]byte("h"), 1024), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const n = 3000
+	for _, tc := range []struct{ name, url string }{
+		{"h2c", "http://" + httpAddr + "/upload/h2load_h2c"},
+		{"h2", "https://" + tlsAddr + "/upload/h2load_h2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := exec.Command("h2load", "-n", fmt.Sprint(n), "-c", "10", "-m", "10", "-d", f, "-T", "30", tc.url).CombinedOutput()
+			if err != nil {
+				t.Fatalf("h2load: %v\n%s", err, out)
+			}
+			want := []string{fmt.Sprintf("%d succeeded", n), fmt.Sprintf("status codes: %d 2xx", n), "Application protocol: h2"}
+			if tc.name == "h2c" {
+				want[2] = "Application protocol: h2c"
+			}
+			for _, w := range want {
+				if !bytes.Contains(out, []byte(w)) {
+					t.Fatalf("h2load output lacks %q:\n%s", w, out)
+				}
+			}
+			stream := tc.url[strings.LastIndexByte(tc.url, '/')+1:]
+			if rows := rowsOf(t, db, stream); len(rows) != n {
+				t.Fatalf("%d rows for %d acknowledged uploads", len(rows), n)
+			}
+		})
+	}
+	waitBudgetZero(t, srv)
+}
