@@ -72,7 +72,7 @@ tools-check:
 # tlsbridge's bytes-per-idle-TLS-connection bound) are
 # asserted in a second, non-race run (they skip their assertion under -race).
 ALLOCTESTS = Allocs|NoAlloc|DoesNotAllocate|TestIdleMemory
-ALLOCPKGS = ./conn ./parser ./server ./store ./bench ./tlsbridge ./spool ./ingest
+ALLOCPKGS = ./conn ./parser ./server ./store ./bench ./tlsbridge ./spool ./ingest ./h2
 
 # The short fault suite (FAULTS_SHORT=1 bench/faults.sh, ~1.5 minutes: every
 # fault of make faults at 40 % of its times with 16 clients, real processes)
