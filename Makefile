@@ -9,6 +9,8 @@
 #   make bench-go  go test -bench against a throwaway MariaDB in /tmp
 #   make attack  the attack suite at full scale into BENCHMARKS.md's "## Attacks"
 #                (bench/attack.sh; make bench runs it last; ~12 minutes)
+#   make bench-h2  HTTP/2 beside HTTP/1.1 with h2load: uploads/s, peak RSS, idle
+#                memory per connection (bench/h2.sh; ~2 minutes)
 #   make bench-spool uploads/s and memory into the spool alone vs MariaDB, and when
 #                a saturated MariaDB makes upsink spool (bench/spool.sh)
 #   make faults  the fault suite of issue 8 (bench/faults.sh; ~5 minutes; root for
@@ -44,7 +46,7 @@ GALERADIR ?= var/galera
 BENCH ?= .
 GOTESTFLAGS ?=
 
-.PHONY: all run build vet test test-cluster bench-cluster systemd-check bench bench-go bench-vps bench-spool bench-ingest status-shot attack sigterm faults tools-check db-start db-stop db-status galera-install galera-start galera-stop galera-status clean
+.PHONY: all run build vet test test-cluster bench-cluster bench-h2 systemd-check bench bench-go bench-vps bench-spool bench-ingest status-shot attack sigterm faults tools-check db-start db-stop db-status galera-install galera-start galera-stop galera-status clean
 
 all: build
 
@@ -86,6 +88,12 @@ test: tools-check
 # acknowledged upload once on every node. .ci/run runs it after make test.
 test-cluster: tools-check
 	bench/cluster.sh scenario
+
+# HTTP/2 beside HTTP/1.1 with h2load (issue 12): uploads/s over h2 (100
+# connections x 10 streams) and HTTP/1.1 keep-alive (1,000 connections),
+# over TLS and plain; peak RSS; heap per idle connection (bench/h2.sh).
+bench-h2: tools-check
+	bench/h2.sh
 
 # Uploads/s: 1 and 2 instances into the cluster, 1 into a single MariaDB.
 bench-cluster: tools-check
