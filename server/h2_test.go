@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 
 	"upsink/internal/testdb"
 )
@@ -231,4 +232,203 @@ func TestH2Load(t *testing.T) {
 		})
 	}
 	waitBudgetZero(t, srv)
+}
+
+// h2raw is a frame-level HTTP/2 client for tests that need to misbehave.
+type h2raw struct {
+	mu     sync.Mutex // the writes to fr (the reader acknowledges SETTINGS)
+	c      net.Conn
+	fr     *http2.Framer
+	frames chan h2frame
+	hb     bytes.Buffer
+	enc    *hpack.Encoder
+}
+
+// h2frame is what the tests read of a frame (the Framer reuses its frames).
+type h2frame struct {
+	typ    http2.FrameType
+	stream uint32
+	status string        // HEADERS: :status
+	code   http2.ErrCode // GOAWAY, RST_STREAM
+	last   uint32        // GOAWAY
+}
+
+// dialH2 opens an h2c connection and exchanges SETTINGS; the frames read
+// from it arrive on frames until the connection ends.
+func dialH2(t *testing.T, addr string) *h2raw {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	r := &h2raw{c: c, fr: http2.NewFramer(c, c), frames: make(chan h2frame, 64)}
+	r.enc = hpack.NewEncoder(&r.hb)
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	rd := http2.NewFramer(nil, c)
+	rd.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	go func() {
+		defer close(r.frames)
+		for {
+			f, err := rd.ReadFrame()
+			if err != nil {
+				return
+			}
+			x := h2frame{typ: f.Header().Type, stream: f.Header().StreamID}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					r.mu.Lock()
+					_ = r.fr.WriteSettingsAck()
+					r.mu.Unlock()
+				}
+				continue
+			case *http2.MetaHeadersFrame:
+				x.status = f.PseudoValue("status")
+			case *http2.GoAwayFrame:
+				x.code, x.last = f.ErrCode, f.LastStreamID
+			case *http2.RSTStreamFrame:
+				x.code = f.ErrCode
+			}
+			r.frames <- x
+		}
+	}()
+	return r
+}
+
+func (r *h2raw) headers(t *testing.T, id uint32, end bool, fields ...string) {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.hb.Reset()
+	for i := 0; i+1 < len(fields); i += 2 {
+		_ = r.enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+	}
+	if err := r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: r.hb.Bytes(), EndStream: end, EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (r *h2raw) data(t *testing.T, id uint32, end bool, p []byte) {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.fr.WriteData(id, end, p); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// next returns the next frame matching want, failing after 20 s or at the
+// end of the connection.
+func (r *h2raw) next(t *testing.T, what string, want func(h2frame) bool) h2frame {
+	t.Helper()
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case f, ok := <-r.frames:
+			if !ok {
+				t.Fatalf("connection ended waiting for %s", what)
+			}
+			if want(f) {
+				return f
+			}
+		case <-deadline:
+			t.Fatalf("no %s within 20 s", what)
+		}
+	}
+}
+
+// TestH2SlowBodyAndShutdown: a stream whose body trickles below the
+// minimum rate gets 408 on its stream while the connection serves other
+// streams; on shutdown the connection gets GOAWAY NO_ERROR and is closed.
+func TestH2SlowBodyAndShutdown(t *testing.T) {
+	dsn := testdb.New(t)
+	srv, addr := startServer(t, dsn, func(c *Config) {
+		c.MinBodyRate, c.BodyRateGrace = 1<<20, 200*time.Millisecond
+	})
+	waitReady(t, addr)
+	r := dialH2(t, addr)
+	hdr := []string{":method", "POST", ":scheme", "http", ":authority", addr, ":path", "/upload/slow", "content-length", "100000"}
+	r.headers(t, 1, false, hdr...)
+	r.data(t, 1, false, []byte("ten bytes."))
+	f := r.next(t, "408 on stream 1", func(f h2frame) bool { return f.stream == 1 && f.status != "" })
+	if f.status != "408" {
+		t.Fatalf("stream 1: status %s, want 408", f.status)
+	}
+	r.headers(t, 3, true, ":method", "GET", ":scheme", "http", ":authority", addr, ":path", "/healthz")
+	if f := r.next(t, "answer on stream 3", func(f h2frame) bool { return f.stream == 3 && f.status != "" }); f.status != "200" {
+		t.Fatalf("stream 3: status %s", f.status)
+	}
+	waitFor(t, "the 408's record freed", func() bool { return srv.Stats().Records == 0 })
+	go func() { _ = srv.Shutdown(context.Background()) }()
+	g := r.next(t, "GOAWAY", func(f h2frame) bool { return f.typ == http2.FrameGoAway })
+	if g.code != http2.ErrCodeNo || g.last != 3 {
+		t.Fatalf("GOAWAY %v last stream %d, want NO_ERROR after stream 3", g.code, g.last)
+	}
+	for range r.frames { // closed by the server
+	}
+}
+
+// TestH2ResetStreamsHeldUntilCommitted: rapid reset against uploads whose
+// commit waits (the table is locked). The 100 streams reset after their
+// uploads were submitted keep their slots until the commits end, so the
+// 101st stream is refused and no more than 100 records are in flight for
+// the connection; once the commits end, the slots are free again.
+func TestH2ResetStreamsHeldUntilCommitted(t *testing.T) {
+	dsn := testdb.New(t)
+	srv, addr := startServer(t, dsn, func(c *Config) { c.Store.StallAfter = time.Minute })
+	waitReady(t, addr)
+	db := testdb.Open(t, dsn)
+	ctx := context.Background()
+	lock, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if _, err := lock.ExecContext(ctx, "LOCK TABLES uploads WRITE"); err != nil {
+		t.Fatal(err)
+	}
+	unlocked := false
+	defer func() {
+		if !unlocked {
+			_, _ = lock.ExecContext(ctx, "UNLOCK TABLES")
+		}
+	}()
+	r := dialH2(t, addr)
+	post := func(id uint32) {
+		r.headers(t, id, false, ":method", "POST", ":scheme", "http", ":authority", addr, ":path", "/upload/rr", "content-length", "5")
+		r.data(t, id, true, []byte("hello"))
+	}
+	for i := range uint32(100) {
+		post(2*i + 1)
+	}
+	waitFor(t, "100 uploads submitted", func() bool { return srv.Stats().Records == 100 })
+	for i := range uint32(100) {
+		r.mu.Lock()
+		err := r.fr.WriteRSTStream(2*i+1, http2.ErrCodeCancel)
+		r.mu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	post(201)
+	f := r.next(t, "an answer to stream 201", func(f h2frame) bool { return f.stream == 201 })
+	if f.typ != http2.FrameRSTStream || f.code != http2.ErrCodeRefusedStream {
+		t.Fatalf("stream 201: %v %v %s, want RST_STREAM REFUSED_STREAM", f.typ, f.code, f.status)
+	}
+	if n := srv.Stats().Records; n != 100 {
+		t.Fatalf("%d records in flight, want the 100 reset uploads", n)
+	}
+	_, _ = lock.ExecContext(ctx, "UNLOCK TABLES")
+	unlocked = true
+	waitFor(t, "the reset uploads' commits", func() bool { return srv.Stats().Records == 0 })
+	post(203)
+	if f := r.next(t, "an answer to stream 203", func(f h2frame) bool { return f.stream == 203 }); f.status != "201" {
+		t.Fatalf("stream 203 after the commits: %v %v %s, want 201", f.typ, f.code, f.status)
+	}
 }
