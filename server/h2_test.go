@@ -432,3 +432,60 @@ func TestH2ResetStreamsHeldUntilCommitted(t *testing.T) {
 		t.Fatalf("stream 203 after the commits: %v %v %s, want 201", f.typ, f.code, f.status)
 	}
 }
+
+// TestH2Ingest: structured ingest and its bearer tokens over h2c answer as
+// over HTTP/1.1 (201 with the rows, 400 with the errors, 401), and
+// Idempotency-Key replays the first answer.
+func TestH2Ingest(t *testing.T) {
+	dsn := testdb.New(t)
+	tables := ingestTables(t)
+	srv, addr := startServer(t, dsn, func(c *Config) { c.Tables = tables })
+	waitReady(t, addr)
+	db := testdb.Open(t, dsn)
+	client := h2cClient()
+	do := func(path, ctype, body string, hdr ...string) (int, string, http.Header) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", "http://"+addr+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", ctype)
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.ProtoMajor != 2 {
+			t.Fatalf("HTTP/%d", resp.ProtoMajor)
+		}
+		return resp.StatusCode, string(b), resp.Header
+	}
+	nd := `{"device":"a","temp":1.5}` + "\n" + `{"device":"b","temp":2.5}` + "\n"
+	if st, b, _ := do("/ingest/readings", "application/x-ndjson", nd); st != 201 || !strings.Contains(b, `"rows":2`) {
+		t.Fatalf("ndjson: %d %s", st, b)
+	}
+	if st, b, _ := do("/ingest/readings", "application/x-ndjson", `{"temp":"hot"}`+"\n"); st != 400 || !strings.Contains(b, "temp") {
+		t.Fatalf("bad record: %d %s", st, b)
+	}
+	if st, _, h := do("/ingest/secure", "application/json", `{"v":1}`); st != 401 || h.Get("Www-Authenticate") != "Bearer" {
+		t.Fatalf("no token: %d %v", st, h)
+	}
+	if st, b, _ := do("/ingest/secure", "application/json", `{"v":1}`, "Authorization", "Bearer s3cret"); st != 201 {
+		t.Fatalf("token: %d %s", st, b)
+	}
+	st1, b1, _ := do("/upload/keyed", "text/plain", "once", "Idempotency-Key", `"k-1"`)
+	st2, b2, h2 := do("/upload/keyed", "text/plain", "once", "Idempotency-Key", `"k-1"`)
+	if st1 != 201 || st2 != 201 || b1 != b2 || h2.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("idempotent retry: %d %s / %d %s %v", st1, b1, st2, b2, h2)
+	}
+	var n int
+	if err := db.QueryRow("SELECT COUNT(*) FROM readings").Scan(&n); err != nil || n != 2 {
+		t.Fatalf("readings: %d rows (%v)", n, err)
+	}
+	if rows := rowsOf(t, db, "keyed"); len(rows) != 1 {
+		t.Fatalf("keyed upload stored %d times", len(rows))
+	}
+	client.CloseIdleConnections()
+	waitBudgetZero(t, srv)
+}
