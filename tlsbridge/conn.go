@@ -32,13 +32,18 @@ const (
 
 const (
 	recordHeaderLen = 5
-	maxPlaintext    = 16384    // largest plaintext in one TLS record
-	readAhead       = 16 << 10 // decrypt while less plaintext than this is buffered
-	maxInbox        = 32 << 10 // ciphertext handed to a handshake's inbox at once
-	maxEarly        = 64 << 10 // ciphertext a connection may hold before its hand-over (gnet's buffer + inbox)
-	helloFragment   = 512      // largest ClientHello fragment handed to crypto/tls (see takeHello)
-	recordTypeHS    = 0x16     // first byte of a TLS handshake record
-	maxDecryptPass  = 1 << 16  // bound on one Process's decrypt loop (each pass consumes bytes)
+	maxPlaintext    = 16384 // largest plaintext in one TLS record
+	// decrypt while less plaintext than this is buffered: at least one
+	// whole HTTP/2 frame of the largest size the server accepts (16 KiB)
+	// and its 9-byte header, so that a machine waiting for a whole frame
+	// always gets one without more bytes from the client (it may have
+	// sent everything its flow-control window allows).
+	readAhead      = 16<<10 + 9
+	maxInbox       = 32 << 10 // ciphertext handed to a handshake's inbox at once
+	maxEarly       = 64 << 10 // ciphertext a connection may hold before its hand-over (gnet's buffer + inbox)
+	helloFragment  = 512      // largest ClientHello fragment handed to crypto/tls (see takeHello)
+	recordTypeHS   = 0x16     // first byte of a TLS handshake record
+	maxDecryptPass = 1 << 16  // bound on one Process's decrypt loop (each pass consumes bytes)
 )
 
 // ErrNotReady is returned by Write before the handshake has finished.
