@@ -89,8 +89,12 @@ func newHandler(cfg *Config, srv *Server) *handler {
 	h.conns = conn.NewPages[gnet.Conn](cfg.fdLimit)
 	h.h2s = conn.NewPages[*h2sess](cfg.fdLimit)
 	h.retryAfter = itoa(int64((cfg.RetryAfter + time.Second - 1) / time.Second))
-	h.reqs.tab = conn.NewPages[request](cfg.fdLimit)
-	h.reqs.max = uint32(cfg.fdLimit)
+	// One record per HTTP/1.1 connection, but up to 100 per HTTP/2
+	// connection: beyond the fd limit, as many as the budget can charge
+	// (each holds at least metaMax of it). Pages are allocated on use.
+	nrec := cfg.fdLimit + cfg.budgetRecords()
+	h.reqs.tab = conn.NewPages[request](nrec)
+	h.reqs.max = uint32(nrec)
 	h.budget = budget.New(cfg.MaxInflight)
 	h.reason413 = "body larger than the limit of " + itoa(cfg.MaxBody) + " bytes"
 	h.reasonSlow = "request body slower than the minimum rate of " + itoa(cfg.MinBodyRate) + " bytes/s"

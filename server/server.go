@@ -173,13 +173,19 @@ func (c *Config) setDefaults() error {
 		c.Logger = slog.Default()
 	}
 	if c.Store.QueueLen <= 0 {
-		// A connection has at most one upload submitted at a time, so a
-		// queue with a slot per possible connection never fills: uploads are
-		// refused by the byte budget, never by a short queue (8 B a slot).
-		c.Store.QueueLen = c.MaxConns
+		// An HTTP/1.1 connection has at most one upload submitted at a
+		// time, an HTTP/2 one up to 100, each charged at least metaMax to
+		// the budget; a queue with a slot per connection plus one per
+		// metaMax of the budget never fills: uploads are refused by the
+		// byte budget, never by a short queue (8 B a slot).
+		c.Store.QueueLen = c.MaxConns + c.budgetRecords()
 	}
 	return nil
 }
+
+// budgetRecords is how many uploads the budget can hold at once beyond one
+// per connection (HTTP/2 streams): each is charged at least metaMax.
+func (c *Config) budgetRecords() int { return int(min(c.MaxInflight/metaMax, 1<<22)) }
 
 // Server is one upsink HTTP server and its store.
 type Server struct {
