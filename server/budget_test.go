@@ -35,14 +35,15 @@ func TestMemoryBudget(t *testing.T) {
 
 // TestQueueNeverShorterThanConnections: the default commit queue has a slot
 // for every connection the slab can hold, so with one upload in flight per
-// connection it cannot fill up.
+// connection it cannot fill up, plus one for every upload beyond that the
+// budget can hold (HTTP/2 streams, each charged at least metaMax).
 func TestQueueNeverShorterThanConnections(t *testing.T) {
 	cfg := Config{MaxConns: 12345}
 	if err := cfg.setDefaults(); err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Store.QueueLen != 12345 {
-		t.Fatalf("queue %d for %d connections", cfg.Store.QueueLen, cfg.MaxConns)
+	if want := 12345 + int(cfg.MaxInflight/metaMax); cfg.Store.QueueLen != want {
+		t.Fatalf("queue %d for %d connections and a %d-byte budget, want %d", cfg.Store.QueueLen, cfg.MaxConns, cfg.MaxInflight, want)
 	}
 	cfg = Config{MaxConns: 100, Store: store.Config{QueueLen: 7}}
 	if err := cfg.setDefaults(); err != nil || cfg.Store.QueueLen != 7 {
