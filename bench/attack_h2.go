@@ -306,6 +306,12 @@ func (hc *h2Client) finish(read bool) {
 		hc.read(io.LimitReader(hc.c.Conn, h2MaxPostMortem))
 	}
 	_ = hc.flush() // a last batch framed after the loop's check
+	if hc.done != nil && hc.c.gone.Load() {
+		// The server closed it (a write saw it first): let the reader take
+		// what arrived before the close, its GOAWAY among it, then stop.
+		_ = hc.c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		<-hc.done
+	}
 	hc.c.Close()
 	if hc.done != nil {
 		<-hc.done
