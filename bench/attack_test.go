@@ -218,10 +218,11 @@ func TestAttacksShort(t *testing.T) {
 // checkH2Attack asserts what the server did to an HTTP/2 attack: every
 // connection it ended, it ended with GOAWAY ENHANCE_YOUR_CALM (0xb) or by
 // closing it (none with another code: that would be the attack's own
-// protocol error), at most one per worker was still open when the time
-// ran out, the attack got past the handshake, and no request record is
-// left in use (a reset stream whose upload was submitted holds its record
-// until the commit completes, then frees it).
+// protocol error), at least one with the GOAWAY; at most one per worker
+// was still open when the time ran out; the attack got past the
+// handshake; and no request record is left in use (a reset stream whose
+// upload was submitted holds its record until the commit completes, then
+// frees it).
 func checkH2Attack(t *testing.T, r *AttackResult, srv *server.Server) {
 	t.Helper()
 	a := r.Attack
@@ -238,8 +239,8 @@ func checkH2Attack(t *testing.T, r *AttackResult, srv *server.Server) {
 			other += n
 		}
 	}
-	if calm+closed == 0 || other > 0 || open > int64(r.Conns) {
-		t.Errorf("%s: connections ended %v: want GOAWAY ENHANCE_YOUR_CALM or closed, at most %d open at the end", r.Kind, a.Ends, r.Conns)
+	if calm == 0 || other > 0 || open > int64(r.Conns) {
+		t.Errorf("%s: connections ended %v: want GOAWAY ENHANCE_YOUR_CALM (at least once) or closed, at most %d open at the end", r.Kind, a.Ends, r.Conns)
 	}
 	if a.Frames == 0 || a.Requests == 0 && r.Kind != "h2ping" && r.Kind != "h2settings" {
 		t.Errorf("%s: %d frames, %d streams sent: the attack did not run (%v)", r.Kind, a.Frames, a.Requests, a.ErrorSamples)
