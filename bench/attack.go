@@ -20,7 +20,8 @@ import (
 // AttackKinds are the attacks `upsink-bench attack KIND` runs; "external"
 // runs none of its own (only the polite prober and the sampling) while
 // another tool, such as slowhttptest, attacks.
-var AttackKinds = []string{"slowloris", "slowbody", "slowread", "fdflood", "tlsearly", "storm", "headerflood", "trailerflood", "fuzz", "push", "external"}
+var AttackKinds = []string{"slowloris", "slowbody", "slowread", "fdflood", "tlsearly", "storm", "headerflood", "trailerflood", "fuzz", "push",
+	"h2rapidreset", "h2madeyoureset", "h2continuation", "h2ping", "h2settings", "h2emptydata", "h2hpackbomb", "external"}
 
 // Hard bounds of an attack run.
 const (
@@ -102,6 +103,8 @@ type AttackCounts struct {
 	Handshakes     int64            `json:"handshakes,omitempty"`
 	HandshakeFail  int64            `json:"handshake_failed,omitempty"`
 	Completed      int64            `json:"completed,omitempty"` // storm: clients whose upload got 201
+	Frames         int64            `json:"frames,omitempty"`    // HTTP/2 kinds: frames written whole (requests: streams opened)
+	Ends           map[string]int64 `json:"ends,omitempty"`      // HTTP/2 kinds: how each connection ended ("GOAWAY ENHANCE_YOUR_CALM", "closed", ...)
 	Errors         int64            `json:"errors"`
 	ErrorSamples   []string         `json:"error_samples,omitempty"`
 }
@@ -166,10 +169,11 @@ type attackRun struct {
 }
 
 type attackCtr struct {
-	opened, dialErr, maxOpen, closed, requests, bytes, hs, hsFail, completed, errs atomic.Int64
-	mu                                                                             sync.Mutex
-	answers                                                                        map[string]int64
-	samples                                                                        []string
+	opened, dialErr, maxOpen, closed, requests, bytes, hs, hsFail, completed, errs, frames atomic.Int64
+	mu                                                                                     sync.Mutex
+	answers                                                                                map[string]int64
+	ends                                                                                   map[string]int64 // HTTP/2 kinds: connections by how they ended
+	samples                                                                                []string
 }
 
 type closeTimes struct {
@@ -213,6 +217,16 @@ func (r *attackRun) fail(err error) {
 func (r *attackRun) answer(key string) {
 	r.ctr.mu.Lock()
 	r.ctr.answers[key]++
+	r.ctr.mu.Unlock()
+}
+
+// ended counts a connection that ended as key says (HTTP/2 kinds).
+func (r *attackRun) ended(key string) {
+	r.ctr.mu.Lock()
+	if r.ctr.ends == nil {
+		r.ctr.ends = map[string]int64{}
+	}
+	r.ctr.ends[key]++
 	r.ctr.mu.Unlock()
 }
 
@@ -725,6 +739,9 @@ func Attack(cfg AttackConfig) (*AttackResult, error) {
 	r := &attackRun{cfg: &cfg, t: t, stop: make(chan struct{})}
 	if t.tls {
 		r.tls = tc
+		if isH2Kind(cfg.Kind) {
+			r.tls = h2TLS(tc) // ALPN h2 for the attack; the prober and /healthz stay on HTTP/1.1
+		}
 	}
 	r.ctr.answers = map[string]int64{}
 
@@ -777,9 +794,12 @@ func (r *attackRun) counts() AttackCounts {
 	c := &r.ctr
 	a := AttackCounts{Opened: c.opened.Load(), DialErrors: c.dialErr.Load(), MaxOpen: c.maxOpen.Load(), ClosedByServer: c.closed.Load(),
 		Requests: c.requests.Load(), BytesSent: c.bytes.Load(), Handshakes: c.hs.Load(), HandshakeFail: c.hsFail.Load(),
-		Completed: c.completed.Load(), Errors: c.errs.Load()}
+		Completed: c.completed.Load(), Errors: c.errs.Load(), Frames: c.frames.Load()}
 	c.mu.Lock()
 	a.Answers = cloneCounts(c.answers)
+	if len(c.ends) > 0 {
+		a.Ends = cloneCounts(c.ends)
+	}
 	a.ErrorSamples = slices.Clone(c.samples)
 	c.mu.Unlock()
 	r.closes.mu.Lock()
@@ -849,7 +869,14 @@ func (a AttackCounts) Summary() string {
 	if a.Completed > 0 {
 		fmt.Fprintf(&b, ", completed %d", a.Completed)
 	}
-	fmt.Fprintf(&b, ", requests %d, %s sent", a.Requests, MiB(a.BytesSent))
+	if a.Frames > 0 {
+		fmt.Fprintf(&b, ", streams %d, frames %d, %s sent", a.Requests, a.Frames, MiB(a.BytesSent))
+	} else {
+		fmt.Fprintf(&b, ", requests %d, %s sent", a.Requests, MiB(a.BytesSent))
+	}
+	if len(a.Ends) > 0 {
+		fmt.Fprintf(&b, ", connections ended %s", statusList(a.Ends))
+	}
 	if len(a.Answers) > 0 {
 		fmt.Fprintf(&b, ", answers %s", statusList(a.Answers))
 	}
@@ -882,9 +909,9 @@ func mainAttack(args []string, cmdline string, stdout, stderr io.Writer) error {
 	cfg := AttackConfig{Kind: args[0]}
 	fs := newFlags("attack "+args[0], stderr)
 	var js bool
-	fs.StringVar(&cfg.URL, "url", "", "the attack's target: http(s)://127.0.0.1:PORT/upload/STREAM (tlsearly, storm: https)")
+	fs.StringVar(&cfg.URL, "url", "", "the attack's target: http(s)://127.0.0.1:PORT/upload/STREAM (tlsearly, storm: https; h2*: h2c with prior knowledge on http, h2 by ALPN on https)")
 	fs.StringVar(&cfg.PoliteURL, "polite-url", "", "the polite prober's upload URL (default --url)")
-	fs.IntVar(&cfg.Conns, "c", 100, "attacking connections (storm: clients; tlsearly: those sending a ClientHello and junk)")
+	fs.IntVar(&cfg.Conns, "c", 100, "attacking connections (storm: clients; tlsearly: those sending a ClientHello and junk; h2*: connections at once, each reopened when the server ends it)")
 	fs.Int64Var(&cfg.Count, "n", 0, "fuzz: requests in all (default 1,000,000); slowread: requests per connection (default 2,000: ~300 KiB, below what makes upsink drop a pipelining client)")
 	fs.DurationVar(&cfg.Duration, "d", 20*time.Second, "bound on the attack (its connections are closed by then)")
 	fs.DurationVar(&cfg.Settle, "settle", 2*time.Second, "after the attack, keep probing and sampling this long")

@@ -15,7 +15,11 @@
 # slowread-deep 200,000 GET /healthz, the hardening issue's slow readers), ATTACK_FDFLOOD (ATTACK_NOFILE + 1000),
 # ATTACK_STALLED (300), ATTACK_EARLY (1000), ATTACK_STORM (10000),
 # ATTACK_FLOOD (200), ATTACK_FUZZ (1000000 requests, bounded by the duration),
-# ATTACK_PUSH (10000), ATTACK_SLOWHTTP (4000 connections per slowhttptest run).
+# ATTACK_PUSH (10000), ATTACK_SLOWHTTP (4000 connections per slowhttptest run),
+# ATTACK_H2 (200 connections at once for each HTTP/2 kind, each reopened as
+# soon as upsink ends it: h2rapidreset, h2madeyoureset, h2continuation,
+# h2ping, h2settings, h2emptydata, h2hpackbomb over h2c on the plain port;
+# h2rapidreset-tls and h2continuation-tls over h2 by ALPN on the TLS port).
 # Only processes started here are stopped (by pid), also on failure or Ctrl-C.
 # shellcheck disable=SC2317 # cleanup is called from traps
 set -euo pipefail
@@ -24,7 +28,7 @@ ROOT="$(pwd)"
 GO="${GO:-go}"
 # shellcheck source=deploy/mariadb.sh
 . deploy/mariadb.sh
-KINDS="${ATTACK_KINDS:-slowloris slowbody slowread slowread-deep fdflood tlsearly storm headerflood trailerflood fuzz push slowhttptest-H slowhttptest-B slowhttptest-X}"
+KINDS="${ATTACK_KINDS:-slowloris slowbody slowread slowread-deep fdflood tlsearly storm headerflood trailerflood fuzz push h2rapidreset h2rapidreset-tls h2madeyoureset h2continuation h2continuation-tls h2ping h2settings h2emptydata h2hpackbomb slowhttptest-H slowhttptest-B slowhttptest-X}"
 DUR="${ATTACK_DURATION:-45s}"
 NOFILE="${ATTACK_NOFILE:-8192}"
 SERVER_NOFILE="${ATTACK_SERVER_NOFILE:-$(ulimit -Hn)}"
@@ -137,6 +141,10 @@ for kind in $KINDS; do
 	trailerflood) $B attack trailerflood --url "$PLAIN/upload/attack" -c "${ATTACK_FLOOD:-200}" --head-bytes 1MiB "${common[@]}" ;;
 	fuzz) $B attack fuzz --url "$PLAIN/upload/attack" -c 64 -n "${ATTACK_FUZZ:-1000000}" "${common[@]}" ;;
 	push) $B attack push --url "$PLAIN/upload/attack" -c "${ATTACK_PUSH:-10000}" --body 64KiB "${common[@]}" ;;
+	# HTTP/2 (bench/attack_h2.go): h2c with prior knowledge, or h2 by ALPN (-tls).
+	h2rapidreset | h2madeyoureset | h2continuation | h2ping | h2settings | h2emptydata | h2hpackbomb)
+		$B attack "$kind" --url "$PLAIN/upload/attack" -c "${ATTACK_H2:-200}" --parallel 128 "${common[@]}" ;;
+	h2*-tls) $B attack "${kind%-tls}" --url "$HTTPS/upload/attack" --polite-url "$PLAIN/upload/attack" --cacert "$CERT" -c "${ATTACK_H2:-200}" --parallel 128 "${common[@]}" ;;
 	slowhttptest-*)
 		mode="${kind#slowhttptest-}"
 		secs="${DUR%s}"

@@ -42,6 +42,10 @@ func runKind(r *attackRun) {
 		r.push()
 	case "external":
 		<-r.stop
+	default:
+		if isH2Kind(r.cfg.Kind) {
+			r.runH2() // attack_h2.go
+		}
 	}
 }
 

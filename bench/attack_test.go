@@ -142,7 +142,8 @@ func TestAttacksShort(t *testing.T) {
 
 	const d = 2500 * time.Millisecond
 	for _, tc := range []struct {
-		cfg AttackConfig
+		name string // the subtest (default the kind)
+		cfg  AttackConfig
 		// Fails against the server before issue 7's hardening; see the
 		// comment at the assertion it names.
 		failsToday string
@@ -159,8 +160,22 @@ func TestAttacksShort(t *testing.T) {
 		{cfg: AttackConfig{Kind: "trailerflood", URL: httpURL, Conns: 8, HeadBytes: 256 << 10}},
 		{cfg: AttackConfig{Kind: "fuzz", URL: httpURL, Conns: 16, Count: 5000, Seed: 42}},
 		{cfg: AttackConfig{Kind: "push", URL: httpURL, Conns: 50, Body: 16 << 10}},
+		// HTTP/2 (attack_h2.go): h2c with prior knowledge, and h2 by ALPN.
+		{name: "h2rapidreset-h2c", cfg: AttackConfig{Kind: "h2rapidreset", URL: httpURL, Conns: 16}},
+		{name: "h2rapidreset-tls", cfg: AttackConfig{Kind: "h2rapidreset", URL: httpsURL, PoliteURL: httpURL, Conns: 8}},
+		{name: "h2madeyoureset-h2c", cfg: AttackConfig{Kind: "h2madeyoureset", URL: httpURL, Conns: 16}},
+		{name: "h2continuation-h2c", cfg: AttackConfig{Kind: "h2continuation", URL: httpURL, Conns: 8}},
+		{name: "h2continuation-tls", cfg: AttackConfig{Kind: "h2continuation", URL: httpsURL, PoliteURL: httpURL, Conns: 8}},
+		{name: "h2ping-h2c", cfg: AttackConfig{Kind: "h2ping", URL: httpURL, Conns: 8}},
+		{name: "h2settings-h2c", cfg: AttackConfig{Kind: "h2settings", URL: httpURL, Conns: 8}},
+		{name: "h2emptydata-tls", cfg: AttackConfig{Kind: "h2emptydata", URL: httpsURL, PoliteURL: httpURL, Conns: 8}},
+		{name: "h2hpackbomb-h2c", cfg: AttackConfig{Kind: "h2hpackbomb", URL: httpURL, Conns: 8}},
 	} {
-		t.Run(tc.cfg.Kind, func(t *testing.T) {
+		name := tc.name
+		if name == "" {
+			name = tc.cfg.Kind
+		}
+		t.Run(name, func(t *testing.T) {
 			cfg := tc.cfg
 			cfg.Duration, cfg.Parallel, cfg.CACert, cfg.PoliteRate = d, 32, certFile, 20
 			r, err := Attack(cfg)
@@ -193,7 +208,51 @@ func TestAttacksShort(t *testing.T) {
 			if !waitFor(10*time.Second, func() bool { st = srv.Stats(); return st.Conns == 0 && st.InflightBytes == 0 }) {
 				t.Errorf("10 s after the attack: %d connections open, %d bytes of the in-flight budget held", st.Conns, st.InflightBytes)
 			}
+			if isH2Kind(cfg.Kind) {
+				checkH2Attack(t, r, srv)
+			}
 		})
+	}
+}
+
+// checkH2Attack asserts what the server did to an HTTP/2 attack: every
+// connection it ended, it ended with GOAWAY ENHANCE_YOUR_CALM (0xb) or by
+// closing it (none with another code: that would be the attack's own
+// protocol error), at least one with the GOAWAY; at most one per worker
+// was still open when the time ran out; the attack got past the
+// handshake; and no request record is left in use (a reset stream whose
+// upload was submitted holds its record until the commit completes, then
+// frees it).
+func checkH2Attack(t *testing.T, r *AttackResult, srv *server.Server) {
+	t.Helper()
+	a := r.Attack
+	var calm, closed, open, other int64
+	for k, n := range a.Ends {
+		switch k {
+		case "GOAWAY ENHANCE_YOUR_CALM":
+			calm += n
+		case h2EndClosed:
+			closed += n
+		case h2EndOpen:
+			open += n
+		default:
+			other += n
+		}
+	}
+	if calm == 0 || other > 0 || open > int64(r.Conns) {
+		t.Errorf("%s: connections ended %v: want GOAWAY ENHANCE_YOUR_CALM (at least once) or closed, at most %d open at the end", r.Kind, a.Ends, r.Conns)
+	}
+	if a.Frames == 0 || a.Requests == 0 && r.Kind != "h2ping" && r.Kind != "h2settings" {
+		t.Errorf("%s: %d frames, %d streams sent: the attack did not run (%v)", r.Kind, a.Frames, a.Requests, a.ErrorSamples)
+	}
+	for _, e := range a.ErrorSamples { // dials and handshakes cut short by the end of the attack are no fault
+		if strings.HasPrefix(e, "h2:") {
+			t.Errorf("%s: the attack's own HTTP/2 failed: %s", r.Kind, e)
+		}
+	}
+	var st server.Stats
+	if !waitFor(10*time.Second, func() bool { st = srv.Stats(); return st.Records == 0 }) {
+		t.Errorf("%s: 10 s after the attack %d request records still in use", r.Kind, st.Records)
 	}
 }
 

@@ -107,6 +107,13 @@ func ReportAttacks(w io.Writer, dir string) error {
 		}
 		fmt.Fprintln(w)
 	}
+	var h2runs []AttackResult
+	for _, x := range runs {
+		if isH2Kind(x.r.Kind) {
+			h2runs = append(h2runs, x.r)
+		}
+	}
+	reportH2(w, h2runs)
 	fmt.Fprintln(w, "Polite-client failures, as reported:")
 	fmt.Fprintln(w)
 	any := false
@@ -201,4 +208,34 @@ func slowhttptestSummary(path string) string {
 		}
 	}
 	return fmt.Sprintf("slowhttptest: most connected %d, closed %d, %d of %d s judged unavailable", maxConn, closed, unavail, len(rows)-1)
+}
+
+// reportH2 writes the HTTP/2 attacks' own table: what each sent, how its
+// connections ended, what upsink answered on the streams, and the polite
+// client's latency beside it.
+func reportH2(w io.Writer, runs []AttackResult) {
+	if len(runs) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "### HTTP/2\n\n")
+	fmt.Fprintf(w, "Each HTTP/2 attack (`bench/attack_h2.go`) keeps its connections busy at once, each reopened as soon as upsink ends it: "+
+		"h2rapidreset opens streams and resets them at once (CVE-2023-44487; a third of them whole uploads, submitted before the reset); "+
+		"h2madeyoureset makes upsink reset them (WINDOW_UPDATE of 0, DATA beyond content-length; CVE-2025-8671); "+
+		"h2continuation sends HEADERS and CONTINUATION frames without end (1 byte or 16 KiB each; CVE-2023-45288); "+
+		"h2ping, h2settings and h2emptydata flood those frames and read nothing back (CVE-2019-9512/9515/9518); "+
+		"h2hpackbomb puts a 4 KiB field in the HPACK table and references it %d times in one header block. "+
+		"Streams and frames are those written to the socket (most are never read: upsink ends the connection first). "+
+		"\"closed\": upsink closed the connection without a GOAWAY the attacker could read.\n\n", h2BombRefs)
+	fmt.Fprintln(w, "| attack | over | connections opened | streams / frames written | connections ended | upsink's answers on streams | polite 201 | polite p50 / p99 |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|")
+	for _, r := range runs {
+		over := "h2c"
+		if strings.HasPrefix(r.URL, "https:") {
+			over = "h2 (TLS)"
+		}
+		a := r.Attack
+		fmt.Fprintf(w, "| %s | %s | %d (%d at once) | %d / %d | %s | %s | %.1f %% | %.0f / %.0f ms |\n", r.Kind, over, a.Opened, a.MaxOpen,
+			a.Requests, a.Frames, mdEsc(statusList(a.Ends)), mdEsc(statusList(a.Answers)), r.Polite.CreatedPct, r.Polite.P50ms, r.Polite.P99ms)
+	}
+	fmt.Fprintln(w)
 }
