@@ -2,9 +2,11 @@ package server
 
 import (
 	"bytes"
+	"errors"
 	"unsafe"
 
 	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
 
 	"upsink/conn"
 	"upsink/h2"
@@ -222,7 +224,11 @@ func (h *handler) serveH2(e *ev) gnet.Action {
 		return gnet.None
 	}
 	if err != nil {
-		return gnet.Close
+		var he *h2.Error
+		if errors.As(err, &he) && he.Code == h2.ErrEnhanceYourCalm {
+			return gnet.Close // a flood: not a byte more read from it
+		}
+		return h.lingerH2(e)
 	}
 	if h.draining.Load() && !h.goawayH2(e, sess) {
 		return gnet.None
@@ -231,6 +237,24 @@ func (h *handler) serveH2(e *ev) gnet.Action {
 		return gnet.Close
 	}
 	h.armH2(e, sess)
+	return gnet.None
+}
+
+// lingerH2 ends a connection after a protocol error, its GOAWAY written:
+// as failWith does for HTTP/1.1, the write side is shut and the input
+// drained until EOF or the drain timeout, so that the peer reads the
+// GOAWAY instead of a reset (closing with unread input makes the kernel
+// send RST, which can destroy what was sent before it).
+func (h *handler) lingerH2(e *ev) gnet.Action {
+	h.endH2(e.fd)
+	if e.c.OutboundBuffered() > 0 {
+		return gnet.Close // gnet flushes what it can before closing
+	}
+	_ = unix.Shutdown(e.fd, unix.SHUT_WR)
+	_, _ = e.c.Discard(-1)
+	h.unhold(e.s)
+	e.s.Flags = e.s.Flags.WithState(conn.StateDrain)
+	e.l.tq.Arm(e.fd, conn.QueueDrain, h.slab.Now())
 	return gnet.None
 }
 

@@ -513,3 +513,44 @@ func TestH2Ingest(t *testing.T) {
 	client.CloseIdleConnections()
 	waitBudgetZero(t, srv)
 }
+
+// TestH2ProtocolErrorLingers: after a connection error the server's GOAWAY
+// reaches a client that keeps sending and reads only afterwards: the server
+// shuts its write side and drains the input instead of closing with unread
+// bytes (which resets the connection: the client's writes fail and the
+// GOAWAY waiting in its receive queue is lost).
+func TestH2ProtocolErrorLingers(t *testing.T) {
+	dsn := testdb.New(t)
+	srv, addr := startServer(t, dsn, nil)
+	waitReady(t, addr)
+	for range 3 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+		var w bytes.Buffer
+		w.WriteString(http2.ClientPreface)
+		fr := http2.NewFramer(&w, nil)
+		_ = fr.WriteSettings()
+		_ = fr.WriteData(0, false, []byte("bad!")) // DATA on stream 0: PROTOCOL_ERROR
+		w.Write(make([]byte, 4<<20))               // and more behind it
+		_, werr := c.Write(w.Bytes())
+		rd := http2.NewFramer(nil, c)
+		var code http2.ErrCode = 0xff
+		for {
+			f, err := rd.ReadFrame()
+			if err != nil {
+				break
+			}
+			if g, ok := f.(*http2.GoAwayFrame); ok {
+				code = g.ErrCode
+			}
+		}
+		c.Close()
+		if werr != nil || code != http2.ErrCodeProtocol {
+			t.Fatalf("write: %v; GOAWAY code %v, want PROTOCOL_ERROR read after the writes", werr, code)
+		}
+	}
+	waitBudgetZero(t, srv)
+}
