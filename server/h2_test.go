@@ -178,19 +178,24 @@ func TestH2Uploads(t *testing.T) {
 }
 
 // TestH2Tools: curl and nghttp, the clients users reach for, get their
-// answers over h2c with prior knowledge.
+// answers over h2 (curl --http2, ALPN) and h2c with prior knowledge.
 func TestH2Tools(t *testing.T) {
 	dsn := testdb.New(t)
-	srv, addr := startServer(t, dsn, nil)
+	srv, addr, tlsAddr, certFile := startTLSServer(t, dsn)
 	waitReady(t, addr)
 	db := testdb.Open(t, dsn)
 	if _, err := exec.LookPath("curl"); err != nil {
 		requireTool(t, "curl")
 	}
-	out, err := exec.Command("curl", "-sS", "--http2-prior-knowledge", "-w", "\n%{http_version} %{http_code}",
-		"--data-binary", "from curl", "http://"+addr+"/upload/h2tools").CombinedOutput()
-	if err != nil || !bytes.HasSuffix(out, []byte("\n2 201")) || !bytes.Contains(out, []byte(`"durable":"mysql"`)) {
-		t.Fatalf("curl: %v: %s", err, out)
+	port := tlsAddr[strings.LastIndexByte(tlsAddr, ':')+1:]
+	for _, args := range [][]string{
+		{"--http2-prior-knowledge", "--data-binary", "from curl h2c", "http://" + addr + "/upload/h2tools"},
+		{"--http2", "--cacert", certFile, "--data-binary", "from curl h2", "https://localhost:" + port + "/upload/h2tools"},
+	} {
+		out, err := exec.Command("curl", append([]string{"-sS", "-w", "\n%{http_version} %{http_code}"}, args...)...).CombinedOutput()
+		if err != nil || !bytes.HasSuffix(out, []byte("\n2 201")) || !bytes.Contains(out, []byte(`"durable":"mysql"`)) {
+			t.Fatalf("curl %v: %v: %s", args, err, out)
+		}
 	}
 	if _, err := exec.LookPath("nghttp"); err != nil {
 		requireTool(t, "nghttp")
@@ -199,7 +204,7 @@ func TestH2Tools(t *testing.T) {
 	if err := os.WriteFile(body, []byte("from nghttp"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out, err = exec.Command("nghttp", "-v", "-d", body, "http://"+addr+"/upload/h2tools").CombinedOutput()
+	out, err := exec.Command("nghttp", "-v", "-d", body, "http://"+addr+"/upload/h2tools").CombinedOutput()
 	if err != nil || !bytes.Contains(out, []byte(":status: 201")) {
 		t.Fatalf("nghttp: %v: %s", err, out)
 	}
@@ -208,8 +213,8 @@ func TestH2Tools(t *testing.T) {
 	for _, b := range rows {
 		got = append(got, b)
 	}
-	if len(got) != 2 {
-		t.Fatalf("rows %q, want the two uploads", got)
+	if len(got) != 3 {
+		t.Fatalf("rows %q, want the three uploads", got)
 	}
 	waitBudgetZero(t, srv)
 }
@@ -252,6 +257,16 @@ func TestH2Load(t *testing.T) {
 			stream := tc.url[strings.LastIndexByte(tc.url, '/')+1:]
 			if rows := rowsOf(t, db, stream); len(rows) != n {
 				t.Fatalf("%d rows for %d acknowledged uploads", len(rows), n)
+			}
+			// Streams of one connection share commits: with 100 uploads
+			// in flight, batches hold several rows each.
+			var batches, rows int
+			if err := db.QueryRow("SELECT COUNT(*), COALESCE(SUM(row_count), 0) FROM upsink_batches").Scan(&batches, &rows); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%d rows in %d batches so far", rows, batches)
+			if rows < 2*batches {
+				t.Fatalf("%d rows in %d batches: streams did not share commits", rows, batches)
 			}
 		})
 	}
