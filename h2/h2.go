@@ -80,6 +80,9 @@ type Response struct {
 	Status      int
 	ContentType string
 	Extra       []Field // further fields (retry-after, allow, idempotent-replayed, ...)
+	// HeadLength is the content-length of an answer sent without its body
+	// (to a HEAD: the GET's length); 0: the body's length.
+	HeadLength int
 }
 
 // Field is one header field.

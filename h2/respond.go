@@ -22,7 +22,11 @@ func (c *Conn) Respond(dst []byte, id uint32, r *Response, body []byte) []byte {
 		return dst
 	}
 	end := len(body) == 0
-	dst = c.appendHead(dst, id, r, len(body), end)
+	n := len(body)
+	if end && r.HeadLength > 0 {
+		n = r.HeadLength
+	}
+	dst = c.appendHead(dst, id, r, n, end)
 	s.flags = s.flags&^sOwned | sAnswer | sRefuse
 	if s.flags&sRemote == 0 {
 		s.flags |= sRstAfter

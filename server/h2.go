@@ -480,7 +480,7 @@ func (h *handler) respondH2(e *ev, status int, ctype string, body []byte, extra 
 		return true
 	}
 	sess := *h.h2s.At(e.fd)
-	out := sess.c.Respond(l.h2out[:0], e.sid, h2response(h, l, status, ctype, extra), bodyOrNil(body, head))
+	out := sess.c.Respond(l.h2out[:0], e.sid, h2response(h, l, status, ctype, extra, headLen(body, head)), bodyOrNil(body, head))
 	ok := len(out) == 0 || h.write(e, out)
 	l.h2out = out[:0]
 	return ok
@@ -515,7 +515,7 @@ func (h *handler) flushDeferred(e *ev, sess *h2sess) {
 			continue
 		}
 		body := l.dbody[a.off : a.off+a.n]
-		out = sess.c.Respond(out, a.id, h2response(h, l, int(a.status), a.ctype, a.extra), bodyOrNil(body, a.head))
+		out = sess.c.Respond(out, a.id, h2response(h, l, int(a.status), a.ctype, a.extra, headLen(body, a.head)), bodyOrNil(body, a.head))
 	}
 	clear(l.deferred)
 	l.deferred, l.dbody = l.deferred[:0], l.dbody[:0]
@@ -523,6 +523,14 @@ func (h *handler) flushDeferred(e *ev, sess *h2sess) {
 		h.write(e, out)
 	}
 	l.h2out = out[:0]
+}
+
+// headLen is the content-length of a HEAD answer: its GET's body length.
+func headLen(b []byte, head bool) int {
+	if head {
+		return len(b)
+	}
+	return 0
 }
 
 func bodyOrNil(b []byte, head bool) []byte {
@@ -533,9 +541,9 @@ func bodyOrNil(b []byte, head bool) []byte {
 }
 
 // h2response fills the loop's response head for an answer.
-func h2response(h *handler, l *loop, status int, ctype string, extra hdr) *h2.Response {
+func h2response(h *handler, l *loop, status int, ctype string, extra hdr, headLength int) *h2.Response {
 	r := &l.h2resp
-	r.Status, r.ContentType = status, ctype
+	r.Status, r.ContentType, r.HeadLength = status, ctype, headLength
 	f := r.Extra[:0]
 	if extra&hdrRetry != 0 {
 		f = append(f, h2.Field{Name: "retry-after", Value: h.retryAfter})

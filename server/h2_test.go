@@ -21,6 +21,8 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"upsink/internal/testdb"
+	"upsink/internal/testnet"
+	"upsink/tlsbridge"
 )
 
 // h2cClient speaks HTTP/2 with prior knowledge over plain TCP (h2c).
@@ -141,7 +143,7 @@ func TestH2Uploads(t *testing.T) {
 				want, header       string
 			}{
 				{"GET", "/healthz", "", 200, "ok\n", ""},
-				{"HEAD", "/healthz", "", 200, "", ""},
+				{"HEAD", "/healthz", "", 200, "", "Content-Length: 3"}, // the GET's length, as over HTTP/1.1
 				{"GET", "/readyz", "", 200, `"ready":true`, ""},
 				{"GET", "/upload/" + stream, "", 405, "uploads take POST\n", "Allow: POST"},
 				{"POST", "/upload/bad*name", "x", 404, "stream name must match", ""},
@@ -422,22 +424,7 @@ func TestH2ResetStreamsHeldUntilCommitted(t *testing.T) {
 	dsn := testdb.New(t)
 	srv, addr := startServer(t, dsn, func(c *Config) { c.Store.StallAfter = time.Minute })
 	waitReady(t, addr)
-	db := testdb.Open(t, dsn)
-	ctx := context.Background()
-	lock, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lock.Close()
-	if _, err := lock.ExecContext(ctx, "LOCK TABLES uploads WRITE"); err != nil {
-		t.Fatal(err)
-	}
-	unlocked := false
-	defer func() {
-		if !unlocked {
-			_, _ = lock.ExecContext(ctx, "UNLOCK TABLES")
-		}
-	}()
+	unlock := lockUploads(t, testdb.Open(t, dsn))
 	r := dialH2(t, addr)
 	post := func(id uint32) {
 		r.headers(t, id, false, ":method", "POST", ":scheme", "http", ":authority", addr, ":path", "/upload/rr", "content-length", "5")
@@ -463,8 +450,7 @@ func TestH2ResetStreamsHeldUntilCommitted(t *testing.T) {
 	if n := srv.Stats().Records; n != 100 {
 		t.Fatalf("%d records in flight, want the 100 reset uploads", n)
 	}
-	_, _ = lock.ExecContext(ctx, "UNLOCK TABLES")
-	unlocked = true
+	unlock()
 	waitFor(t, "the reset uploads' commits", func() bool { return srv.Stats().Records == 0 })
 	post(203)
 	if f := r.next(t, "an answer to stream 203", func(f h2frame) bool { return f.stream == 203 }); f.status != "201" {
@@ -568,4 +554,40 @@ func TestH2ProtocolErrorLingers(t *testing.T) {
 		}
 	}
 	waitBudgetZero(t, srv)
+}
+
+// TestH2Disabled: with DisableHTTP2 (--http2=false) TLS offers only
+// http/1.1 and the plain port does not take the h2c preface.
+func TestH2Disabled(t *testing.T) {
+	dsn := testdb.New(t)
+	dir := t.TempDir()
+	certFile, keyFile, err := tlsbridge.GenerateSelfSigned(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tlsbridge.LoadKeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsAddr := testnet.FreeAddr(t)
+	_, addr := startServer(t, dsn, func(c *Config) {
+		c.TLSListen, c.TLS, c.DisableHTTP2 = tlsAddr, tlsbridge.Config{Certificate: cert}, true
+	})
+	waitReady(t, addr)
+	pem, _ := os.ReadFile(certFile)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	tc, err := tls.Dial("tcp", tlsAddr, &tls.Config{RootCAs: pool, ServerName: "localhost", NextProtos: []string{"h2", "http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := tc.ConnectionState().NegotiatedProtocol; p != "http/1.1" {
+		t.Fatalf("ALPN chose %q", p)
+	}
+	tc.Close()
+	resp, err := h2cClient().Get("http://" + addr + "/healthz")
+	if err == nil {
+		resp.Body.Close()
+		t.Fatalf("h2c answered %d with HTTP/2 off", resp.StatusCode)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -232,6 +234,31 @@ func TestHTTPSUploads(t *testing.T) {
 	t.Logf("tls stats %+v", st)
 }
 
+// lockUploads holds LOCK TABLES uploads WRITE on a connection of its own,
+// so that commits wait; the returned unlock (also run at the test's end)
+// releases it once.
+func lockUploads(t *testing.T, db *sql.DB) (unlock func()) {
+	t.Helper()
+	ctx := context.Background()
+	lock, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lock.ExecContext(ctx, "LOCK TABLES uploads WRITE"); err != nil {
+		lock.Close()
+		t.Fatal(err)
+	}
+	var once sync.Once
+	unlock = func() {
+		once.Do(func() {
+			_, _ = lock.ExecContext(ctx, "UNLOCK TABLES")
+			lock.Close()
+		})
+	}
+	t.Cleanup(unlock)
+	return unlock
+}
+
 // requireTool fails under make test/CI (which install the tool) and skips elsewhere.
 func requireTool(t *testing.T, name string) {
 	t.Helper()
@@ -284,23 +311,7 @@ func testTLSSentAhead(t *testing.T, cut int) {
 	srv, httpAddr, tlsAddr, certFile := startTLSServer(t, dsn)
 	waitReady(t, httpAddr)
 	db := testdb.Open(t, dsn)
-	ctx := context.Background()
-	lock, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lock.Close()
-	if _, err := lock.ExecContext(ctx, "LOCK TABLES uploads WRITE"); err != nil {
-		t.Fatal(err)
-	}
-	unlocked := false
-	unlock := func() {
-		if !unlocked {
-			unlocked = true
-			lock.ExecContext(ctx, "UNLOCK TABLES")
-		}
-	}
-	defer unlock()
+	unlock := lockUploads(t, db)
 
 	pem, _ := os.ReadFile(certFile)
 	pool := x509.NewCertPool()
