@@ -280,6 +280,12 @@ func (r *replayer) settle() bool {
 		case retryable(j.Err):
 			r.state[i] = jobWaiting // nothing committed: again, with the rest of the window
 			all = false
+		case errors.Is(j.Err, store.ErrOutcomeUnknown):
+			// Closed before the database could say: the record stays in
+			// the spool, and the ledger's seq ranges tell at the next
+			// replay whether it was committed.
+			r.state[i] = jobWaiting
+			all = false
 		default:
 			// The database refuses this row itself, or its key was
 			// committed with another body (a retry spooled while MariaDB

@@ -205,6 +205,10 @@ func (h *handler) answerUpload(e *ev, r *request, err error) bool {
 		status, reason, extra = 409, "a request with this Idempotency-Key is still in progress", hdrNone
 	case err == durable.ErrKeyMismatch:
 		status, reason, extra = 422, "Idempotency-Key already used with a different body", hdrNone
+	case errors.Is(err, store.ErrOutcomeUnknown):
+		// Only when the store closes (shutdown) with the database away
+		// mid-commit; by then the connection is normally gone.
+		status, reason, extra = 503, "the database went away during the commit: outcome unknown (retry with the same Idempotency-Key)", hdrNone
 	case isRejected(err):
 		status, reason, extra = 422, "the database refused this upload's data", hdrNone
 	}

@@ -16,14 +16,18 @@ import (
 
 // resolve finds out whether batch id (n uploads) committed after an unknown
 // outcome; the batch's connection has been dropped. It does not return until
-// a node has answered; meanwhile jobs arriving in the queue are failed fast.
-// The connection is made preferring the batch's node, and fences the batch's
-// session first (nodes.go). On return w.conn is a fresh connection.
-func (w *writer) resolve(id uint64, n int, old session) (committed bool) {
+// a node has answered (known), or the store is closed while none can
+// (!known); meanwhile jobs arriving in the queue are failed fast. The
+// connection is made preferring the batch's node, and fences the batch's
+// session first (nodes.go). On a known return w.conn is a fresh connection.
+func (w *writer) resolve(id uint64, n int, old session) (committed, known bool) {
 	backoff := minBackoff
 	for {
 		if w.conn == nil {
 			if err := w.connect(old.node); err != nil {
+				if w.closing() {
+					return false, false
+				}
 				w.log.Warn("store: ledger lookup waiting for database", "writer", w.num, "batch", id, "err", err, "retry_in", backoff)
 				w.failQueued()
 				time.Sleep(backoff)
@@ -33,7 +37,10 @@ func (w *writer) resolve(id uint64, n int, old session) (committed bool) {
 		}
 		committed, err := w.lookup(id, n)
 		if err == nil {
-			return committed
+			return committed, true
+		}
+		if w.closing() {
+			return false, false
 		}
 		w.log.Warn("store: ledger lookup failed", "writer", w.num, "batch", id, "err", err, "retry_in", backoff)
 		var me *mysql.MySQLError

@@ -62,7 +62,10 @@
 //
 // While the database cannot answer, the writer keeps probing with backoff (up
 // to ~1 s) and does not report the batch either way: failing it would make
-// clients retry and duplicate rows, acknowledging it would be a guess. Jobs
+// clients retry and duplicate rows, acknowledging it would be a guess. Only
+// Close ends the wait: the jobs then get ErrOutcomeUnknown, neither retried
+// nor spooled (a process stopping with the database away must still stop;
+// its clients' connections are already closed, unanswered). Jobs
 // queued meanwhile are failed fast with ErrUnavailable, and Submit rejects new
 // ones because Ready() is false. Each resolution counts in Stats.Recovered.
 //
@@ -235,6 +238,12 @@ var (
 	ErrQueueFull   = errors.New("store: queue full")
 	ErrUnavailable = errors.New("store: database unavailable")
 	ErrClosed      = errors.New("store: closed")
+	// ErrOutcomeUnknown: the store was closed while a batch's outcome was
+	// unknown and the database could not be asked: its rows may or may
+	// not be committed. Neither retried nor spooled (that could store them
+	// twice); a spool replay's records stay in the spool (the ledger's seq
+	// ranges settle them at the next replay).
+	ErrOutcomeUnknown = errors.New("store: closed with the batch's outcome unknown")
 	ErrBusy        = errors.New("store: database call outstanding past DivertAfter")
 	// ErrKeyMismatch: the Idempotency-Key was already used with a different body.
 	ErrKeyMismatch = errors.New("store: idempotency key reused with a different body")
@@ -627,10 +636,12 @@ func (s *Store) Nodes() []string {
 // call in progress has hit the driver's read/write deadline (5 s by default),
 // the batch's one retry has failed to connect (within the connect timeout,
 // 5 s) and at most one more idle reconnect attempt has failed: about 15 s
-// with the defaults. Jobs still queued are failed at once. The one exception: if
-// a batch's outcome is unknown (COMMIT was sent), Close waits until the
-// database answers and the ledger tells, because any answer before that
-// would be a guess (see the package documentation).
+// with the defaults. Jobs still queued are failed at once. If a batch's
+// outcome is unknown (COMMIT was sent) and the database cannot be asked,
+// Close does not wait for it: the batch's jobs get ErrOutcomeUnknown, which
+// is no answer either way (the server has closed their connections by
+// then), and the ledger keeps the truth for whoever looks (see the package
+// documentation). A database that answers settles the batch first.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	if !s.closed {
@@ -640,6 +651,13 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	<-s.done
 	return s.closeErr
+}
+
+// closing reports whether Close has been called.
+func (s *Store) closing() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.closed
 }
 
 // Stats returns the counters.

@@ -287,6 +287,10 @@ func (w *writer) write(jobs []*Job, now time.Time) {
 	if err == nil {
 		return
 	}
+	if errors.Is(err, ErrOutcomeUnknown) {
+		w.failWith(jobs, err) // not ErrUnavailable: that would be spooled
+		return
+	}
 	de, ok := asDataError(err)
 	if !ok {
 		w.fail(jobs)
@@ -332,7 +336,11 @@ func (w *writer) commit(jobs []*Job, now time.Time) error {
 			w.log.Warn("store: batch outcome unknown, resolving via ledger", "writer", w.num, "batch", id, "rows", len(jobs), "err", err)
 			w.dropConn()
 			w.staleCommit = true // fenced before the lookup
-			committed := w.resolve(id, len(w.load), old)
+			committed, known := w.resolve(id, len(w.load), old)
+			if !known {
+				w.log.Error("store: closed with a batch's outcome unknown: its uploads are left unanswered (the ledger knows)", "writer", w.num, "batch", id, "rows", len(jobs))
+				return ErrOutcomeUnknown
+			}
 			w.recovered.Add(1)
 			w.log.Info("store: batch outcome resolved", "writer", w.num, "batch", id, "committed", committed)
 			if committed {

@@ -335,3 +335,53 @@ func TestInsertAndLoadPaths(t *testing.T) {
 		})
 	}
 }
+
+// TestCloseWithOutcomeUnknown: a batch whose COMMIT reply is lost while the
+// database becomes unreachable cannot be resolved; Close (a process
+// stopping) must still return, handing the job back with ErrOutcomeUnknown:
+// not ErrUnavailable, which the durable layer would spool (a second copy of
+// a row that is in fact committed).
+func TestCloseWithOutcomeUnknown(t *testing.T) {
+	var down atomic.Bool
+	var attempts atomic.Int64
+	hooks := &testHooks{
+		afterCommit: func(w *writer) error {
+			if !down.Load() {
+				down.Store(true)
+				return errors.New("reply lost")
+			}
+			return nil
+		},
+		connect: func(w *writer) error {
+			if down.Load() {
+				attempts.Add(1)
+				return errors.New("database unreachable")
+			}
+			return nil
+		},
+	}
+	s, col, db := openTestWaitReady(t, Config{}, hooks)
+	j := &Job{Tag: 1, Stream: []byte("unknown"), Body: []byte("committed, reply lost")}
+	mustSubmit(t, s, j)
+	deadline := time.Now().Add(20 * time.Second)
+	for attempts.Load() < 2 { // resolve is probing the unreachable database
+		if time.Now().After(deadline) {
+			t.Fatal("the writer never tried to resolve the batch")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	select {
+	case <-closed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Close did not return while the batch's outcome was unknown")
+	}
+	col.waitFor(t, 1)
+	if !errors.Is(j.Err, ErrOutcomeUnknown) {
+		t.Fatalf("job error %v, want ErrOutcomeUnknown", j.Err)
+	}
+	if got := countRows(t, db, "uploads"); got != 1 {
+		t.Fatalf("%d rows: the batch did commit", got)
+	}
+}
