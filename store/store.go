@@ -244,7 +244,7 @@ var (
 	// twice); a spool replay's records stay in the spool (the ledger's seq
 	// ranges settle them at the next replay).
 	ErrOutcomeUnknown = errors.New("store: closed with the batch's outcome unknown")
-	ErrBusy        = errors.New("store: database call outstanding past DivertAfter")
+	ErrBusy           = errors.New("store: database call outstanding past DivertAfter")
 	// ErrKeyMismatch: the Idempotency-Key was already used with a different body.
 	ErrKeyMismatch = errors.New("store: idempotency key reused with a different body")
 )
