@@ -54,6 +54,30 @@ var tableName = regexp.MustCompile(`^[A-Za-z0-9_]{1,64}$`)
 
 type storedRow struct{ key, hash, id uint64 }
 
+// verifyDBWait bounds how long Verify waits for the database to answer:
+// a fault run may end with mariadbd still restarting (the spool can be
+// empty, so drained, while the database is down).
+const verifyDBWait = 60 * time.Second
+
+// waitDB pings db every 200 ms until it answers, for at most d.
+func waitDB(ctx context.Context, db *sql.DB, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		err := db.PingContext(ctx)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("database not answering after %s: %w", d, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
 // Verify checks, in the database of dsn, that every acknowledged upload of
 // the run (bodies starting "ub RUNID ") is stored exactly once with the same
 // bytes (the first 64 bits of SHA-256, computed by the server), and counts
@@ -80,6 +104,9 @@ func Verify(dsn, table, runID string, sent *Sent) (*VerifyResult, error) {
 	defer db.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
+	if err := waitDB(ctx, db, verifyDBWait); err != nil {
+		return nil, err
+	}
 	prefix := "ub " + runID + " "
 	q := "SELECT id, SUBSTRING(body, 21, 22), LEFT(SHA2(body, 256), 16) FROM `" + table + "` WHERE LEFT(body, 20) = ?"
 	rs, err := db.QueryContext(ctx, q, prefix)
