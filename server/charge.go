@@ -134,18 +134,28 @@ func (h *handler) growBody(r *request, n int, limit int64, complete bool) bool {
 // minimum average rate after the grace period, or one that made no progress
 // for the idle timeout, gets 408; otherwise it is checked again a period on.
 func (h *handler) checkBody(e *ev) {
-	r := h.reqs.at(e.s.Req - 1)
 	now := h.slab.Now()
+	if reason := h.bodyTooSlow(h.reqs.at(e.s.Req-1), now); reason != "" {
+		h.answerAndClose(e, 408, reason)
+		return
+	}
+	e.l.tq.Arm(e.fd, conn.QueueBody, now)
+}
+
+// bodyTooSlow is the 408 reason for r's body at now: below the minimum
+// average rate after the grace period (counted in slowBodies), or no
+// progress for the idle timeout; "" while it may go on (HTTP/1.1's
+// checkBody and HTTP/2's expireH2, per stream).
+func (h *handler) bodyTooSlow(r *request, now conn.Clock) string {
 	elapsed := int64(now - r.start) // ms
 	cfg := h.cfg
 	switch {
 	case cfg.MinBodyRate > 0 && elapsed >= cfg.BodyRateGrace.Milliseconds() &&
 		int64(r.bodyLen())*1000 < cfg.MinBodyRate*elapsed:
 		h.slowBodies.Add(1)
-		h.answerAndClose(e, 408, h.reasonSlow)
+		return h.reasonSlow
 	case int64(now-r.progress) >= cfg.IdleTimeout.Milliseconds():
-		h.answerAndClose(e, 408, "request body stalled longer than the idle timeout")
-	default:
-		e.l.tq.Arm(e.fd, conn.QueueBody, now)
+		return "request body stalled longer than the idle timeout"
 	}
+	return ""
 }

@@ -324,16 +324,8 @@ func (h *handler) expireH2(e *ev, q conn.QueueID) {
 		if r.submitted {
 			continue
 		}
-		elapsed := int64(now - r.start)
-		var reason string
-		switch {
-		case cfg.MinBodyRate > 0 && elapsed >= cfg.BodyRateGrace.Milliseconds() &&
-			int64(r.bodyLen())*1000 < cfg.MinBodyRate*elapsed:
-			h.slowBodies.Add(1)
-			reason = h.reasonSlow
-		case int64(now-r.progress) >= cfg.IdleTimeout.Milliseconds():
-			reason = "request body stalled longer than the idle timeout"
-		default:
+		reason := h.bodyTooSlow(r, now)
+		if reason == "" {
 			continue
 		}
 		se := *e

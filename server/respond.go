@@ -146,7 +146,7 @@ func respond[T ~string | ~[]byte](h *handler, e *ev, status int, ctype string, b
 	b = strconv.AppendInt(b, int64(n), 10)
 	if extra&hdrRetry != 0 {
 		b = append(b, "\r\nRetry-After: "...)
-		b = strconv.AppendInt(b, int64((h.cfg.RetryAfter+time.Second-1)/time.Second), 10)
+		b = append(b, h.retryAfter...)
 	}
 	if extra&hdrAllowPOST != 0 {
 		b = append(b, "\r\nAllow: POST"...)
