@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -47,12 +46,10 @@ func idleClients(spec string) error {
 	mode := f[2]
 	var cfg *tls.Config
 	if strings.HasSuffix(mode, "tls") {
-		pem, err := os.ReadFile(f[3])
+		pool, err := readCertPool(f[3])
 		if err != nil {
 			return err
 		}
-		pool := x509.NewCertPool()
-		pool.AppendCertsFromPEM(pem)
 		cfg = &tls.Config{RootCAs: pool, ServerName: "localhost", NextProtos: []string{"http/1.1"}}
 		if mode == "h2tls" {
 			cfg.NextProtos = []string{"h2"}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,8 +20,6 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"upsink/internal/testdb"
-	"upsink/internal/testnet"
-	"upsink/tlsbridge"
 )
 
 // h2cClient speaks HTTP/2 with prior knowledge over plain TCP (h2c).
@@ -39,12 +36,7 @@ func h2cClient() *http.Client {
 // h2TLSClient speaks HTTP/2 over TLS, chosen by ALPN.
 func h2TLSClient(t *testing.T, certFile string) *http.Client {
 	t.Helper()
-	pem, err := os.ReadFile(certFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
+	pool := certPool(t, certFile)
 	return &http.Client{Timeout: 30 * time.Second, Transport: &http2.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: pool, NextProtos: []string{"h2"}},
 	}}
@@ -560,24 +552,9 @@ func TestH2ProtocolErrorLingers(t *testing.T) {
 // http/1.1 and the plain port does not take the h2c preface.
 func TestH2Disabled(t *testing.T) {
 	dsn := testdb.New(t)
-	dir := t.TempDir()
-	certFile, keyFile, err := tlsbridge.GenerateSelfSigned(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := tlsbridge.LoadKeyPair(certFile, keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tlsAddr := testnet.FreeAddr(t)
-	_, addr := startServer(t, dsn, func(c *Config) {
-		c.TLSListen, c.TLS, c.DisableHTTP2 = tlsAddr, tlsbridge.Config{Certificate: cert}, true
-	})
+	_, addr, tlsAddr, certFile := startTLSServer(t, dsn, func(c *Config) { c.DisableHTTP2 = true })
 	waitReady(t, addr)
-	pem, _ := os.ReadFile(certFile)
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
-	tc, err := tls.Dial("tcp", tlsAddr, &tls.Config{RootCAs: pool, ServerName: "localhost", NextProtos: []string{"h2", "http/1.1"}})
+	tc, err := tls.Dial("tcp", tlsAddr, &tls.Config{RootCAs: certPool(t, certFile), ServerName: "localhost", NextProtos: []string{"h2", "http/1.1"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,8 +27,9 @@ import (
 )
 
 // startTLSServer runs a server with HTTPS on a second free port and returns
-// the HTTPS address and the PEM file of its self-signed certificate.
-func startTLSServer(t *testing.T, dsn string) (srv *Server, httpAddr, tlsAddr, certFile string) {
+// the HTTPS address and the PEM file of its self-signed certificate; mods
+// change its Config further.
+func startTLSServer(t *testing.T, dsn string, mods ...func(*Config)) (srv *Server, httpAddr, tlsAddr, certFile string) {
 	t.Helper()
 	dir := t.TempDir()
 	certFile, keyFile, err := tlsbridge.GenerateSelfSigned(dir)
@@ -43,18 +44,39 @@ func startTLSServer(t *testing.T, dsn string) (srv *Server, httpAddr, tlsAddr, c
 	srv, httpAddr = startServer(t, dsn, func(c *Config) {
 		c.TLSListen = tlsAddr
 		c.TLS = tlsbridge.Config{Certificate: cert}
+		for _, m := range mods {
+			m(c)
+		}
 	})
 	return srv, httpAddr, tlsAddr, certFile
 }
 
-func tlsClient(t *testing.T, certFile string) *http.Client {
+// readCertPool is the pool of the PEM certificates in file (for the
+// clients of a server from startTLSServer; also in a helper process).
+func readCertPool(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("no certificate in %s", file)
+	}
+	return pool, nil
+}
+
+func certPool(t testing.TB, file string) *x509.CertPool {
 	t.Helper()
-	pem, err := os.ReadFile(certFile)
+	pool, err := readCertPool(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
+	return pool
+}
+
+func tlsClient(t *testing.T, certFile string) *http.Client {
+	t.Helper()
+	pool := certPool(t, certFile)
 	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: pool, NextProtos: []string{"http/1.1"}}, ForceAttemptHTTP2: false, MaxIdleConnsPerHost: 4,
 	}}
@@ -106,9 +128,7 @@ func TestHTTPSUploads(t *testing.T) {
 		// A TLS 1.3 client writes its request right after its Finished; the
 		// body arrives before the server has processed the Finished, so it
 		// is held by the bridge (MaxAfterFlight), not cut off at 64 KiB.
-		pem, _ := os.ReadFile(certFile)
-		pool := x509.NewCertPool()
-		pool.AppendCertsFromPEM(pem)
+		pool := certPool(t, certFile)
 		for i := 0; i < 5; i++ {
 			c, err := tls.Dial("tcp", tlsAddr, &tls.Config{RootCAs: pool, ServerName: "localhost"})
 			if err != nil {
@@ -130,9 +150,7 @@ func TestHTTPSUploads(t *testing.T) {
 	})
 
 	t.Run("pipelined over one TLS connection", func(t *testing.T) {
-		pem, _ := os.ReadFile(certFile)
-		pool := x509.NewCertPool()
-		pool.AppendCertsFromPEM(pem)
+		pool := certPool(t, certFile)
 		c, err := tls.Dial("tcp", tlsAddr, &tls.Config{RootCAs: pool, ServerName: "localhost"})
 		if err != nil {
 			t.Fatal(err)
@@ -313,9 +331,7 @@ func testTLSSentAhead(t *testing.T, cut int) {
 	db := testdb.Open(t, dsn)
 	unlock := lockUploads(t, db)
 
-	pem, _ := os.ReadFile(certFile)
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
+	pool := certPool(t, certFile)
 	raw, err := net.Dial("tcp", tlsAddr)
 	if err != nil {
 		t.Fatal(err)
