@@ -72,44 +72,52 @@ func FuzzFeed(f *testing.F) {
 		cl.fr.WriteGoAway(0, 0, nil)
 	})
 	f.Fuzz(func(t *testing.T, data []byte, step uint16) {
-		var c Conn
-		c.Init(Limits{MaxStreams: 8, Flood: 100})
-		h := &fuzzHandler{t: t, c: &c, held: map[uint32]bool{}, refuse: step&1 != 0}
-		in := append([]byte(Preface), data...)
-		st := int(step%64) + 1
-		var out, buf []byte
-		for len(in) > 0 {
-			k := min(st, len(in))
-			buf = append(buf, in[:k]...)
-			in = in[k:]
-			var n int
-			var err error
-			out, n, err = c.Feed(out[:0], buf, h)
-			buf = buf[n:]
-			if err != nil {
-				if !c.Done() {
-					t.Fatal("not done after an error")
-				}
-				return
+		feedInSteps(t, Limits{MaxStreams: 8, Flood: 100}, append([]byte(Preface), data...), int(step%64)+1, step&1 != 0,
+			func(int) []byte { return []byte("answer") })
+	})
+}
+
+// feedInSteps feeds in to a fresh Conn st bytes at a time, as a loop would,
+// answering the streams the handler holds with answer(i) (i: the stream's
+// place among those to answer; nil: not now), and checks after every step
+// what a Conn must keep: done after an error, no more than one partial
+// frame left, at most 64 KiB held, at most MaxStreams streams.
+func feedInSteps(t *testing.T, l Limits, in []byte, st int, refuse bool, answer func(i int) []byte) {
+	var c Conn
+	c.Init(l)
+	h := &fuzzHandler{t: t, c: &c, held: map[uint32]bool{}, refuse: refuse}
+	var out, buf []byte
+	for len(in) > 0 {
+		k := min(st, len(in))
+		buf = append(buf, in[:k]...)
+		in = in[k:]
+		var n int
+		var err error
+		out, n, err = c.Feed(out[:0], buf, h)
+		buf = buf[n:]
+		if err != nil {
+			if !c.Done() {
+				t.Fatal("not done after an error")
 			}
-			if len(buf) > headerLen+int(c.lim.MaxFrame) {
-				t.Fatalf("%d bytes left", len(buf))
-			}
-			for _, id := range h.todo {
-				if h.held[id] {
-					delete(h.held, id)
-					out = c.Respond(out, id, &Response{Status: 200}, []byte("answer"))
-				}
-			}
-			h.todo = h.todo[:0]
-			if m := c.Held(); m > 64<<10 {
-				t.Fatalf("Conn holds %d bytes", m)
-			}
-			if c.Streams() > 8 {
-				t.Fatalf("%d streams", c.Streams())
+			return
+		}
+		if len(buf) > headerLen+int(c.lim.MaxFrame) {
+			t.Fatalf("%d bytes left", len(buf))
+		}
+		for i, id := range h.todo {
+			if body := answer(i); h.held[id] && body != nil {
+				delete(h.held, id)
+				out = c.Respond(out, id, &Response{Status: 200}, body)
 			}
 		}
-	})
+		h.todo = h.todo[:0]
+		if m := c.Held(); m > 64<<10 {
+			t.Fatalf("Conn holds %d bytes", m)
+		}
+		if c.Streams() > int(c.lim.MaxStreams) {
+			t.Fatalf("%d streams", c.Streams())
+		}
+	}
 }
 
 // FuzzFrames builds well-framed input from the fuzzer's bytes, so that it
@@ -126,50 +134,24 @@ func FuzzFrames(f *testing.F) {
 var reqBlock = newClient().block(kv("content-length", "5")...)
 
 func fuzzFrames(t *testing.T, data []byte, step uint16) {
-	{
-		var in []byte
-		in = append(in, Preface...)
-		in = appendFrameHeader(in, 0, frameSettings, 0, 0)
-		for len(data) >= 4 {
-			typ, flags, id, n := data[0]%10, data[1], uint32(data[2]%16), int(data[3])
-			data = data[4:]
-			n = min(n, len(data))
-			p := data[:n]
-			data = data[n:]
-			if typ == frameHeaders && n == 1 && p[0] == 0 {
-				p = reqBlock
-			}
-			in = append(appendFrameHeader(in, len(p), typ, flags, id), p...)
+	var in []byte
+	in = append(in, Preface...)
+	in = appendFrameHeader(in, 0, frameSettings, 0, 0)
+	for len(data) >= 4 {
+		typ, flags, id, n := data[0]%10, data[1], uint32(data[2]%16), int(data[3])
+		data = data[4:]
+		n = min(n, len(data))
+		p := data[:n]
+		data = data[n:]
+		if typ == frameHeaders && n == 1 && p[0] == 0 {
+			p = reqBlock
 		}
-		var c Conn
-		c.Init(Limits{MaxStreams: 4, Flood: 50})
-		h := &fuzzHandler{t: t, c: &c, held: map[uint32]bool{}, refuse: step&1 != 0}
-		st := int(step%128) + 1
-		var out, buf []byte
-		for len(in) > 0 {
-			k := min(st, len(in))
-			buf = append(buf, in[:k]...)
-			in = in[k:]
-			var n int
-			var err error
-			out, n, err = c.Feed(out[:0], buf, h)
-			buf = buf[n:]
-			if err != nil {
-				return
-			}
-			for i, id := range h.todo {
-				if h.held[id] && (i+int(step))%3 != 0 {
-					delete(h.held, id)
-					out = c.Respond(out, id, &Response{Status: 200}, make([]byte, int(step)%20000))
-				}
-			}
-			h.todo = h.todo[:0]
-			if m := c.Held(); m > 64<<10 {
-				t.Fatalf("Conn holds %d bytes", m)
-			}
-			if c.Streams() > 4 {
-				t.Fatalf("%d streams", c.Streams())
-			}
-		}
+		in = append(appendFrameHeader(in, len(p), typ, flags, id), p...)
 	}
+	feedInSteps(t, Limits{MaxStreams: 4, Flood: 50}, in, int(step%128)+1, step&1 != 0, func(i int) []byte {
+		if (i+int(step))%3 == 0 {
+			return nil
+		}
+		return make([]byte, int(step)%20000)
+	})
 }

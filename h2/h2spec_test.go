@@ -19,21 +19,7 @@ func TestH2Spec(t *testing.T) {
 	if err != nil {
 		bin = filepath.Join(os.Getenv("HOME"), "go", "bin", "h2spec")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go serve(t, nc, Limits{}, true)
-		}
-	}()
-	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	port := strconv.Itoa(listen(t, true).Port)
 	out, err := exec.Command(bin, "-h", "127.0.0.1", "-p", port, "-o", "2").CombinedOutput()
 	t.Logf("%s", out)
 	if err != nil {
@@ -47,28 +33,36 @@ func TestNghttp(t *testing.T) {
 	if os.Getenv("NGHTTP") == "" {
 		t.Skip("NGHTTP=1 runs nghttp")
 	}
+	ln := listen(t, false)
+	body := filepath.Join(t.TempDir(), "body")
+	if err := os.WriteFile(body, make([]byte, 200000), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + ln.String() + "/up"
+	out, err := exec.Command("nghttp", "-n", "-s", "-m", "10", "-d", body, "-H", "idempotency-key: \"k\"", url).CombinedOutput()
+	t.Logf("%s", out)
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// listen serves Conns (serve, quiet as given) on a loopback port until the
+// test ends.
+func listen(t *testing.T, quiet bool) *net.TCPAddr {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
 			nc, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			go serve(t, nc, Limits{}, false)
+			go serve(t, nc, Limits{}, quiet)
 		}
 	}()
-	body := filepath.Join(t.TempDir(), "body")
-	if err := os.WriteFile(body, make([]byte, 200000), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	url := "http://" + ln.Addr().String() + "/up"
-	out, err := exec.Command("nghttp", "-n", "-s", "-m", "10", "-d", body, "-H", "idempotency-key: \"k\"", url).CombinedOutput()
-	t.Logf("%s", out)
-	if err != nil {
-		t.Fatal(err)
-	}
+	return ln.Addr().(*net.TCPAddr)
 }
