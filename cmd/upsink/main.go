@@ -128,7 +128,7 @@ func serve(args []string, stderr io.Writer, check io.Writer) int {
 	fs.DurationVar(&cfg.RetryAfter, "retry-after", time.Second, "Retry-After sent with 503")
 	fs.IntVar(&cfg.Store.QueueLen, "queue", 0, "commit queue length in uploads (default: one per possible connection, so it never fills before the byte budget does)")
 	fs.IntVar(&cfg.Store.MaxBatchRows, "batch-rows", 1000, "most rows per committed batch")
-	fs.IntVar(&cfg.Loops, "loops", 0, "event loops (default: one per CPU)")
+	fs.IntVar(&cfg.Loops, "loops", 0, "event loops (default: half the CPUs, at least 1)")
 	fs.IntVar(&cfg.MaxConns, "max-conns", 0, "most open connections; at the cap the longest-idle keep-alive one is closed for a new one (default: --conn-memory / a connection's fixed cost, at most the fd limit minus a reserve)")
 	fs.Var(size{&cfg.ConnMemory}, "conn-memory", "memory the connections' fixed costs (user + kernel) may take; sets the default --max-conns (default 128MiB)")
 	minRate := int64(1 << 10)
