@@ -2,6 +2,7 @@ package server
 
 import (
 	"crypto/tls"
+	"runtime"
 	"testing"
 	"unsafe"
 
@@ -88,5 +89,26 @@ func TestConnectionCap(t *testing.T) {
 	}
 	if c := connCost(true); c < 10<<10 || c > 11<<10 {
 		t.Fatalf("an HTTPS connection's fixed cost %d B, ARCHITECTURE.md says ~10 KiB", c)
+	}
+}
+
+// TestDefaultLoops: without --loops the server runs half as many event loops
+// as Go has CPUs, at least one (upsink shares the machine with its
+// database); an explicit count is kept.
+func TestDefaultLoops(t *testing.T) {
+	old := runtime.GOMAXPROCS(0)
+	t.Cleanup(func() { runtime.GOMAXPROCS(old) })
+	for _, tt := range []struct{ procs, loops, want int }{
+		{1, 0, 1}, {2, 0, 1}, {3, 0, 1}, {4, 0, 2}, {16, 0, 8},
+		{2, 2, 2}, {1, 3, 3},
+	} {
+		runtime.GOMAXPROCS(tt.procs)
+		cfg := Config{Loops: tt.loops}
+		if err := cfg.setDefaults(); err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Loops != tt.want {
+			t.Errorf("GOMAXPROCS %d, --loops %d: %d loops, want %d", tt.procs, tt.loops, cfg.Loops, tt.want)
+		}
 	}
 }
