@@ -55,7 +55,7 @@ db_on_exit cleanup
 
 log "building"
 mkdir -p bin
-"$GO" build -o bin/upsink ./cmd/upsink
+make -s build GO="$GO" # static, as the Makefile builds it
 "$GO" build -o bin/upsink-bench ./cmd/upsink-bench
 B=bin/upsink-bench
 

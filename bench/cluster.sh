@@ -58,7 +58,7 @@ pick_port() {
 db_apt_need "the cluster test" jq jq
 db_apt_need "the cluster test" curl curl
 deploy/galera.sh install
-"$GO" build -o bin/upsink ./cmd/upsink
+make -s build GO="$GO" # static, as the Makefile builds it
 "$GO" build -o bin/upsink-bench ./cmd/upsink-bench
 B=bin/upsink-bench
 

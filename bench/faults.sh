@@ -98,7 +98,7 @@ db_on_exit cleanup
 
 log "building"
 mkdir -p bin
-"$GO" build -o bin/upsink ./cmd/upsink
+make -s build GO="$GO" # static, as the Makefile builds it
 B="${FAULTS_BENCH:-bin/upsink-bench}"
 if [ -z "${FAULTS_BENCH:-}" ]; then "$GO" build -o bin/upsink-bench ./cmd/upsink-bench; fi
 

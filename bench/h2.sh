@@ -32,7 +32,7 @@ cleanup() {
 db_on_exit cleanup
 
 mkdir -p bin
-"$GO" build -o bin/upsink ./cmd/upsink
+make -s build GO="$GO" # static, as the Makefile builds it
 "$GO" build -o bin/upsink-bench ./cmd/upsink-bench
 RES="bench/results/h2-$(date -u +%Y%m%d-%H%M%S)"
 mkdir -p "$RES"

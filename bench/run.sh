@@ -149,7 +149,7 @@ trap 'exit 129' HUP
 
 log "building"
 mkdir -p bin
-"$GO" build -o bin/upsink ./cmd/upsink
+make -s build GO="$GO" # static, as the Makefile builds it
 "$GO" build -o bin/upsink-baseline ./cmd/upsink-baseline
 "$GO" build -o bin/upsink-bench ./cmd/upsink-bench
 B=bin/upsink-bench

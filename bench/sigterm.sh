@@ -26,7 +26,7 @@ cleanup() {
 db_on_exit cleanup
 
 mkdir -p bin
-"$GO" build -o bin/upsink ./cmd/upsink
+make -s build GO="$GO" # static, as the Makefile builds it
 "$GO" build -o bin/upsink-bench ./cmd/upsink-bench
 tmp="$(mktemp -d /tmp/upsink-sigterm.XXXXXX)"
 db_start "$tmp"

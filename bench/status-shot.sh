@@ -24,7 +24,7 @@ cleanup() {
 db_on_exit cleanup
 
 mkdir -p bin "$(dirname "$OUT")"
-"$GO" build -o bin/upsink ./cmd/upsink
+make -s build GO="$GO" # static, as the Makefile builds it
 "$GO" build -o bin/upsink-bench ./cmd/upsink-bench
 tmp="$(mktemp -d /tmp/upsink-statusshot.XXXXXX)"
 db_start "$tmp"

@@ -48,7 +48,7 @@ db_install
 
 log "building"
 mkdir -p bin "$OUT"
-"$GO" build -o bin/upsink ./cmd/upsink
+make -s build GO="$GO" # static, as the Makefile builds it
 "$GO" build -o bin/upsink-bench ./cmd/upsink-bench
 B=bin/upsink-bench
 
