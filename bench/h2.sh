@@ -13,31 +13,20 @@
 # Environment: H2_REQUESTS (200000 per run), GO (go). Results in
 # bench/results/h2-DATE/, a summary on stdout. Only processes started here
 # are stopped (by pid).
-# shellcheck disable=SC2317 # cleanup is called from traps
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 GO="${GO:-go}"
 # shellcheck source=deploy/mariadb.sh
 . deploy/mariadb.sh
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 N="${H2_REQUESTS:-200000}"
 
 db_install
 db_install_clients
-tmp="" DB_SERVER_PID="" SRV_PID=""
-cleanup() {
-	if [ -n "$SRV_PID" ] && kill -0 "$SRV_PID" 2>/dev/null; then kill -KILL "$SRV_PID" 2>/dev/null || true; fi
-	if [ -n "$DB_SERVER_PID" ]; then db_stop "$DB_SERVER_PID"; fi
-	if [ -n "$tmp" ]; then rm -rf "$tmp"; fi
-}
-db_on_exit cleanup
-
-mkdir -p bin
-make -s build GO="$GO" # static, as the Makefile builds it
-"$GO" build -o bin/upsink-bench ./cmd/upsink-bench
+bench_setup h2bench
 RES="bench/results/h2-$(date -u +%Y%m%d-%H%M%S)"
 mkdir -p "$RES"
-tmp="$(mktemp -d /tmp/upsink-h2bench.XXXXXX)"
-db_start "$tmp"
 bin/upsink gencert --dir "$tmp" >/dev/null
 head -c 1024 /dev/zero | tr '\0' 'u' >"$tmp/body"
 port=18870

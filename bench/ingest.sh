@@ -7,31 +7,20 @@
 # rows/s, the server's peak RSS (VmHWM) and checks that the table holds
 # exactly 1,000 rows per 201. Results in bench/results/ingest-DATE/. Only
 # processes started here are stopped (by pid).
-# shellcheck disable=SC2317 # cleanup is called from traps
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 GO="${GO:-go}"
 # shellcheck source=deploy/mariadb.sh
 . deploy/mariadb.sh
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 SECS="${INGEST_SECONDS:-10}" CLIENTS="${INGEST_CLIENTS:-64}"
 
 db_install
 db_apt_need "the ingest benchmark" nghttp2-client h2load
-tmp="" DB_SERVER_PID="" SRV_PID=""
-cleanup() {
-	if [ -n "$SRV_PID" ] && kill -0 "$SRV_PID" 2>/dev/null; then kill -KILL "$SRV_PID" 2>/dev/null || true; fi
-	if [ -n "$DB_SERVER_PID" ]; then db_stop "$DB_SERVER_PID"; fi
-	if [ -n "$tmp" ]; then rm -rf "$tmp"; fi
-}
-db_on_exit cleanup
-
-mkdir -p bin
-make -s build GO="$GO" # static, as the Makefile builds it
-"$GO" build -o bin/upsink-bench ./cmd/upsink-bench
+bench_setup ingestbench
 RES="bench/results/ingest-$(date -u +%Y%m%d-%H%M%S)"
 mkdir -p "$RES"
-tmp="$(mktemp -d /tmp/upsink-ingestbench.XXXXXX)"
-db_start "$tmp"
 
 cat >"$tmp/upsink.toml" <<'EOF'
 [[table]]

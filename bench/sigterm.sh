@@ -8,28 +8,17 @@
 # retries stores each twice), which must be 0. Repeated SIGTERM_RUNS (3)
 # times. Environment: SIGTERM_CLIENTS (64), SIGTERM_AFTER (3s), GO.
 # Only processes started here are stopped (by pid).
-# shellcheck disable=SC2317 # cleanup is called from traps
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 GO="${GO:-go}"
 # shellcheck source=deploy/mariadb.sh
 . deploy/mariadb.sh
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 CLIENTS="${SIGTERM_CLIENTS:-64}" AFTER="${SIGTERM_AFTER:-3}" RUNS="${SIGTERM_RUNS:-3}"
 
 db_install
-tmp="" DB_SERVER_PID="" SRV_PID=""
-cleanup() {
-	if [ -n "$SRV_PID" ] && kill -0 "$SRV_PID" 2>/dev/null; then kill -KILL "$SRV_PID" 2>/dev/null || true; fi
-	if [ -n "$DB_SERVER_PID" ]; then db_stop "$DB_SERVER_PID"; fi
-	if [ -n "$tmp" ]; then rm -rf "$tmp"; fi
-}
-db_on_exit cleanup
-
-mkdir -p bin
-make -s build GO="$GO" # static, as the Makefile builds it
-"$GO" build -o bin/upsink-bench ./cmd/upsink-bench
-tmp="$(mktemp -d /tmp/upsink-sigterm.XXXXXX)"
-db_start "$tmp"
+bench_setup sigterm
 port=18680
 for run in $(seq "$RUNS"); do
 	db="sigterm_$run"

@@ -10,30 +10,19 @@
 # acknowledged upload is stored once (after --verify-drain for the spool runs
 # that MariaDB can drain). Results in bench/results/spool-*/, a summary on
 # stdout. Only processes started here are stopped (by pid).
-# shellcheck disable=SC2317 # cleanup is called from traps
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 GO="${GO:-go}"
 # shellcheck source=deploy/mariadb.sh
 . deploy/mariadb.sh
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 SECS="${SPOOL_SECONDS:-10}"
 
 db_install
-tmp="" DB_SERVER_PID="" SRV_PID=""
-cleanup() {
-	if [ -n "$SRV_PID" ] && kill -0 "$SRV_PID" 2>/dev/null; then kill -KILL "$SRV_PID" 2>/dev/null || true; fi
-	if [ -n "$DB_SERVER_PID" ]; then db_stop "$DB_SERVER_PID"; fi
-	if [ -n "$tmp" ]; then rm -rf "$tmp"; fi
-}
-db_on_exit cleanup
-
-mkdir -p bin
-make -s build GO="$GO" # static, as the Makefile builds it
-"$GO" build -o bin/upsink-bench ./cmd/upsink-bench
+bench_setup spoolbench
 RES="bench/results/spool-$(date -u +%Y%m%d-%H%M%S)"
 mkdir -p "$RES"
-tmp="$(mktemp -d /tmp/upsink-spoolbench.XXXXXX)"
-db_start "$tmp"
 port=18760
 
 # run NAME DSN_DB|down SPOOL_AFTER LOAD_ARGS...

@@ -5,29 +5,19 @@
 # must render (its DOM dumped and checked for the page's table and chart),
 # and takes a screenshot into docs/status.png (STATUS_SHOT to change).
 # Only processes started here are stopped (by pid).
-# shellcheck disable=SC2317 # cleanup is called from traps
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 GO="${GO:-go}"
 # shellcheck source=deploy/mariadb.sh
 . deploy/mariadb.sh
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 OUT="${STATUS_SHOT:-docs/status.png}"
 
 db_install
 db_apt_need "the status page screenshot" chromium chromium
-tmp="" DB_SERVER_PID="" SRV_PID=""
-cleanup() {
-	if [ -n "$SRV_PID" ] && kill -0 "$SRV_PID" 2>/dev/null; then kill -KILL "$SRV_PID" 2>/dev/null || true; fi
-	if [ -n "$DB_SERVER_PID" ]; then db_stop "$DB_SERVER_PID"; fi
-	if [ -n "$tmp" ]; then rm -rf "$tmp"; fi
-}
-db_on_exit cleanup
-
-mkdir -p bin "$(dirname "$OUT")"
-make -s build GO="$GO" # static, as the Makefile builds it
-"$GO" build -o bin/upsink-bench ./cmd/upsink-bench
-tmp="$(mktemp -d /tmp/upsink-statusshot.XXXXXX)"
-db_start "$tmp"
+bench_setup statusshot
+mkdir -p "$(dirname "$OUT")"
 db_client -e "CREATE DATABASE IF NOT EXISTS shot" >/dev/null
 bin/upsink serve --listen 127.0.0.1:18790 --admin-listen 127.0.0.1:18791 --dsn "root@unix($DB_SOCK)/shot" \
 	--spool-dir "$tmp/spool" >"$tmp/upsink.log" 2>&1 &
