@@ -14,12 +14,18 @@ import (
 
 // printSettings writes upsink check-config's report: one line per setting,
 // its effective value and where it came from (default, file PATH:LINE:COL,
-// env UPSINK_X, flag --x), secrets masked; then one line per declared
+// env UPSINK_X, flag --x), secrets masked, --loops 0 as the count it
+// stands for; then one line per declared
 // table with its column count and whether it has a token (never the token).
 func printSettings(w io.Writer, s *settings) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	s.fs.VisitAll(func(f *flag.Flag) {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", f.Name, showValue(f.Name, current(f.Value)), s.src[f.Name])
+		v, src := current(f.Value), s.src[f.Name].String()
+		if f.Name == "loops" && v == 0 {
+			// 0 is the server's default: show what it resolves to.
+			v, src = server.DefaultLoops(), src+" (half the CPUs)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", f.Name, showValue(f.Name, v), src)
 	})
 	for _, t := range s.tables {
 		token := "no token"

@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
+
+	"upsink/server"
 )
 
 // checkConfigRun runs upsink check-config with args and returns its exit
@@ -56,6 +59,7 @@ func TestSettingsPrecedence(t *testing.T) {
 		"idle-timeout": {"30s", "default"},
 		"max-inflight": {"32MiB", "default"},
 		"config":       {p, "flag --config"},
+		"loops":        {strconv.Itoa(server.DefaultLoops()), "default (half the CPUs)"},
 	}
 	check := func(what string, rep map[string][2]string, want map[string][2]string) {
 		t.Helper()
@@ -93,6 +97,13 @@ func TestSettingsPrecedence(t *testing.T) {
 	want["max-body"] = [2]string{"1536KiB", "flag --max-body"}
 	want["dsn"] = [2]string{"flag@unix(/s)/d", "flag --dsn"}
 	check("flags", rep, want)
+
+	// An explicit loop count is shown as given.
+	code, rep, stderr = checkConfigRun(t, "--loops", "3", "--max-body=1MiB", "--dsn", "flag@unix(/s)/d")
+	if code != 0 || stderr != "" {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	check("loops", rep, map[string][2]string{"loops": {"3", "flag --loops"}})
 }
 
 // TestSettingsErrors: a bad value is one line naming its source, exit 2.
