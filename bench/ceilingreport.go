@@ -187,6 +187,9 @@ func ceilingSection(w func(string, ...any), dir string, before, after, ceil *Cei
 				w(", the load tool %.1f µs: %.1f µs in all, of which %s %.0f %%. ", st, sum, top, 100*topV/sum)
 				if n := float64(u.r.CPU.NCPU); n > 0 && sum > 0 {
 					w("At that cost the %d cores could land at most %.0f uploads/s (%s the ceiling) if nothing waited.", u.r.CPU.NCPU, n/sum*1e6, ratio(n/sum*1e6, ceil.RowsPerSec))
+					if need := g.ratio * ceil.RowsPerSec; need > 0 {
+						w(" The target (%.2f×: %.0f uploads/s) needs the three to spend at most %.1f µs per upload in all, the load tool's included, with every core busy and nothing waiting.", g.ratio, need, n/need*1e6)
+					}
 				}
 				w("\n")
 			}
