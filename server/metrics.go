@@ -114,6 +114,7 @@ func (s *Server) registerMetrics(m *metrics.Set) {
 		{"upsink_http2_connections", "Of the open connections, those speaking HTTP/2."},
 		{"upsink_tls_handshakes_total", "TLS handshakes by result."},
 		{"upsink_tls_handshakes_in_flight", "TLS handshakes waiting for or on a worker."},
+		{"upsink_tls_handshakes_newest_first_total", "TLS handshakes taken from the wait list newest first, its oldest having waited past a tenth of --tls-handshake-timeout (a backlog)."},
 		{"upsink_timeouts_total", "Connections timed out, by kind: head (--header-timeout), idle (--idle-timeout), body_rate (--min-body-rate or a stalled body)."},
 		{"upsink_refused_total", "Requests and connections refused to bound memory, by reason."},
 		{"upsink_database_up", "1 while the store's connection to MariaDB is ready."},
@@ -158,6 +159,7 @@ func (s *Server) registerMetrics(m *metrics.Set) {
 		metrics.Counter(w, `upsink_tls_handshakes_total{result="timeout"}`, uint64(ts.TimedOut))
 		metrics.Counter(w, `upsink_tls_handshakes_total{result="plain_http"}`, uint64(ts.PlainHTTP))
 		metrics.Gauge(w, "upsink_tls_handshakes_in_flight", float64(ts.InFlight))
+		metrics.Counter(w, "upsink_tls_handshakes_newest_first_total", uint64(ts.NewestFirst))
 		metrics.Counter(w, `upsink_timeouts_total{kind="head"}`, h.headTimeouts.Load())
 		metrics.Counter(w, `upsink_timeouts_total{kind="idle"}`, h.idleTimeouts.Load())
 		metrics.Counter(w, `upsink_timeouts_total{kind="body_rate"}`, uint64(h.slowBodies.Load()))

@@ -8,9 +8,12 @@
 //
 // A connection is submitted once its first record (the ClientHello) is
 // complete; a client that sends half a hello and stalls costs its buffered
-// bytes, never a worker. Submitted connections wait in a FIFO wait list
-// linked through their Conn (no channel, no goroutine, no bound on its length:
-// only the budget below and the handshake timeout limit it). At most
+// bytes, never a worker. Submitted connections wait in a wait list linked
+// through their Conn (no channel, no goroutine, no bound on its length: only
+// the budget below and the handshake timeout limit it), served oldest first
+// until its oldest has been open for a tenth of the handshake timeout, then
+// newest first, so that a client arriving behind a backlog is not made to
+// wait it out (popLocked). At most
 // Config.Workers goroutines take connections from it, started on demand, and
 // of those at most Config.Computing run crypto at once; a worker waiting for
 // its client gives its computing slot back. The tls.Conn is created when a
@@ -87,16 +90,17 @@ type Config struct {
 
 // Stats are cumulative counters, except InFlight.
 type Stats struct {
-	Handshakes int64 // completed handshakes
-	Resumed    int64 // of those, resumed from a session ticket
-	Failed     int64 // handshakes that failed: bad ClientHello, alert, client gone mid-handshake
-	Rejected   int64 // connections closed because the bridge was closed (Close) before their handshake finished
-	TimedOut   int64 // connections closed by the handshake timeout
-	PlainHTTP  int64 // plain HTTP requests answered with 400 and closed
-	OverCap    int64 // connections closed for holding more ciphertext before their hand-over than the cap (64 KiB before the server's flight, MaxAfterFlight after it)
-	OverBudget int64 // connections closed because the budget's Hold tier refused their ciphertext before their hand-over
-	InFlight   int64 // handshakes on the wait list or on a worker now
-	Waiting    int64 // of those, on the wait list (no worker yet)
+	Handshakes  int64 // completed handshakes
+	Resumed     int64 // of those, resumed from a session ticket
+	Failed      int64 // handshakes that failed: bad ClientHello, alert, client gone mid-handshake
+	Rejected    int64 // connections closed because the bridge was closed (Close) before their handshake finished
+	TimedOut    int64 // connections closed by the handshake timeout
+	PlainHTTP   int64 // plain HTTP requests answered with 400 and closed
+	OverCap     int64 // connections closed for holding more ciphertext before their hand-over than the cap (64 KiB before the server's flight, MaxAfterFlight after it)
+	OverBudget  int64 // connections closed because the budget's Hold tier refused their ciphertext before their hand-over
+	NewestFirst int64 // handshakes a worker took from the wait list newest first: its oldest had been open past HandshakeTimeout/10 (see popLocked)
+	InFlight    int64 // handshakes on the wait list or on a worker now
+	Waiting     int64 // of those, on the wait list (no worker yet)
 }
 
 // Session ticket keys: a new one every ticketRotate, the newest ticketKeysKept
@@ -137,7 +141,7 @@ type Bridge struct {
 
 	keys [][32]byte // housekeeping goroutine only
 
-	handshakes, resumed, failed, rejected, timedOut, plainHTTP, overCap, overBudget, inFlight, waiting atomic.Int64
+	handshakes, resumed, failed, rejected, timedOut, plainHTTP, overCap, overBudget, newestFirst, inFlight, waiting atomic.Int64
 
 	unlimitedFeed bool // tests only: hand crypto/tls everything buffered, not one record at a time
 	noHelloSplit  bool // tests only: pass a large ClientHello record on whole
@@ -230,16 +234,17 @@ func (b *Bridge) SetCertificate(c *tls.Certificate) {
 // Stats returns a snapshot of the counters.
 func (b *Bridge) Stats() Stats {
 	return Stats{
-		Handshakes: b.handshakes.Load(),
-		Resumed:    b.resumed.Load(),
-		Failed:     b.failed.Load(),
-		Rejected:   b.rejected.Load(),
-		TimedOut:   b.timedOut.Load(),
-		PlainHTTP:  b.plainHTTP.Load(),
-		OverCap:    b.overCap.Load(),
-		OverBudget: b.overBudget.Load(),
-		InFlight:   b.inFlight.Load(),
-		Waiting:    b.waiting.Load(),
+		Handshakes:  b.handshakes.Load(),
+		Resumed:     b.resumed.Load(),
+		Failed:      b.failed.Load(),
+		Rejected:    b.rejected.Load(),
+		TimedOut:    b.timedOut.Load(),
+		PlainHTTP:   b.plainHTTP.Load(),
+		OverCap:     b.overCap.Load(),
+		OverBudget:  b.overBudget.Load(),
+		NewestFirst: b.newestFirst.Load(),
+		InFlight:    b.inFlight.Load(),
+		Waiting:     b.waiting.Load(),
 	}
 }
 
@@ -396,14 +401,33 @@ func (b *Bridge) submit(c *Conn) bool {
 	return true
 }
 
-// popLocked takes the oldest connection off the wait list (qmu held).
+// popLocked takes the next connection off the wait list (qmu held): the
+// oldest, unless the oldest has been open for longer than a tenth of the
+// handshake timeout (lifoDiv). Then the list holds more than the workers get
+// through in that time, a crowd (10,000 hellos at once) or a machine too
+// slow for its load, and serving it in order would make every newcomer wait
+// out the whole backlog: a client that gives up after a few seconds would
+// never be served. So the newest goes first. It can still finish in time.
+// The oldest wait for a lull or their deadline, as every one of them would
+// in order.
 func (b *Bridge) popLocked() *Conn {
 	c := b.wait.head
-	if c != nil {
-		b.unqueueLocked(c)
+	if c == nil {
+		return nil
 	}
+	// c.deadline was written at Open, before submit pushed c under qmu.
+	opened := c.deadline - int64(b.cfg.HandshakeTimeout)
+	if b.now()-opened > int64(b.cfg.HandshakeTimeout/lifoDiv) {
+		c = b.wait.tail
+		b.newestFirst.Add(1)
+	}
+	b.unqueueLocked(c)
 	return c
 }
+
+// lifoDiv: the wait list is served newest first once its oldest connection
+// has been open for HandshakeTimeout/lifoDiv (1 s by default).
+const lifoDiv = 10
 
 func (b *Bridge) unqueueLocked(c *Conn) {
 	b.wait.remove(c)
