@@ -111,7 +111,8 @@ func TestAttacksShort(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plain, secure := testnet.FreeAddr(t), testnet.FreeAddr(t)
+	addrs := testnet.FreeAddrs(t, 2) // distinct: FreeAddr twice can return one port
+	plain, secure := addrs[0], addrs[1]
 	srv, err := server.New(server.Config{Listen: plain, TLSListen: secure, TLS: tlsbridge.Config{Certificate: cert},
 		Store: store.Config{DSN: dsn}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {

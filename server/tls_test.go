@@ -40,8 +40,11 @@ func startTLSServer(t *testing.T, dsn string, mods ...func(*Config)) (srv *Serve
 	if err != nil {
 		t.Fatal(err)
 	}
-	tlsAddr = testnet.FreeAddr(t)
 	srv, httpAddr = startServer(t, dsn, func(c *Config) {
+		// A fresh port for each of startServer's attempts, never the HTTP
+		// one (FreeAddr can hand the same free port out twice).
+		for tlsAddr = testnet.FreeAddr(t); tlsAddr == c.Listen; tlsAddr = testnet.FreeAddr(t) {
+		}
 		c.TLSListen = tlsAddr
 		c.TLS = tlsbridge.Config{Certificate: cert}
 		for _, m := range mods {

@@ -343,6 +343,17 @@ func bridgeGoroutines() int {
 	return strings.Count(string(buf), "tlsbridge.(*Bridge).worker(")
 }
 
+// closeStalled closes the clients of stalledClient and waits until their
+// handshakes have failed and nothing is left behind.
+func (s *echoServer) closeStalled(t testing.TB, conns []net.Conn) {
+	t.Helper()
+	for _, c := range conns {
+		c.Close()
+	}
+	waitFor(t, 10*time.Second, "stalled handshakes to fail", func() bool { return s.b.Stats().InFlight == 0 })
+	s.checkNoLeak(t)
+}
+
 // stalledClient connects and sends a whole ClientHello, then neither reads nor
 // writes: its handshake takes a worker, which sends its flight and waits.
 func stalledClient(t testing.TB, addr string, hello []byte) net.Conn {

@@ -80,7 +80,8 @@ func TestSIGHUPReload(t *testing.T) {
 	)
 	for try := 0; ; try++ {
 		var httpAddr string
-		httpAddr, tlsAddr = testnet.FreeAddr(t), testnet.FreeAddr(t)
+		addrs := testnet.FreeAddrs(t, 2) // distinct: FreeAddr twice can return one port
+		httpAddr, tlsAddr = addrs[0], addrs[1]
 		u = startChild(t, bin, "serve", "--listen", httpAddr, "--tls-listen", tlsAddr, "--tls-cert", liveCert, "--tls-key", liveKey,
 			"--dsn", "root@unix("+dir+"/no.sock)/x")
 		if u.waitMsg("upsink: serving HTTPS") {

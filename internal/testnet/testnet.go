@@ -18,3 +18,21 @@ func FreeAddr(t testing.TB) string {
 	defer ln.Close()
 	return ln.Addr().String()
 }
+
+// FreeAddrs returns n distinct 127.0.0.1 addresses whose ports were free a
+// moment ago: all n are held open until the last is chosen, so the kernel
+// cannot hand the same port out twice (FreeAddr twice can). As with
+// FreeAddr, another process may take one before the caller binds it.
+func FreeAddrs(t testing.TB, n int) []string {
+	t.Helper()
+	addrs := make([]string, n)
+	for i := range addrs {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		addrs[i] = ln.Addr().String()
+	}
+	return addrs
+}
