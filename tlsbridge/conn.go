@@ -243,8 +243,9 @@ func (tc *Conn) dropPlain() {
 // while plaintext is buffered. bytebufferpool's pools do not fit them: they
 // calibrate by the length a buffer has when it is put back, and these go
 // back empty with 16 KiB or more of room, so once calibrated a pool dropped
-// every one and each decrypt allocated 16 KiB anew (TestEchoAllocs: 2
-// allocations per echoed message before, 0 now).
+// every one and each decrypt allocated 16 KiB anew (TestEchoAllocs, the
+// whole process per echoed message: 16,523 B in 5 allocations before, 48 B
+// in 2 now, both crypto/tls's own).
 var plainPool = sync.Pool{New: func() any { return new(bytebufferpool.ByteBuffer) }}
 
 // plainKeep: a plaintext buffer grown past this (pipelined bursts) is left

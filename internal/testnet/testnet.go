@@ -11,12 +11,7 @@ import (
 // on "address already in use".
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return FreeAddrs(t, 1)[0]
 }
 
 // FreeAddrs returns n distinct 127.0.0.1 addresses whose ports were free a
